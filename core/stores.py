@@ -1,0 +1,148 @@
+"""Where the stores are: parse the standard URLs once and derive what each library needs.
+
+`postgresql://user:password@host:port/dbname` gives SQLAlchemy's `postgresql+psycopg://` URL, libpq's
+conninfo and Feast's host/port/database fields; `redis://[user:password@]host:port/db` gives redis-py's URL
+and Feast's `host:port,db=N,password=...` connection string. Passwords never leave here unmasked in text
+meant for people.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from urllib.parse import quote, unquote, urlsplit
+
+from core.errors import ConfigurationError
+
+__all__ = [
+    "FEAST_REGISTRY_SCHEMA",
+    "PostgresEndpoint",
+    "RedisEndpoint",
+    "feast_environment",
+    "parse_postgres_url",
+    "parse_redis_url",
+]
+
+FEAST_REGISTRY_SCHEMA = "feast_registry"
+
+
+@dataclass(frozen=True, slots=True)
+class PostgresEndpoint:
+    """One PostgreSQL database, as every library that talks to it needs it."""
+
+    host: str
+    port: int
+    database: str
+    user: str
+    password: str = ""
+
+    def _userinfo(self, password: str) -> str:
+        return quote(self.user, safe="") + (f":{quote(password, safe='')}" if password else "")
+
+    def url(self, *, driver: str = "postgresql") -> str:
+        """The URL with the password, for libraries only (`driver='postgresql+psycopg'` for SQLAlchemy)."""
+        return f"{driver}://{self._userinfo(self.password)}@{self.host}:{self.port}/{self.database}"
+
+    def sqlalchemy_url(self) -> str:
+        """SQLAlchemy URL on the psycopg 3 driver."""
+        return self.url(driver="postgresql+psycopg")
+
+    def masked(self) -> str:
+        """The URL for people: the password replaced by `***`."""
+        return f"postgresql://{self._userinfo('***' if self.password else '')}@{self.host}:{self.port}/{self.database}"
+
+    def with_database(self, database: str) -> PostgresEndpoint:
+        """The same server, another database."""
+        return PostgresEndpoint(self.host, self.port, database, self.user, self.password)
+
+
+@dataclass(frozen=True, slots=True)
+class RedisEndpoint:
+    """One Redis logical database."""
+
+    host: str
+    port: int
+    db: int = 0
+    username: str = ""
+    password: str = ""
+
+    def _userinfo(self, password: str) -> str:
+        if not (self.username or password):
+            return ""
+        return f"{quote(self.username, safe='')}:{quote(password, safe='')}@"
+
+    def url(self) -> str:
+        """redis-py URL with the password."""
+        return f"redis://{self._userinfo(self.password)}{self.host}:{self.port}/{self.db}"
+
+    def masked(self) -> str:
+        """The URL for people: the password replaced by `***`."""
+        return f"redis://{self._userinfo('***' if self.password else '')}{self.host}:{self.port}/{self.db}"
+
+    def feast_connection_string(self) -> str:
+        """Feast's Redis online store format: `host:port,db=N[,username=..][,password=..]`."""
+        parts = [f"{self.host}:{self.port}", f"db={self.db}"]
+        if self.username:
+            parts.append(f"username={self.username}")
+        if self.password:
+            parts.append(f"password={self.password}")
+        return ",".join(parts)
+
+
+def parse_postgres_url(url: str) -> PostgresEndpoint:
+    """Parse `postgresql://user:password@host:port/dbname`; `postgres://` and `+driver` forms are accepted."""
+    parts = urlsplit(url.strip())
+    scheme = parts.scheme.split("+", 1)[0]
+    if scheme not in {"postgresql", "postgres"}:
+        raise ConfigurationError(f"TANDEM_POSTGRES_URL must start with postgresql://, got {scheme or 'nothing'}://")
+    try:
+        port = parts.port or 5432
+    except ValueError as exc:
+        raise ConfigurationError(f"TANDEM_POSTGRES_URL has an invalid port: {exc}") from None
+    database = parts.path.lstrip("/")
+    if not parts.hostname or not database:
+        raise ConfigurationError("TANDEM_POSTGRES_URL needs a host and a database: postgresql://user@host:port/dbname")
+    return PostgresEndpoint(
+        host=parts.hostname,
+        port=port,
+        database=unquote(database),
+        user=unquote(parts.username or "postgres"),
+        password=unquote(parts.password or ""),
+    )
+
+
+def parse_redis_url(url: str) -> RedisEndpoint:
+    """Parse `redis://[user:password@]host:port/db`."""
+    parts = urlsplit(url.strip())
+    if parts.scheme != "redis":
+        raise ConfigurationError(f"TANDEM_REDIS_URL must start with redis://, got {parts.scheme or 'nothing'}://")
+    try:
+        port = parts.port or 6379
+    except ValueError as exc:
+        raise ConfigurationError(f"TANDEM_REDIS_URL has an invalid port: {exc}") from None
+    path = parts.path.lstrip("/")
+    if path and not path.isdigit():
+        raise ConfigurationError(f"TANDEM_REDIS_URL database must be a number, got {path!r}")
+    if not parts.hostname:
+        raise ConfigurationError("TANDEM_REDIS_URL needs a host: redis://host:port/db")
+    return RedisEndpoint(
+        host=parts.hostname,
+        port=port,
+        db=int(path or 0),
+        username=unquote(parts.username or ""),
+        password=unquote(parts.password or ""),
+    )
+
+
+def feast_environment(postgres: PostgresEndpoint, redis: RedisEndpoint, *, project: str) -> dict[str, str]:
+    """The variables `feature_repo/feature_store.yaml` expands: the same stores, in Feast's words."""
+    registry = postgres.sqlalchemy_url() + f"?options=-csearch_path%3D{FEAST_REGISTRY_SCHEMA}"
+    return {
+        "TANDEM_FEAST_PROJECT": project,
+        "TANDEM_PG_HOST": postgres.host,
+        "TANDEM_PG_PORT": str(postgres.port),
+        "TANDEM_PG_DATABASE": postgres.database,
+        "TANDEM_PG_USER": postgres.user,
+        "TANDEM_PG_PASSWORD": postgres.password,
+        "TANDEM_FEAST_REGISTRY_URL": registry,
+        "TANDEM_FEAST_REDIS": redis.feast_connection_string(),
+    }

@@ -1,0 +1,1 @@
+"""The APScheduler process: materialize, batch-predict and check-skew jobs (issue 3 fills it)."""
