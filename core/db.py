@@ -168,9 +168,7 @@ class SkewReport(Base):
     status: Mapped[str] = mapped_column(Text)  # ok | warn | breach
     summary: Mapped[dict[str, Any]] = mapped_column(server_default=text("'{}'::jsonb"))
     parity: Mapped[dict[str, Any]] = mapped_column(server_default=text("'{}'::jsonb"))
-    job_run_id: Mapped[int | None] = mapped_column(
-        BigInteger, ForeignKey("job_runs.id", ondelete="SET NULL")
-    )
+    job_run_id: Mapped[int | None] = mapped_column(BigInteger, ForeignKey("job_runs.id", ondelete="SET NULL"))
     acked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     acked_by: Mapped[str | None] = mapped_column(Text)
     ack_comment: Mapped[str | None] = mapped_column(Text)
@@ -184,9 +182,7 @@ class SkewFinding(Base):
     __tablename__ = "skew_findings"
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
-    report_id: Mapped[int] = mapped_column(
-        BigInteger, ForeignKey("skew_reports.id", ondelete="CASCADE")
-    )
+    report_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("skew_reports.id", ondelete="CASCADE"))
     feature_view: Mapped[str] = mapped_column(Text)
     feature: Mapped[str] = mapped_column(Text)
     counts: Mapped[dict[str, Any]] = mapped_column()
@@ -199,6 +195,4 @@ class SkewFinding(Base):
     examples: Mapped[list[Any]] = mapped_column(server_default=text("'[]'::jsonb"))
     histogram: Mapped[dict[str, Any]] = mapped_column(server_default=text("'{}'::jsonb"))
 
-    __table_args__ = (
-        Index(None, "report_id", "feature_view", "feature", unique=True),
-    )
+    __table_args__ = (Index(None, "report_id", "feature_view", "feature", unique=True),)

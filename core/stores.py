@@ -93,14 +93,18 @@ def parse_postgres_url(url: str) -> PostgresEndpoint:
     parts = urlsplit(url.strip())
     scheme = parts.scheme.split("+", 1)[0]
     if scheme not in {"postgresql", "postgres"}:
-        raise ConfigurationError(f"TANDEM_POSTGRES_URL must start with postgresql://, got {scheme or 'nothing'}://")
+        raise ConfigurationError(
+            f"TANDEM_POSTGRES_URL must start with postgresql://, got {scheme or 'nothing'}://"
+        )
     try:
         port = parts.port or 5432
     except ValueError as exc:
         raise ConfigurationError(f"TANDEM_POSTGRES_URL has an invalid port: {exc}") from None
     database = parts.path.lstrip("/")
     if not parts.hostname or not database:
-        raise ConfigurationError("TANDEM_POSTGRES_URL needs a host and a database: postgresql://user@host:port/dbname")
+        raise ConfigurationError(
+            "TANDEM_POSTGRES_URL needs a host and a database: postgresql://user@host:port/dbname"
+        )
     return PostgresEndpoint(
         host=parts.hostname,
         port=port,
@@ -114,7 +118,9 @@ def parse_redis_url(url: str) -> RedisEndpoint:
     """Parse `redis://[user:password@]host:port/db`."""
     parts = urlsplit(url.strip())
     if parts.scheme != "redis":
-        raise ConfigurationError(f"TANDEM_REDIS_URL must start with redis://, got {parts.scheme or 'nothing'}://")
+        raise ConfigurationError(
+            f"TANDEM_REDIS_URL must start with redis://, got {parts.scheme or 'nothing'}://"
+        )
     try:
         port = parts.port or 6379
     except ValueError as exc:

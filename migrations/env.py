@@ -47,7 +47,7 @@ def run_migrations_online() -> None:
         return
     url = os.environ.get("TANDEM_POSTGRES_URL")
     if not url:
-        raise SystemExit("alembic: set TANDEM_POSTGRES_URL (eval \"$(tandem env)\") or use `tandem apply`")
+        raise SystemExit('alembic: set TANDEM_POSTGRES_URL (eval "$(tandem env)") or use `tandem apply`')
     engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
     with engine.begin() as conn:
         _run(conn)

@@ -1,0 +1,54 @@
+"""Engines, and bringing Tandem's schema to head with Alembic."""
+
+from __future__ import annotations
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Engine, create_engine, inspect, text
+
+from core.settings import PROJECT_ROOT
+from core.stores import FEAST_REGISTRY_SCHEMA, PostgresEndpoint
+
+__all__ = ["alembic_config", "create_db_engine", "current_revision", "downgrade_schema", "upgrade_schema"]
+
+
+def create_db_engine(endpoint: PostgresEndpoint, *, pool_size: int = 5) -> Engine:
+    """A SQLAlchemy engine on psycopg 3 that checks connections before use."""
+    return create_engine(
+        endpoint.sqlalchemy_url(),
+        pool_pre_ping=True,
+        pool_size=pool_size,
+        connect_args={"connect_timeout": 5},
+    )
+
+
+def alembic_config() -> Config:
+    """Alembic's configuration from the project's alembic.ini."""
+    config = Config(str(PROJECT_ROOT / "alembic.ini"))
+    config.set_main_option("script_location", str(PROJECT_ROOT / "migrations"))
+    return config
+
+
+def upgrade_schema(engine: Engine, *, revision: str = "head") -> None:
+    """Bring schema `tandem` to `revision`, and make sure Feast's registry schema exists."""
+    config = alembic_config()
+    with engine.begin() as conn:
+        conn.execute(text(f"CREATE SCHEMA IF NOT EXISTS {FEAST_REGISTRY_SCHEMA}"))
+        config.attributes["connection"] = conn
+        command.upgrade(config, revision)
+
+
+def downgrade_schema(engine: Engine, *, revision: str = "base") -> None:
+    """Revert schema `tandem` to `revision` (tests and rollbacks)."""
+    config = alembic_config()
+    with engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.downgrade(config, revision)
+
+
+def current_revision(engine: Engine) -> str | None:
+    """The revision the database is at, or None before the first upgrade."""
+    with engine.connect() as conn:
+        if not inspect(conn).has_table("alembic_version", schema="tandem"):
+            return None
+        return conn.execute(text("SELECT version_num FROM tandem.alembic_version")).scalar_one_or_none()

@@ -1,0 +1,77 @@
+"""Feast, pointed at Tandem's stores: the environment feature_store.yaml expands, the store, `feast apply`."""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from core.errors import NotFoundError
+from core.runtime import Stores
+from core.settings import Settings
+from core.stores import feast_environment
+
+__all__ = [
+    "apply_feature_repo",
+    "feast_env",
+    "feature_service_refs",
+    "materialize_incremental",
+    "open_feature_store",
+]
+
+
+def feast_env(settings: Settings, stores: Stores) -> dict[str, str]:
+    """The variables feature_store.yaml reads, for these stores and this project."""
+    return feast_environment(stores.postgres, stores.redis, project=settings.feast_project)
+
+
+def _export(settings: Settings, stores: Stores) -> None:
+    # Feast expands ${VAR} in feature_store.yaml from the process environment: set it, same as `tandem env`.
+    os.environ.update(feast_env(settings, stores))
+
+
+def open_feature_store(settings: Settings, stores: Stores) -> Any:
+    """A FeatureStore on the repo in settings, connected to `stores`."""
+    from feast import FeatureStore
+
+    _export(settings, stores)
+    return FeatureStore(repo_path=str(settings.feature_repo))
+
+
+def apply_feature_repo(settings: Settings, stores: Stores) -> list[str]:
+    """`feast apply` on the repo in settings; returns the names of the feature views now registered."""
+    from feast.repo_config import load_repo_config
+    from feast.repo_operations import apply_total
+
+    _export(settings, stores)
+    repo = Path(settings.feature_repo)
+    config = load_repo_config(repo, repo / "feature_store.yaml")
+    cwd = Path.cwd()
+    try:
+        apply_total(config, repo, skip_source_validation=False)
+    finally:
+        os.chdir(cwd)  # Feast's apply changes directory into the repo
+    store = open_feature_store(settings, stores)
+    return sorted(view.name for view in store.list_feature_views())
+
+
+def feature_service_refs(store: Any, name: str) -> list[str]:
+    """The ordered `view:feature` references of a feature service, or NotFoundError naming it."""
+    from feast.errors import FeatureServiceNotFoundException
+
+    try:
+        service = store.get_feature_service(name)
+    except FeatureServiceNotFoundException:
+        known = ", ".join(sorted(s.name for s in store.list_feature_services())) or "none"
+        raise NotFoundError(f"feature service {name!r} does not exist (registered: {known})") from None
+    return [
+        f"{projection.name_to_use()}:{feature.name}"
+        for projection in service.feature_view_projections
+        for feature in projection.features
+    ]
+
+
+def materialize_incremental(store: Any, *, end: datetime) -> None:
+    """Feast's incremental materialization up to `end` (aware UTC)."""
+    store.materialize_incremental(end_date=end)
