@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -48,10 +49,15 @@ def apply_feature_repo(settings: Settings, stores: Stores) -> list[str]:
     repo = Path(settings.feature_repo)
     config = load_repo_config(repo, repo / "feature_store.yaml")
     cwd = Path.cwd()
+    added = str(repo.resolve()) not in sys.path
+    if added:  # the repo's files import each other by bare name, as under the `feast` command
+        sys.path.insert(0, str(repo.resolve()))
     try:
         apply_total(config, repo, skip_source_validation=False)
     finally:
         os.chdir(cwd)  # Feast's apply changes directory into the repo
+        if added:
+            sys.path.remove(str(repo.resolve()))
     store = open_feature_store(settings, stores)
     return sorted(view.name for view in store.list_feature_views())
 

@@ -36,7 +36,7 @@ class PostgresEndpoint:
     password: str = ""
 
     def _userinfo(self, password: str) -> str:
-        return quote(self.user, safe="") + (f":{quote(password, safe='')}" if password else "")
+        return quote(self.user, safe="") + (f":{quote(password, safe='*')}" if password else "")
 
     def url(self, *, driver: str = "postgresql") -> str:
         """The URL with the password, for libraries only (`driver='postgresql+psycopg'` for SQLAlchemy)."""
@@ -68,7 +68,7 @@ class RedisEndpoint:
     def _userinfo(self, password: str) -> str:
         if not (self.username or password):
             return ""
-        return f"{quote(self.username, safe='')}:{quote(password, safe='')}@"
+        return f"{quote(self.username, safe='')}:{quote(password, safe='*')}@"
 
     def url(self) -> str:
         """redis-py URL with the password."""

@@ -1,0 +1,107 @@
+"""Where integration tests get real PostgreSQL and Redis servers, and a private database/prefix on them.
+
+Order: TANDEM_TEST_POSTGRES_URL / TANDEM_TEST_REDIS_URL; else testcontainers when a Docker engine answers;
+else the embedded stack (the same code as `tandem up`) in a temporary home on free ports.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+
+import psycopg
+import redis
+from psycopg import sql
+
+from core.settings import Settings
+from core.stores import PostgresEndpoint, RedisEndpoint, parse_postgres_url, parse_redis_url
+
+__all__ = ["free_port", "private_database", "purge_feast_project", "server_endpoints"]
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _docker_answers() -> bool:
+    try:
+        import docker
+
+        docker.from_env(timeout=2).ping()
+    except Exception:  # noqa: BLE001 - any failure means "no engine here"
+        return False
+    return True
+
+
+@contextmanager
+def embedded_servers(home: Path) -> Iterator[tuple[PostgresEndpoint, RedisEndpoint]]:
+    """Start the embedded stack under `home` on free ports; stop it afterwards."""
+    from core.stack import start_local_stack, stop_local_stack
+
+    settings = Settings(home=home, local_postgres_port=free_port(), local_redis_port=free_port())
+    stack = start_local_stack(settings)
+    try:
+        yield stack.postgres, stack.redis
+    finally:
+        stop_local_stack(settings)
+
+
+@contextmanager
+def server_endpoints(home: Path) -> Iterator[tuple[PostgresEndpoint, RedisEndpoint]]:
+    """Admin endpoints of a real PostgreSQL and Redis for this test session."""
+    pg_url, redis_url = os.environ.get("TANDEM_TEST_POSTGRES_URL"), os.environ.get("TANDEM_TEST_REDIS_URL")
+    if pg_url and redis_url:
+        yield parse_postgres_url(pg_url), parse_redis_url(redis_url)
+        return
+    if _docker_answers():
+        from testcontainers.postgres import PostgresContainer
+        from testcontainers.redis import RedisContainer
+
+        with ExitStack() as stack:
+            pg = stack.enter_context(PostgresContainer("postgres:16-alpine", driver=None))
+            rd = stack.enter_context(RedisContainer("redis:7-alpine"))
+            yield (
+                parse_postgres_url(pg.get_connection_url()),
+                RedisEndpoint(rd.get_container_host_ip(), int(rd.get_exposed_port(6379))),
+            )
+        return
+    with embedded_servers(home) as endpoints:
+        yield endpoints
+
+
+@contextmanager
+def private_database(admin: PostgresEndpoint) -> Iterator[PostgresEndpoint]:
+    """A new database on the server, unique to this session, dropped afterwards."""
+    name = f"tandem_test_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(admin.url(), autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        yield admin.with_database(name)
+    finally:
+        with psycopg.connect(admin.url(), autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def purge_feast_project(endpoint: RedisEndpoint, project: str) -> int:
+    """Delete the Redis keys of one Feast project (its keys end with the project name); returns how many."""
+    client = redis.Redis.from_url(endpoint.url())
+    deleted = 0
+    try:
+        batch: list[bytes] = []
+        for key in client.scan_iter(match=f"*{project}", count=1000):
+            batch.append(key)
+            if len(batch) >= 1000:
+                deleted += int(client.delete(*batch))
+                batch.clear()
+        if batch:
+            deleted += int(client.delete(*batch))
+    finally:
+        client.close()
+    return deleted
