@@ -25,6 +25,7 @@ from core.demo_risk import (
     INTEGER_FEATURES,
     PROFILE_FEATURES,
     TXN_FEATURES,
+    Column,
     DemoChunk,
     epoch_us,
     generate_chunk,
@@ -53,8 +54,6 @@ _TIMESTAMP_COLUMNS = frozenset({"event_timestamp", "created"})
 _PG_EPOCH_US = epoch_us(datetime(2000, 1, 1, tzinfo=UTC))
 _COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + bytes(8)  # signature, flags, header extension length
 _COPY_TRAILER = b"\xff\xff"
-
-Column = npt.NDArray[np.int64] | npt.NDArray[np.float64]
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,7 +142,7 @@ def _copy(cur: psycopg.Cursor[Any], table: str, columns: Sequence[str], rows: np
     )
     with cur.copy(statement) as copy:
         copy.write(_COPY_HEADER)
-        copy.write(memoryview(rows).cast("B"))
+        copy.write(rows.data.cast("B"))
         copy.write(_COPY_TRAILER)
 
 

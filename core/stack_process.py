@@ -83,8 +83,9 @@ def read_pid(path: Path) -> int | None:
     return int(first) if first.isdigit() else None
 
 
-def live_process(pid: int | None, name: str) -> psutil.Process | None:
-    """The running (not zombie) process `pid` if its name is `name`; None for a stale or reused pid."""
+def live_process(pid: int | None, name: str, *, cwd: Path | None = None) -> psutil.Process | None:
+    """The running (not zombie) process `pid` if its name is `name` (and, when readable, its working
+    directory is `cwd`: both daemons chdir to their data directory); None for a stale or reused pid."""
     if pid is None or pid <= 0:
         return None
     try:
@@ -93,6 +94,14 @@ def live_process(pid: int | None, name: str) -> psutil.Process | None:
             return None
     except (psutil.NoSuchProcess, psutil.AccessDenied):
         return None
+    if cwd is not None:
+        try:
+            if Path(process.cwd()).resolve() != cwd.resolve():
+                return None
+        except psutil.AccessDenied:
+            pass  # not ours to inspect (not root): the name check has to do
+        except psutil.NoSuchProcess:
+            return None
     return process
 
 

@@ -68,7 +68,7 @@ def _listening_port(process: psutil.Process) -> int | None:
 def running_redis(home: Path) -> RedisProcess | None:
     """The redis-server of `home/redis` if it runs; a stale pid file yields None."""
     pid = read_pid(_pidfile(home))
-    process = live_process(pid, _NAME)
+    process = live_process(pid, _NAME, cwd=home / "redis")
     if process is None or pid is None:
         return None
     return RedisProcess(pid=pid, port=_listening_port(process))
@@ -79,7 +79,7 @@ def _answers(port: int, pid: int) -> bool:
     client = redis.Redis(host=_HOST, port=port, socket_connect_timeout=0.5, socket_timeout=1.0)
     try:
         info = client.info("server")
-        return int(info.get("process_id", -1)) == pid and bool(client.ping())
+        return isinstance(info, dict) and int(info.get("process_id", -1)) == pid and bool(client.ping())
     except redis.RedisError:
         return False
     finally:
@@ -108,7 +108,7 @@ def start_redis(home: Path, port: int, *, timeout: float) -> RedisProcess:
     began = time.monotonic()
     while True:
         pid = read_pid(pidfile)
-        process = live_process(pid, _NAME)
+        process = live_process(pid, _NAME, cwd=data_dir)
         if process is not None and pid is not None and _answers(port, pid):
             logger.info("Redis started (pid %s) on %s:%s", pid, _HOST, port)
             return RedisProcess(pid=pid, port=port)
@@ -126,7 +126,7 @@ def stop_redis(home: Path, *, timeout: float = 60.0) -> RedisProcess | None:
     running = running_redis(home)
     if running is None:
         return None
-    process = live_process(running.pid, _NAME)
+    process = live_process(running.pid, _NAME, cwd=home / "redis")
     if process is not None:
         stop_process(process, sig=signal.SIGTERM, timeout=timeout)
     _pidfile(home).unlink(missing_ok=True)

@@ -89,6 +89,12 @@ def private_database(admin: PostgresEndpoint) -> Iterator[PostgresEndpoint]:
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
+def _delete(client: redis.Redis, keys: list[bytes]) -> int:
+    count = client.delete(*keys)
+    assert isinstance(count, int)
+    return count
+
+
 def purge_feast_project(endpoint: RedisEndpoint, project: str) -> int:
     """Delete the Redis keys of one Feast project (its keys end with the project name); returns how many."""
     client = redis.Redis.from_url(endpoint.url())
@@ -98,10 +104,10 @@ def purge_feast_project(endpoint: RedisEndpoint, project: str) -> int:
         for key in client.scan_iter(match=f"*{project}", count=1000):
             batch.append(key)
             if len(batch) >= 1000:
-                deleted += int(client.delete(*batch))
+                deleted += _delete(client, batch)
                 batch.clear()
         if batch:
-            deleted += int(client.delete(*batch))
+            deleted += _delete(client, batch)
     finally:
         client.close()
     return deleted
