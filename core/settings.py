@@ -36,8 +36,18 @@ class Settings(BaseSettings):
     # Blend policy
     max_staleness_s: float = Field(default=86_400.0, ge=0)
 
-    # Batch deadline (UTC): when batch predictions must be published each day.
+    # Scheduler
+    materialize_interval_s: int = Field(default=900, ge=1, description="Incremental materialization period")
+    batch_predict_cron: str = Field(default="0 2 * * *", description="Crontab (UTC) of the batch-predict job")
+    check_skew_interval_s: int = Field(default=3600, ge=1)
+    job_max_attempts: int = Field(default=3, ge=1, description="Tries per job run before it is marked failed")
+    job_retry_backoff_s: float = Field(default=5.0, ge=0, description="First retry delay; doubles each try")
+    leader_poll_s: float = Field(default=2.0, gt=0, description="How often a standby scheduler tries to lead")
+
+    # Batch predictions: chunk size of scoring and publishing, and when they must be ready each day (UTC).
+    batch_chunk_rows: int = Field(default=100_000, ge=1_000)
     batch_deadline_utc: time = time(8, 0)
+    deadline_percentile: float = Field(default=0.9, gt=0, le=1)
 
     # Skew thresholds
     value_tolerance: float = Field(default=1e-6, ge=0)

@@ -118,9 +118,10 @@ def _prepare_directories(home: Path, run_as: RunAs | None) -> None:
     for path in (pgdata, run_dir, log):
         chown_to(path, run_as)
     bin_dir = postgres_bin_dir()
+    # The binaries live in the virtualenv: its parents (e.g. a 0700 `mktemp -d`) must be traversable too.
+    utils.ensure_prefix_permissions(bin_dir)
     if not (bin_dir / "postgres").stat().st_mode & stat.S_IXOTH:
         readable = stat.S_IRGRP | stat.S_IROTH
-        utils.ensure_prefix_permissions(bin_dir)
         utils.ensure_folder_permissions(bin_dir, readable | stat.S_IXGRP | stat.S_IXOTH)
         utils.ensure_folder_permissions(bin_dir.parent / "lib", readable)
         utils.ensure_folder_permissions(bin_dir.parent / "share", readable)
