@@ -8,7 +8,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from core.errors import NotFoundError
+from core.feature_views import load_service_spec
 from core.runtime import Stores
 from core.settings import Settings
 from core.stores import feast_environment
@@ -64,18 +64,7 @@ def apply_feature_repo(settings: Settings, stores: Stores) -> list[str]:
 
 def feature_service_refs(store: Any, name: str) -> list[str]:
     """The ordered `view:feature` references of a feature service, or NotFoundError naming it."""
-    from feast.errors import FeatureServiceNotFoundException
-
-    try:
-        service = store.get_feature_service(name)
-    except FeatureServiceNotFoundException:
-        known = ", ".join(sorted(s.name for s in store.list_feature_services())) or "none"
-        raise NotFoundError(f"feature service {name!r} does not exist (registered: {known})") from None
-    return [
-        f"{projection.name_to_use()}:{feature.name}"
-        for projection in service.feature_view_projections
-        for feature in projection.features
-    ]
+    return list(load_service_spec(store, name).refs)
 
 
 def materialize_incremental(store: Any, *, end: datetime) -> None:

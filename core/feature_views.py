@@ -1,0 +1,121 @@
+"""What Tandem needs to know of a feature service, read once from Feast's registry into plain dataclasses.
+
+Batch scoring, the online reader and the skew checker all work from these specs rather than from Feast
+objects, so the decision code stays pure and the registry is consulted once per process.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from core.errors import ConfigurationError, NotFoundError
+
+__all__ = ["FeatureSpec", "ServiceSpec", "ViewSpec", "load_service_spec", "load_view_spec"]
+
+Kind = Literal["float64", "int64", "string", "bool"]
+
+_KINDS: dict[str, Kind] = {
+    "Float64": "float64",
+    "Float32": "float64",
+    "Int64": "int64",
+    "Int32": "int64",
+    "String": "string",
+    "Bool": "bool",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class FeatureSpec:
+    """One feature of a view: its name and value kind."""
+
+    name: str
+    kind: Kind
+
+
+@dataclass(frozen=True, slots=True)
+class ViewSpec:
+    """One feature view: where its offline rows live and how Feast's point-in-time join treats them."""
+
+    name: str
+    table: str  # a table name or a parenthesised query, as Feast's PostgreSQLSource gives it
+    join_key: str
+    timestamp_field: str
+    created_field: str | None
+    ttl_s: int  # 0: no TTL
+    features: tuple[FeatureSpec, ...]
+
+    def feature(self, name: str) -> FeatureSpec:
+        """The named feature, or NotFoundError."""
+        for spec in self.features:
+            if spec.name == name:
+                return spec
+        raise NotFoundError(f"feature view {self.name!r} has no feature {name!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceSpec:
+    """A feature service: its name, the views it reads and its ordered `view:feature` references."""
+
+    name: str
+    views: tuple[ViewSpec, ...]
+    refs: tuple[str, ...]
+
+    @property
+    def join_key(self) -> str:
+        """The one join key every view shares (Tandem scores single-key entities)."""
+        return self.views[0].join_key
+
+
+def load_view_spec(store: Any, name: str, *, features: list[str] | None = None) -> ViewSpec:
+    """Read a feature view from the registry; `features` narrows it to a projection."""
+    from feast.errors import FeatureViewNotFoundException
+
+    try:
+        view = store.get_feature_view(name)
+    except FeatureViewNotFoundException:
+        raise NotFoundError(f"feature view {name!r} does not exist") from None
+    source = view.batch_source
+    join_keys = [column.name for column in view.entity_columns]
+    if len(join_keys) != 1:
+        raise ConfigurationError(f"feature view {name!r} has join keys {join_keys}; Tandem needs exactly one")
+    if getattr(source, "field_mapping", None):
+        raise ConfigurationError(f"feature view {name!r}: sources with a field mapping are not supported")
+    wanted = set(features) if features is not None else None
+    specs = []
+    for field in view.features:
+        if wanted is not None and field.name not in wanted:
+            continue
+        kind = _KINDS.get(str(field.dtype))
+        if kind is None:
+            raise ConfigurationError(f"feature {name}:{field.name} has type {field.dtype}, not supported")
+        specs.append(FeatureSpec(field.name, kind))
+    return ViewSpec(
+        name=view.name,
+        table=source.get_table_query_string(),
+        join_key=join_keys[0],
+        timestamp_field=source.timestamp_field,
+        created_field=source.created_timestamp_column or None,
+        ttl_s=int(view.ttl.total_seconds()) if view.ttl else 0,
+        features=tuple(specs),
+    )
+
+
+def load_service_spec(store: Any, name: str) -> ServiceSpec:
+    """Read a feature service and its views from the registry, or NotFoundError naming it."""
+    from feast.errors import FeatureServiceNotFoundException
+
+    try:
+        service = store.get_feature_service(name)
+    except FeatureServiceNotFoundException:
+        known = ", ".join(sorted(s.name for s in store.list_feature_services())) or "none"
+        raise NotFoundError(f"feature service {name!r} does not exist (registered: {known})") from None
+    views = tuple(
+        load_view_spec(store, projection.name, features=[f.name for f in projection.features])
+        for projection in service.feature_view_projections
+    )
+    keys = {view.join_key for view in views}
+    if len(keys) != 1:
+        raise ConfigurationError(f"feature service {name!r} mixes join keys {sorted(keys)}")
+    refs = tuple(f"{view.name}:{feature.name}" for view in views for feature in view.features)
+    return ServiceSpec(name=name, views=views, refs=refs)
