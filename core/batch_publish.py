@@ -70,10 +70,13 @@ def publish_rows(
         )
     total = len(batch.entity_ids)
     written = 0
-    for start in range(0, total, chunk_rows):
+    start = 0
+    while start < total:
         stop = min(start + chunk_rows, total)
-        if fail_after_rows is not None and written >= fail_after_rows:
-            raise InjectedFailureError(f"injected failure after {written} of {total} rows were published")
+        if fail_after_rows is not None:
+            if written >= fail_after_rows:
+                raise InjectedFailureError(f"injected failure after {written} of {total} rows were published")
+            stop = min(stop, fail_after_rows)
         write_feature_rows(
             client,
             project=project,
@@ -83,9 +86,9 @@ def publish_rows(
             columns=_columns(batch, start, stop),
             event_timestamps=batch.scored_at,
         )
-        written = stop
         if progress is not None:
             progress(stop - start)
+        written = start = stop
     return written
 
 

@@ -12,7 +12,9 @@ import sys
 import click
 
 from core.errors import TandemError
+from tandem.commands_batch import batch_predict_cmd
 from tandem.commands_data import apply_cmd, materialize_cmd, seed_cmd
+from tandem.commands_models import models_group, train_cmd
 from tandem.commands_stack import down_cmd, env_cmd, up_cmd
 from tandem.context import CliContext
 from tandem.demo import demo_cmd
@@ -32,7 +34,18 @@ def cli(ctx: click.Context, verbose: bool) -> None:
     ctx.obj = CliContext()
 
 
-for command in (up_cmd, down_cmd, env_cmd, seed_cmd, apply_cmd, materialize_cmd, demo_cmd):
+for command in (
+    up_cmd,
+    down_cmd,
+    env_cmd,
+    seed_cmd,
+    apply_cmd,
+    train_cmd,
+    models_group,
+    materialize_cmd,
+    batch_predict_cmd,
+    demo_cmd,
+):
     cli.add_command(command)
 
 
