@@ -7,7 +7,9 @@ __all__ = [
     "NotFoundError",
     "StackError",
     "StoreUnavailableError",
+    "TamperedArtifactError",
     "TandemError",
+    "TrainingError",
 ]
 
 
@@ -29,3 +31,11 @@ class StackError(TandemError):
 
 class NotFoundError(TandemError):
     """A named thing (model version, report, feature service, entity) does not exist."""
+
+
+class TrainingError(TandemError):
+    """A model cannot be trained from the data at hand (no labels, a single class, no holdout)."""
+
+
+class TamperedArtifactError(TandemError):
+    """A stored model artifact does not match the sha256 recorded when it was registered."""

@@ -111,8 +111,8 @@ def test_scores_equal_feasts_point_in_time_path(world: World, settings: Settings
     np.testing.assert_allclose(stored["score"].to_numpy(), expected, rtol=0, atol=1e-12)
     assert frame.loc[LATE_CUSTOMER, "txn_count_24h"] != 999
     assert pd.isna(frame.loc[EXPIRED_CUSTOMER, "txn_count_24h"])
-    assert '"customer_txn_stats":null' in stored.loc[EXPIRED_CUSTOMER, "snapshot"]
-    late_snapshot = stored.loc[LATE_CUSTOMER, "snapshot"]
+    assert '"customer_txn_stats":null' in str(stored.loc[EXPIRED_CUSTOMER, "snapshot"])
+    late_snapshot = str(stored.loc[LATE_CUSTOMER, "snapshot"])
     assert (world.as_of + timedelta(seconds=1)).isoformat() not in late_snapshot
     online = _online(world, [1, LATE_CUSTOMER, CUSTOMERS])
     assert online["run_id"] == [str(result.run_id)] * 3
