@@ -24,13 +24,13 @@ from core.batch_copy import COPY_COLUMNS, COPY_HEADER, COPY_TRAILER, copy_tuples
 from core.batch_publish import InjectedFailureError, PublishBatch, publish_rows, restore_previous
 from core.database import create_db_engine
 from core.errors import ConfigurationError, TandemError
-from core.feast_repo import open_feature_store
-from core.feature_views import load_service_spec, load_view_spec
+from core.feature_views import ServiceSpec, ViewSpec
 from core.model_registry import LoadedModel, load_model
 from core.offline_features import FeatureChunk, stream_point_in_time
 from core.prediction_runs import create_run, get_run, latest_published_run, set_run_status
 from core.runtime import Stores
 from core.settings import Settings
+from core.spec_cache import service_specs
 
 __all__ = ["BatchRunResult", "FailurePoint", "Progress", "run_batch_predict"]
 
@@ -94,14 +94,13 @@ def _load_and_copy(
     *,
     run_id: uuid.UUID,
     model: LoadedModel,
+    spec: ServiceSpec,
     as_of: datetime,
     timings: dict[str, float],
     progress: Progress | None,
     fail_at: FailurePoint | None,
 ) -> tuple[_Collected, tuple[str, ...]]:
     """Stream features, score and COPY every chunk in one transaction; returns what publishing needs."""
-    store = open_feature_store(settings, stores)
-    spec = load_service_spec(store, settings.feature_service)
     views = tuple(view.name for view in spec.views)
     collected = _Collected()
     done = 0
@@ -161,6 +160,7 @@ def _publish(
     *,
     run_id: uuid.UUID,
     model: LoadedModel,
+    view: ViewSpec,
     as_of: datetime,
     collected: _Collected,
     views: tuple[str, ...],
@@ -169,8 +169,6 @@ def _publish(
     fail_at: FailurePoint | None,
 ) -> int:
     """Publish every row online; on failure restore the previous run's scores for what was written."""
-    store = open_feature_store(settings, stores)
-    view = load_view_spec(store, settings.predictions_view)
     ids = np.concatenate(collected.ids) if collected.ids else np.empty(0, dtype=np.int64)
     strings = np.array([_snapshot_json(views, key) for key in collected.snapshots] or [""], dtype=object)
     batch = PublishBatch(
@@ -261,11 +259,13 @@ def run_batch_predict(
             )
         previous_run_id = previous.run_id if previous is not None and previous.run_id != run_id else None
         try:
+            spec, view = service_specs(settings, stores)
             collected, views = _load_and_copy(
                 settings,
                 stores,
                 run_id=run_id,
                 model=model,
+                spec=spec,
                 as_of=as_of,
                 timings=timings,
                 progress=progress,
@@ -284,6 +284,7 @@ def run_batch_predict(
                 stores,
                 run_id=run_id,
                 model=model,
+                view=view,
                 as_of=as_of,
                 collected=collected,
                 views=views,

@@ -37,6 +37,7 @@ __all__ = [
     "PredictionRun",
     "SkewFinding",
     "SkewReport",
+    "SpecSnapshot",
 ]
 
 SCHEMA = "tandem"
@@ -196,3 +197,20 @@ class SkewFinding(Base):
     histogram: Mapped[dict[str, Any]] = mapped_column(server_default=text("'{}'::jsonb"))
 
     __table_args__ = (Index(None, "report_id", "feature_view", "feature", unique=True),)
+
+
+class SpecSnapshot(Base):
+    """A feature service or view as read from Feast's registry, kept with a fingerprint of that registry.
+
+    Processes that only need names, tables, TTLs and types read this instead of importing Feast (seconds
+    of start-up); a changed fingerprint sends them back to Feast, which refreshes the snapshot.
+    """
+
+    __tablename__ = "feature_specs"
+
+    project: Mapped[str] = mapped_column(Text, primary_key=True)
+    kind: Mapped[str] = mapped_column(Text, primary_key=True)  # service | view
+    name: Mapped[str] = mapped_column(Text, primary_key=True)
+    fingerprint: Mapped[str] = mapped_column(Text)
+    spec: Mapped[dict[str, Any]] = mapped_column()
+    cached_at: Mapped[datetime] = _now()

@@ -1,0 +1,55 @@
+"""Feature specs come from the snapshot while Feast's registry is unchanged, and from Feast when it changed."""
+
+from __future__ import annotations
+
+import psycopg
+from sqlalchemy import Engine
+
+from core.feast_repo import apply_feature_repo, open_feature_store
+from core.feature_views import ServiceSpec, ViewSpec, load_service_spec, load_view_spec
+from core.runtime import Stores
+from core.settings import Settings
+from core.spec_cache import registry_fingerprint, resolve_specs
+
+
+def test_snapshot_is_used_until_the_registry_changes(
+    settings: Settings, stores: Stores, engine: Engine
+) -> None:
+    """First read asks Feast; the second uses the snapshot; a changed registry proto makes it ask Feast again."""
+    apply_feature_repo(settings, stores)
+    store = open_feature_store(settings, stores)
+    calls: list[int] = []
+
+    def from_feast() -> tuple[ServiceSpec, ViewSpec]:
+        calls.append(1)
+        return load_service_spec(store, settings.feature_service), load_view_spec(
+            store, settings.predictions_view
+        )
+
+    def resolve(conn: psycopg.Connection[tuple[object, ...]]) -> tuple[ServiceSpec, ViewSpec]:
+        return resolve_specs(
+            conn,
+            project=settings.feast_project,
+            service_name=settings.feature_service,
+            predictions_view=settings.predictions_view,
+            from_feast=from_feast,
+        )
+
+    with psycopg.connect(stores.postgres.url(), autocommit=True) as conn:
+        fresh = resolve(conn)
+        again = resolve(conn)
+    assert calls == [1]
+    assert again == fresh
+    assert again[0].refs[0] == "customer_profile:account_age_days"
+    assert again[1].name == "batch_predictions"
+    with psycopg.connect(stores.postgres.url()) as conn:  # one transaction, rolled back
+        before = registry_fingerprint(conn, project=settings.feast_project)
+        conn.execute(
+            "UPDATE feast_registry.feature_views SET feature_view_proto = feature_view_proto || '\\x00'::bytea "
+            "WHERE project_id = %s AND feature_view_name = 'customer_profile'",
+            (settings.feast_project,),
+        )
+        assert registry_fingerprint(conn, project=settings.feast_project) != before
+        resolve(conn)
+        conn.rollback()
+    assert calls == [1, 1]
