@@ -44,6 +44,7 @@ class ViewSpec:
     created_field: str | None
     ttl_s: int  # 0: no TTL
     features: tuple[FeatureSpec, ...]
+    push_source: str | None = None  # the push source feeding this view, if any
 
     def feature(self, name: str) -> FeatureSpec:
         """The named feature, or NotFoundError."""
@@ -98,7 +99,15 @@ def load_view_spec(store: Any, name: str, *, features: list[str] | None = None) 
         created_field=source.created_timestamp_column or None,
         ttl_s=int(view.ttl.total_seconds()) if view.ttl else 0,
         features=tuple(specs),
+        push_source=_push_source_name(view),
     )
+
+
+def _push_source_name(view: Any) -> str | None:
+    from feast.data_source import PushSource  # lazy import: Feast costs seconds to import
+
+    stream = getattr(view, "stream_source", None)
+    return str(stream.name) if isinstance(stream, PushSource) else None
 
 
 def load_service_spec(store: Any, name: str) -> ServiceSpec:

@@ -61,6 +61,15 @@ class Settings(BaseSettings):
 
     # API
     api_keys: SecretStr = SecretStr("")
+    max_entities_per_request: int = Field(default=1000, ge=1)
+    max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    model_poll_s: float = Field(
+        default=5.0, gt=0, description="How often the API checks for a newly promoted model"
+    )
+    redis_timeout_s: float = Field(
+        default=0.5, gt=0, description="Socket and connect timeout of the API's Redis"
+    )
+    postgres_timeout_s: float = Field(default=2.0, gt=0)
 
     @property
     def uses_local_stack(self) -> bool:

@@ -24,6 +24,8 @@ from core.stores import FEAST_REGISTRY_SCHEMA
 
 __all__ = ["SpecSource", "registry_fingerprint", "resolve_specs", "service_specs"]
 
+SPEC_FORMAT = "2"  # bump when ServiceSpec/ViewSpec change shape: old snapshots then no longer match
+
 SpecSource = Callable[[], tuple[ServiceSpec, ViewSpec]]
 """Reads (service, stored-scores view) from Feast: the slow path."""
 
@@ -45,7 +47,7 @@ def registry_fingerprint(conn: psycopg.Connection[Any], *, project: str) -> str 
             row = conn.execute(_FINGERPRINT, {"project": project}).fetchone()
     except psycopg.errors.UndefinedTable:
         return None
-    return str(row[0]) if row else None
+    return f"{row[0]}:{SPEC_FORMAT}" if row else None
 
 
 def _view_from(data: dict[str, Any]) -> ViewSpec:

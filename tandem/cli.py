@@ -15,6 +15,7 @@ from core.errors import TandemError
 from tandem.commands_batch import batch_predict_cmd
 from tandem.commands_data import apply_cmd, materialize_cmd, seed_cmd
 from tandem.commands_models import models_group, train_cmd
+from tandem.commands_serve import serve_cmd
 from tandem.commands_stack import down_cmd, env_cmd, up_cmd
 from tandem.context import CliContext
 from tandem.demo import demo_cmd
@@ -44,6 +45,7 @@ for command in (
     models_group,
     materialize_cmd,
     batch_predict_cmd,
+    serve_cmd,
     demo_cmd,
 ):
     cli.add_command(command)

@@ -1,0 +1,56 @@
+"""The app factory: routes, error mapping, OpenAPI with the API-key scheme, Prometheus middleware."""
+
+from __future__ import annotations
+
+from litestar import Litestar
+from litestar.config.app import AppConfig
+from litestar.datastructures import State
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import SwaggerRenderPlugin
+from litestar.openapi.spec import Components, SecurityScheme
+from litestar.plugins.prometheus import PrometheusConfig
+
+from core.settings import Settings
+from service.auth import API_KEY_HEADER, ApiKeys
+from service.errors import EXCEPTION_HANDLERS
+from service.health import HealthController, MetricsController
+from service.jobs import JobsController
+from service.lifespan import lifespan
+from service.predict import PredictController
+from service.push import PushController
+
+__all__ = ["create_app"]
+
+
+def create_app(settings: Settings | None = None) -> Litestar:
+    """A Tandem API for `settings` (read from the environment when omitted)."""
+    settings = settings or Settings()
+    prometheus = PrometheusConfig(app_name="tandem", prefix="tandem_http", group_path=True)
+    openapi = OpenAPIConfig(
+        title="Tandem",
+        version="0.1.0",
+        description="Batch and live predictions from one Feast feature definition.",
+        path="/schema",
+        render_plugins=[SwaggerRenderPlugin(path="/swagger")],
+        components=Components(
+            security_schemes={
+                "apiKey": SecurityScheme(type="apiKey", name=API_KEY_HEADER, security_scheme_in="header")
+            }
+        ),
+    )
+    config = AppConfig(
+        route_handlers=[
+            PredictController,
+            PushController,
+            JobsController,
+            HealthController,
+            MetricsController,
+        ],
+        exception_handlers=EXCEPTION_HANDLERS,
+        lifespan=[lifespan],
+        middleware=[prometheus.middleware],
+        openapi_config=openapi,
+        state=State({"settings": settings, "api_keys": ApiKeys.parse(settings.api_keys.get_secret_value())}),
+        request_max_body_size=settings.max_body_bytes,
+    )
+    return Litestar.from_config(config)

@@ -1,0 +1,88 @@
+"""`GET /health/live`, `GET /health/ready` and `GET /metrics`."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from litestar import Controller, Response, get
+from litestar.datastructures import State
+from litestar.plugins.prometheus import PrometheusController
+
+from service.state import ServiceState
+
+__all__ = ["HealthController", "MetricsController", "check_stores"]
+
+
+class MetricsController(PrometheusController):
+    """Prometheus exposition (multi-process aware when PROMETHEUS_MULTIPROC_DIR is set)."""
+
+    path = "/metrics"
+    include_in_schema = False
+
+
+async def check_stores(tandem: ServiceState) -> None:
+    """Ping both stores with their short timeouts and record the answers."""
+
+    async def redis_ok() -> bool:
+        try:
+            answer: Any = tandem.redis.ping()
+            return bool(await answer)
+        except Exception:  # noqa: BLE001 - any failure means "not answering"
+            return False
+
+    async def postgres_ok() -> bool:
+        try:
+            async with tandem.pg.connection(timeout=tandem.settings.postgres_timeout_s) as conn:
+                await conn.execute("SELECT 1")
+        except Exception:  # noqa: BLE001 - any failure means "not answering"
+            return False
+        return True
+
+    tandem.health.redis_ok, tandem.health.postgres_ok = await asyncio.gather(redis_ok(), postgres_ok())
+
+
+class HealthController(Controller):
+    """Liveness and readiness."""
+
+    tags = ["health"]  # noqa: RUF012 - Litestar reads class attributes
+
+    @get("/health/live", summary="The process is up")
+    async def live(self) -> dict[str, str]:
+        """Always 200 while the event loop runs."""
+        return {"status": "live"}
+
+    @get("/health/ready", summary="Ready to serve: model loaded and warmed, stores answering or degraded")
+    async def ready(self, state: State) -> Response[dict[str, Any]]:
+        """200 when the model is loaded and warmed up and at least one store answers (degraded if one is down)."""
+        tandem: ServiceState = state.tandem
+        await check_stores(tandem)
+        health = tandem.health
+        down = [
+            name for name, ok in (("redis", health.redis_ok), ("postgresql", health.postgres_ok)) if not ok
+        ]
+        problems = []
+        if tandem.model is None:
+            problems.append("no promoted model is loaded")
+        elif not tandem.warmed_up:
+            problems.append("warming up")
+        if len(down) == 2:
+            problems.append("both stores are unreachable")
+        body: dict[str, Any] = {
+            "ready": not problems,
+            "model_version": tandem.model.version if tandem.model is not None else None,
+            "redis": "ok" if health.redis_ok else "down",
+            "postgresql": "ok" if health.postgres_ok else "down",
+            "degraded": bool(down),
+            "degraded_mode": (
+                "online_unavailable: stored predictions from PostgreSQL"
+                if down == ["redis"]
+                else "registry_unavailable: live path only"
+                if down == ["postgresql"]
+                else None
+            ),
+        }
+        if problems:
+            body["detail"] = "; ".join(problems)
+            body["status_code"] = 503
+        return Response(body, status_code=503 if problems else 200)

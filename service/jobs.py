@@ -1,0 +1,77 @@
+"""`GET /v1/jobs/runs` and `POST /v1/jobs/{name}/run`: job history and on-demand runs for the scheduler."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from litestar import Controller, get, post
+from litestar.datastructures import State
+from sqlalchemy.orm import Session
+
+from core.job_runs import JobRunInfo, forecast_batch_deadline, list_job_runs, request_job_run
+from service.auth import SECURITY, require_api_key
+from service.state import ServiceState
+
+__all__ = ["JobsController"]
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat() if moment is not None else None
+
+
+def _run(run: JobRunInfo) -> dict[str, Any]:
+    return {
+        "id": run.id,
+        "job": run.job,
+        "trigger": run.trigger,
+        "status": run.status,
+        "requested_at": _iso(run.requested_at),
+        "started_at": _iso(run.started_at),
+        "finished_at": _iso(run.finished_at),
+        "duration_s": run.duration_s,
+        "rows": run.rows,
+        "attempt": run.attempt,
+        "error": run.error,
+    }
+
+
+class JobsController(Controller):
+    """The scheduler's record, read from PostgreSQL; run requests are picked up by its leader."""
+
+    tags = ["jobs"]  # noqa: RUF012 - Litestar reads class attributes
+
+    @get("/v1/jobs/runs", sync_to_thread=True, summary="Job run history and the batch deadline forecast")
+    def runs(self, state: State, job: str | None = None, limit: int = 50) -> dict[str, Any]:
+        """Newest runs first, with durations, rows, status; and when batch predictions will be ready."""
+        tandem: ServiceState = state.tandem
+        settings = tandem.settings
+        with Session(tandem.engine) as session:
+            runs = list_job_runs(session, job=job, limit=max(1, min(limit, 500)))
+            forecast = forecast_batch_deadline(session, settings=settings, now=datetime.now(UTC))
+        return {
+            "runs": [_run(run) for run in runs],
+            "deadline": {
+                "next_start": _iso(forecast.next_start),
+                "expected_finish": _iso(forecast.expected_finish),
+                "deadline": _iso(forecast.deadline),
+                "slack_s": forecast.slack_s,
+                "late": forecast.late,
+                "samples": forecast.samples,
+            },
+        }
+
+    @post(
+        "/v1/jobs/{name:str}/run",
+        guards=[require_api_key],
+        security=SECURITY,
+        sync_to_thread=True,
+        status_code=202,
+        summary="Ask the scheduler to run a job now",
+    )
+    def request_run(self, state: State, name: str) -> dict[str, Any]:
+        """Records a request; the scheduler's leader claims and runs it within seconds."""
+        tandem: ServiceState = state.tandem
+        with Session(tandem.engine) as session, session.begin():
+            run_id = request_job_run(session, job=name, requested_by="api")
+        return {"id": run_id, "job": name, "status": "requested"}

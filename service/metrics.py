@@ -1,0 +1,36 @@
+"""The API's Prometheus metrics (HTTP latency comes from Litestar's Prometheus middleware)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+__all__ = ["BATCH_COVERAGE", "DEGRADED", "FEATURE_AGE", "MODEL_VERSION", "PREDICTIONS", "Coverage"]
+
+PREDICTIONS = Counter(
+    "tandem_predictions_total", "Answers served, by source and reason", ["source", "reason"]
+)
+DEGRADED = Counter("tandem_degraded_total", "Answers served in a degraded mode")
+FEATURE_AGE = Histogram(
+    "tandem_feature_age_seconds",
+    "Age of the data an answer was computed from (stored score age, or newest online feature age)",
+    buckets=(1, 10, 60, 300, 900, 3600, 6 * 3600, 86_400, 3 * 86_400, 7 * 86_400),
+)
+MODEL_VERSION = Gauge("tandem_model_loaded", "1 for the model version this worker serves", ["model_version"])
+BATCH_COVERAGE = Gauge("tandem_batch_coverage_ratio", "Share of answers served from stored batch scores")
+
+
+class Coverage:
+    """Running share of batch-served answers in this worker."""
+
+    __slots__ = ("batch", "total")
+
+    def __init__(self) -> None:
+        self.batch = 0
+        self.total = 0
+
+    def add(self, *, batch: int, total: int) -> None:
+        """Count one request's answers and update the gauge."""
+        self.batch += batch
+        self.total += total
+        if self.total:
+            BATCH_COVERAGE.set(self.batch / self.total)

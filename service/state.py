@@ -1,0 +1,49 @@
+"""The service's long-lived state: store clients, the feature specs, the reader and the live model.
+
+Everything is opened in the lifespan (service/lifespan.py) and reached by handlers through `app.state`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import redis.asyncio as aioredis
+from psycopg_pool import AsyncConnectionPool
+from redis import Redis
+from sqlalchemy import Engine
+
+from core.feature_views import ServiceSpec, ViewSpec
+from core.model_registry import LoadedModel
+from core.online_reader import OnlineReader
+from core.settings import Settings
+from service.metrics import Coverage
+
+__all__ = ["Health", "ServiceState"]
+
+
+@dataclass(slots=True)
+class Health:
+    """What readiness reports: whether each store answered last time we asked."""
+
+    redis_ok: bool = False
+    postgres_ok: bool = False
+    checked_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+
+@dataclass(slots=True)
+class ServiceState:
+    """One per worker process."""
+
+    settings: Settings
+    service: ServiceSpec
+    predictions: ViewSpec
+    reader: OnlineReader
+    redis: aioredis.Redis
+    redis_sync: Redis  # pushes go through the byte-identical Feast writer, which is synchronous
+    pg: AsyncConnectionPool
+    engine: Engine  # SQLAlchemy, for the registry and job history (run in threads)
+    model: LoadedModel | None = None
+    health: Health = field(default_factory=Health)
+    warmed_up: bool = False
+    coverage: Coverage = field(default_factory=Coverage)
