@@ -13,7 +13,7 @@ from litestar.plugins.prometheus import PrometheusConfig
 from core.settings import Settings
 from service.auth import API_KEY_HEADER, ApiKeys
 from service.errors import EXCEPTION_HANDLERS
-from service.health import HealthController, MetricsController
+from service.health import HealthController, metrics
 from service.jobs import JobsController
 from service.lifespan import lifespan
 from service.predict import PredictController
@@ -44,7 +44,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             PushController,
             JobsController,
             HealthController,
-            MetricsController,
+            metrics,
         ],
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=[lifespan],

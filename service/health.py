@@ -3,22 +3,33 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from typing import Any
 
 from litestar import Controller, Response, get
 from litestar.datastructures import State
-from litestar.plugins.prometheus import PrometheusController
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 
 from service.state import ServiceState
 
-__all__ = ["HealthController", "MetricsController", "check_stores"]
+__all__ = ["METRICS_DIR_ENV", "HealthController", "check_stores", "metrics"]
 
 
-class MetricsController(PrometheusController):
-    """Prometheus exposition (multi-process aware when PROMETHEUS_MULTIPROC_DIR is set)."""
+METRICS_DIR_ENV = "TANDEM_PROMETHEUS_DIR"
+"""Set by `tandem serve --workers N`: where every worker's metric values live (Tandem's own variable: Feast
+sets PROMETHEUS_MULTIPROC_DIR to a directory of its own when it is imported)."""
 
-    path = "/metrics"
-    include_in_schema = False
+
+@get("/metrics", include_in_schema=False, sync_to_thread=False)
+def metrics() -> Response[bytes]:
+    """Prometheus exposition: this worker's registry, or every worker's with `tandem serve --workers N`."""
+    directory = os.environ.get(METRICS_DIR_ENV)
+    registry = REGISTRY
+    if directory:
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry, path=directory)  # type: ignore[no-untyped-call]
+    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
 
 async def check_stores(tandem: ServiceState) -> None:

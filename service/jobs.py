@@ -7,6 +7,7 @@ from typing import Any
 
 from litestar import Controller, get, post
 from litestar.datastructures import State
+from litestar.params import FromPath, FromQuery
 from sqlalchemy.orm import Session
 
 from core.job_runs import JobRunInfo, forecast_batch_deadline, list_job_runs, request_job_run
@@ -42,7 +43,9 @@ class JobsController(Controller):
     tags = ["jobs"]  # noqa: RUF012 - Litestar reads class attributes
 
     @get("/v1/jobs/runs", sync_to_thread=True, summary="Job run history and the batch deadline forecast")
-    def runs(self, state: State, job: str | None = None, limit: int = 50) -> dict[str, Any]:
+    def runs(
+        self, state: State, job: FromQuery[str | None] = None, limit: FromQuery[int] = 50
+    ) -> dict[str, Any]:
         """Newest runs first, with durations, rows, status; and when batch predictions will be ready."""
         tandem: ServiceState = state.tandem
         settings = tandem.settings
@@ -69,7 +72,7 @@ class JobsController(Controller):
         status_code=202,
         summary="Ask the scheduler to run a job now",
     )
-    def request_run(self, state: State, name: str) -> dict[str, Any]:
+    def request_run(self, state: State, name: FromPath[str]) -> dict[str, Any]:
         """Records a request; the scheduler's leader claims and runs it within seconds."""
         tandem: ServiceState = state.tandem
         with Session(tandem.engine) as session, session.begin():

@@ -9,6 +9,7 @@ import msgspec
 import redis
 from litestar import Controller, get, post
 from litestar.datastructures import State
+from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
 from core.blend import Mode, Source
 from core.errors import NotFoundError, StoreUnavailableError
@@ -131,7 +132,7 @@ class PredictController(Controller):
     tags = ["predict"]  # noqa: RUF012 - Litestar reads class attributes
 
     @post("/v1/predict", status_code=200, summary="Predict for up to 1,000 entities")
-    async def predict(self, state: State, data: PredictRequest) -> dict[str, Any]:
+    async def predict(self, state: State, data: JSONBody[PredictRequest]) -> dict[str, Any]:
         """One item per entity, in order, each with its source, reason and provenance."""
         tandem: ServiceState = state.tandem
         ids = _entity_ids(tandem, data.entities)
@@ -140,8 +141,8 @@ class PredictController(Controller):
 
     @get("/v1/predict/{entity_key:str}", summary="Predict for one entity")
     async def predict_one(
-        self, state: State, entity_key: str, mode: Mode = Mode.AUTO,
-        max_staleness_s: Annotated[float, msgspec.Meta(ge=0)] | None = None,
+        self, state: State, entity_key: FromPath[str], mode: FromQuery[Mode] = Mode.AUTO,
+        max_staleness_s: Annotated[float | None, QueryParameter(ge=0)] = None,
     ) -> dict[str, Any]:  # fmt: skip
         """The same answer as POST /v1/predict for a single entity id."""
         tandem: ServiceState = state.tandem

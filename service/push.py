@@ -9,6 +9,7 @@ import msgspec
 from anyio import to_thread
 from litestar import Controller, post
 from litestar.datastructures import State
+from litestar.params import FromPath, JSONBody
 
 from core.errors import StoreUnavailableError
 from core.push_online import write_pushed_online
@@ -38,7 +39,9 @@ class PushController(Controller):
         status_code=200,
         summary="Push fresh feature rows (offline + online)",
     )
-    async def push(self, state: State, push_source: str, data: PushRequest) -> dict[str, Any]:
+    async def push(
+        self, state: State, push_source: FromPath[str], data: JSONBody[PushRequest]
+    ) -> dict[str, Any]:
         """Validate every row first; on any fault nothing is written anywhere."""
         tandem: ServiceState = state.tandem
         view = find_push_view(tandem.service, push_source)

@@ -15,6 +15,7 @@ from core.errors import TandemError
 from tandem.commands_batch import batch_predict_cmd
 from tandem.commands_data import apply_cmd, materialize_cmd, seed_cmd
 from tandem.commands_models import models_group, train_cmd
+from tandem.commands_scheduler import runs_cmd, scheduler_cmd
 from tandem.commands_serve import serve_cmd
 from tandem.commands_stack import down_cmd, env_cmd, up_cmd
 from tandem.context import CliContext
@@ -46,6 +47,8 @@ for command in (
     materialize_cmd,
     batch_predict_cmd,
     serve_cmd,
+    scheduler_cmd,
+    runs_cmd,
     demo_cmd,
 ):
     cli.add_command(command)

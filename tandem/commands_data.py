@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import time
+import os
 from datetime import UTC, datetime
 
 import click
@@ -10,12 +10,16 @@ import psycopg
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from core.database import create_db_engine, current_revision, upgrade_schema
-from core.feast_repo import apply_feature_repo, materialize_incremental, open_feature_store
+from core.feast_repo import apply_feature_repo
 from tandem.context import CliContext
 
 __all__ = ["apply_cmd", "materialize_cmd", "seed_cmd"]
 
 pass_cli = click.make_pass_decorator(CliContext)
+
+
+def _user() -> str:
+    return os.environ.get("USER") or os.environ.get("USERNAME") or "cli"
 
 
 def _aware(value: datetime | None) -> datetime:
@@ -88,13 +92,28 @@ def apply_cmd(cli: CliContext) -> None:
 @click.command("materialize")
 @pass_cli
 def materialize_cmd(cli: CliContext) -> None:
-    """Feast incremental materialization: newest offline rows to Redis."""
+    """Feast incremental materialization of the feature service's views: newest offline rows to Redis."""
+    from core.job_runs import tracked_run
+    from core.materialize import run_materialize
+
     stores = cli.stores()
-    store = open_feature_store(cli.settings, stores)
-    started = time.perf_counter()
-    end = datetime.now(UTC)
-    with cli.console.status("materializing"):
-        materialize_incremental(store, end=end)
+    engine = create_db_engine(stores.postgres, pool_size=1)
+    try:
+        with (
+            tracked_run(engine, job="materialize", trigger="manual", requested_by=_user()) as run,
+            cli.console.status("materializing"),
+        ):
+            result = run_materialize(cli.settings, stores)
+            run.rows = result.rows
+            run.details.update(result.details())
+    finally:
+        engine.dispose()
+    for view in result.views:
+        rows = "not counted" if view.rows is None else f"{view.rows:,} entities"
+        cli.console.print(
+            f"  {view.name}: {view.start:%Y-%m-%d %H:%M:%S} -> {view.end:%Y-%m-%d %H:%M:%S} UTC, {rows}"
+        )
     cli.console.print(
-        f"materialized up to {end:%Y-%m-%d %H:%M:%S} UTC in {time.perf_counter() - started:.1f} s"
+        f"materialized {len(result.views)} feature views up to {result.end:%Y-%m-%d %H:%M:%S} UTC "
+        f"in {result.seconds:.1f} s (job run {run.run_id})"
     )

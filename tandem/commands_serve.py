@@ -23,7 +23,8 @@ def _prepare_environment(workers: int) -> Path | None:
     if workers <= 1:
         return None
     directory = Path(tempfile.mkdtemp(prefix="tandem-metrics-"))
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)  # where prometheus_client keeps values
+    os.environ["TANDEM_PROMETHEUS_DIR"] = str(directory)  # what /metrics aggregates (service.health)
     return directory
 
 

@@ -92,7 +92,10 @@ def test_apply_then_seed_on_configured_stores(settings: Settings) -> None:
 
 def test_every_command_has_help() -> None:
     """Every command answers --help with its description."""
-    for command in ("up", "down", "env", "seed", "apply", "materialize", "demo"):
+    for command in (
+        "up", "down", "env", "seed", "apply", "train", "models", "materialize", "batch-predict",
+        "serve", "scheduler", "runs", "demo",
+    ):  # fmt: skip
         done = _tandem(command, "--help")
         assert done.returncode == 0, (command, done.stderr)
         assert "Usage: tandem" in done.stdout

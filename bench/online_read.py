@@ -1,0 +1,187 @@
+"""Online read latency: Tandem's `OnlineReader` vs Feast's `get_online_features` vs a bare HMGET pipeline.
+
+    .venv/bin/python bench/online_read.py [--customers 5000] [--reads 1000] [--feast-reads 300]
+
+Seeds the demo data in a throw-away database and Feast project (bench.common.bench_stores), materializes it
+with Feast and publishes a stored prediction for every customer. Then, for k in (1, 10, 100) random
+customers per read, times each path over N reads (same id lists for every path, warmed up first):
+
+- `raw HMGET pipeline`: the reader's keys and fields through redis-py's pipeline, replies not decoded — the
+  floor: what one round trip plus redis-py costs;
+- `OnlineReader.read_sync` / `OnlineReader.read (asyncio)`: the same round trip, decoded into `OnlineRow`s
+  (features, event times, parsed stored prediction);
+- `feast (service + stored)`: `get_online_features` of the same data (the feature service's refs plus the
+  four stored-prediction refs), `.to_dict()`;
+- `feast (service object)`: `get_online_features(features=<FeatureService looked up once>)`, `.to_dict()`:
+  less data (no stored prediction), Feast's idiomatic call.
+
+`ratio` is each path's median over the floor's median.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import statistics
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import psycopg
+import redis
+import redis.asyncio
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import bench_stores, print_table
+from core.database import create_db_engine, upgrade_schema
+from core.demo_data import seed_demo_data
+from core.feast_repo import apply_feature_repo, open_feature_store
+from core.online_reader import OnlineReader
+from core.online_writer import FeatureColumn, write_feature_rows
+from core.runtime import Stores
+from core.settings import Settings
+from core.spec_cache import service_specs
+
+KS = (1, 10, 100)
+
+
+def _prepare(settings: Settings, stores: Stores, *, customers: int) -> Any:
+    """Schema, repo, 3 days of demo data materialized, a stored prediction per customer; the FeatureStore."""
+    engine = create_db_engine(stores.postgres)
+    upgrade_schema(engine)
+    engine.dispose()
+    apply_feature_repo(settings, stores)
+    now = datetime.now(UTC)
+    end = now.replace(minute=0, second=0, microsecond=0) - timedelta(hours=1)
+    with psycopg.connect(stores.postgres.url()) as conn:
+        seed_demo_data(conn, customers=customers, days=3, seed=1, end=end)
+    store = open_feature_store(settings, stores)
+    store.materialize(start_date=end - timedelta(days=4), end_date=now)
+    ids = np.arange(1, customers + 1, dtype=np.int64)
+    snapshot = json.dumps({"customer_profile": end.isoformat(), "customer_txn_stats": end.isoformat()})
+    client = redis.Redis.from_url(stores.redis.url())
+    write_feature_rows(
+        client,
+        project=settings.feast_project,
+        view=settings.predictions_view,
+        join_key="customer_id",
+        entity_ids=ids,
+        columns=[
+            FeatureColumn("score", "float64", np.random.default_rng(1).random(customers)),
+            FeatureColumn("model_version", "string", ["bench-v1"] * customers),
+            FeatureColumn("run_id", "string", [str(uuid.uuid4())] * customers),
+            FeatureColumn("feature_snapshot_ts", "string", [snapshot] * customers),
+        ],
+        event_timestamps=now - timedelta(minutes=10),
+    )
+    client.close()
+    return store
+
+
+def _time(run: Callable[[list[int]], object], batches: list[list[int]]) -> list[float]:
+    """Milliseconds per call, after a few warm-up calls."""
+    for ids in batches[:5]:
+        run(ids)
+    out = []
+    for ids in batches:
+        start = time.perf_counter_ns()
+        run(ids)
+        out.append((time.perf_counter_ns() - start) / 1e6)
+    return out
+
+
+def _time_async(url: str, reader: OnlineReader, batches: list[list[int]]) -> list[float]:
+    """As `_time`, for `reader.read`: one event loop, and a client made in it (its connections belong to it)."""
+
+    async def loop() -> list[float]:
+        client = redis.asyncio.Redis.from_url(url)
+        try:
+            for ids in batches[:5]:
+                await reader.read(client, ids)
+            out = []
+            for ids in batches:
+                start = time.perf_counter_ns()
+                await reader.read(client, ids)
+                out.append((time.perf_counter_ns() - start) / 1e6)
+            return out
+        finally:
+            await client.aclose()
+
+    return asyncio.run(loop())
+
+
+def _p99(values: list[float]) -> float:
+    return statistics.quantiles(values, n=100)[98] if len(values) > 1 else values[0]
+
+
+def main() -> None:
+    """Prepare the stores, time every path for each k and print the table."""
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--customers", type=int, default=5_000)
+    parser.add_argument("--reads", type=int, default=1_000, help="reads per k for the non-Feast paths")
+    parser.add_argument("--feast-reads", type=int, default=300, help="reads per k for the Feast paths")
+    args = parser.parse_args()
+    rnd = random.Random(7)
+    with bench_stores() as (settings, stores):
+        mark = time.perf_counter()
+        store = _prepare(settings, stores, customers=args.customers)
+        print(f"prepared {args.customers:,} customers in {time.perf_counter() - mark:.1f} s")
+        service, predictions = service_specs(settings, stores)
+        reader = OnlineReader(project=settings.feast_project, service=service, predictions=predictions)
+        feature_service = store.get_feature_service(settings.feature_service)
+        refs = [*service.refs, *(f"{predictions.name}:{f.name}" for f in predictions.features)]
+        client = redis.Redis.from_url(stores.redis.url())
+        fields = reader.fields()
+
+        def raw(ids: list[int]) -> object:
+            with client.pipeline(transaction=False) as pipe:
+                for entity_id in ids:
+                    pipe.execute_command("HMGET", reader.key(entity_id), *fields)  # type: ignore[no-untyped-call]  # untyped in redis-py
+                return pipe.execute()
+
+        def feast(features: Any) -> Callable[[list[int]], object]:
+            def run(ids: list[int]) -> object:
+                rows = [{"customer_id": i} for i in ids]
+                return store.get_online_features(features=features, entity_rows=rows).to_dict()
+
+            return run
+
+        paths: list[tuple[str, Callable[[list[int]], object] | None]] = [
+            ("raw HMGET pipeline", raw),
+            ("OnlineReader.read_sync", lambda ids: reader.read_sync(client, ids)),
+            ("OnlineReader.read (asyncio)", None),
+            ("feast (service + stored)", feast(refs)),
+            ("feast (service object)", feast(feature_service)),
+        ]
+        table = []
+        for k in KS:
+            batches = [rnd.sample(range(1, args.customers + 1), k) for _ in range(args.reads)]
+            floor = 0.0
+            for name, run in paths:
+                used = batches[: args.feast_reads] if name.startswith("feast") else batches
+                times = _time(run, used) if run else _time_async(stores.redis.url(), reader, used)
+                median = statistics.median(times)
+                floor = floor or median
+                table.append(
+                    [k, name, len(used), f"{median:.3f}", f"{_p99(times):.3f}", f"{median / floor:.2f}x"]
+                )
+        print_table(
+            f"online read latency, ms ({args.customers:,} customers, {len(fields)} fields per entity)",
+            ["k", "path", "reads", "median", "p99", "ratio"],
+            table,
+        )
+        client.close()
+
+
+if __name__ == "__main__":
+    main()

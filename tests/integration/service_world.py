@@ -1,0 +1,75 @@
+"""A served world for API tests: seeded, materialized, a promoted model and a published batch run."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import psycopg
+from pydantic import SecretStr
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session
+
+from core.batch_predict import BatchRunResult, run_batch_predict
+from core.demo_data import seed_demo_data
+from core.feast_repo import apply_feature_repo, open_feature_store
+from core.model_registry import ModelVersionInfo, promote, register_model
+from core.runtime import Stores
+from core.settings import Settings
+from core.training import train_model
+from tests.servers import purge_feast_project
+
+__all__ = ["API_KEY", "World", "build_world", "register_and_promote"]
+
+API_KEY = "test-key-0123456789"
+
+
+@dataclass(frozen=True)
+class World:
+    """What API tests need to know about the data behind the service."""
+
+    settings: Settings
+    store: Any
+    run: BatchRunResult
+    customers: int
+
+
+def register_and_promote(engine: Engine, settings: Settings, store: Any) -> ModelVersionInfo:
+    """Train on the seeded labels, register and promote the model."""
+    trained = train_model(store, settings, engine=engine)
+    with Session(engine) as session, session.begin():
+        info = register_model(
+            session,
+            model_name=settings.model_name,
+            estimator=trained.estimator,
+            feature_service=trained.feature_service,
+            feature_refs=trained.feature_refs,
+            training_start=trained.training_start,
+            training_end=trained.training_end,
+            metrics=trained.metrics,
+            params=trained.params,
+        )
+        promote(session, model_name=settings.model_name, version=info.version)
+    return info
+
+
+def build_world(settings: Settings, stores: Stores, engine: Engine, *, customers: int = 300) -> World:
+    """Reseed (other modules share the database and Redis project), materialize, train + promote, batch-predict.
+
+    Other modules' online rows may be newer than ours, and Feast's online write never replaces a newer row:
+    the project's Redis keys are purged before materializing.
+    """
+    apply_feature_repo(settings, stores)
+    purge_feast_project(stores.redis, settings.feast_project)
+    end = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=1)
+    with psycopg.connect(stores.postgres.url()) as conn:
+        seed_demo_data(conn, customers=customers, days=4, seed=17, end=end)
+    store = open_feature_store(settings, stores)
+    store.materialize(
+        start_date=end - timedelta(days=10), end_date=datetime.now(UTC)
+    )  # full: keys were purged
+    register_and_promote(engine, settings, store)
+    run = run_batch_predict(settings, stores)
+    served = settings.model_copy(update={"api_keys": SecretStr(API_KEY), "model_poll_s": 0.2})
+    return World(settings=served, store=store, run=run, customers=customers)
