@@ -1,0 +1,102 @@
+"""Degraded, not down: Redis unreachable serves stored scores from PostgreSQL; PostgreSQL unreachable keeps
+the live path answering; both down is a 503 with a message; readiness says which store is down."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+from litestar.testing import TestClient
+from pydantic import SecretStr
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+from sqlalchemy import Engine
+
+from core.runtime import Stores
+from core.settings import Settings
+from service.app import create_app
+from service.state import ServiceState
+from tests.integration.service_world import World, build_world
+from tests.servers import free_port
+
+
+@pytest.fixture(scope="module")
+def world(settings: Settings, stores: Stores, engine: Engine) -> World:
+    """Seeded, materialized, a promoted model and a published batch run."""
+    return build_world(settings, stores, engine, customers=120)
+
+
+@pytest.fixture
+def client(world: World) -> Iterator[TestClient[Any]]:
+    """A fresh app per test: these tests break its connections on purpose."""
+    with TestClient(create_app(world.settings)) as test_client:
+        yield test_client
+
+
+def _dead_redis() -> aioredis.Redis:
+    """A client for a port nobody listens on, with the service's own timeouts and retry budget."""
+    return aioredis.Redis(
+        host="127.0.0.1",
+        port=free_port(),
+        socket_connect_timeout=0.5,
+        socket_timeout=0.5,
+        retry=Retry(NoBackoff(), 1),
+    )
+
+
+def test_redis_down_serves_stored_scores_from_postgres(client: TestClient[Any], world: World) -> None:
+    """Redis unreachable: every answer is the stored score from PostgreSQL, degraded, online_unavailable."""
+    tandem: ServiceState = client.app.state.tandem
+    tandem.redis = _dead_redis()
+    response = client.post("/v1/predict", json={"entities": [{"customer_id": 1}, {"customer_id": 2}]})
+    assert response.status_code == 200, response.text
+    for item in response.json()["predictions"]:
+        assert (item["source"], item["reason"], item["degraded"]) == ("batch", "online_unavailable", True)
+        assert item["batch_run_id"] == str(world.run.run_id)
+    ready = client.get("/health/ready")
+    assert ready.status_code == 200
+    assert ready.json()["redis"] == "down"
+    assert ready.json()["degraded"] is True
+    unknown = client.get("/v1/predict/999999")
+    assert unknown.status_code == 503
+    assert "Redis is unreachable" in unknown.json()["detail"]
+
+
+def test_redis_down_from_the_start_still_serves(world: World) -> None:
+    """Started while Redis is unreachable: the app comes up, degraded, and answers from PostgreSQL."""
+    settings = world.settings.model_copy(
+        update={"redis_url": SecretStr(f"redis://127.0.0.1:{free_port()}/0")}
+    )
+    with TestClient(create_app(settings)) as client:
+        item = client.get("/v1/predict/3").json()
+        assert (item["source"], item["reason"]) == ("batch", "online_unavailable")
+        assert client.get("/health/ready").json()["redis"] == "down"
+
+
+def test_postgres_down_keeps_the_live_path(client: TestClient[Any]) -> None:
+    """PostgreSQL unreachable (pool closed): predictions keep coming from Redis and the loaded model."""
+    tandem: ServiceState = client.app.state.tandem
+    client.blocking_portal.call(tandem.pg.close)
+    live = client.get("/v1/predict/4", params={"mode": "live"})
+    assert live.status_code == 200, live.text
+    assert live.json()["source"] == "live"
+    fresh = client.get("/v1/predict/5")
+    assert fresh.json()["source"] == "batch"
+    ready = client.get("/health/ready").json()
+    assert ready["postgresql"] == "down"
+    assert ready["ready"] is True
+
+
+def test_both_stores_down_is_503_with_a_message(client: TestClient[Any]) -> None:
+    """Neither store answers: 503 naming both, and readiness is 503."""
+    tandem: ServiceState = client.app.state.tandem
+    client.blocking_portal.call(tandem.pg.close)
+    tandem.redis = _dead_redis()
+    response = client.get("/v1/predict/6")
+    assert response.status_code == 503
+    assert "both stores are unreachable" in response.json()["detail"]
+    ready = client.get("/health/ready")
+    assert ready.status_code == 503
+    assert "both stores" in ready.json()["detail"]
