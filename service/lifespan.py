@@ -21,6 +21,7 @@ from anyio import to_thread
 from litestar import Litestar
 from psycopg_pool import AsyncConnectionPool
 from redis import Redis
+from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 from sqlalchemy import select
@@ -114,13 +115,9 @@ async def _watch_model(state: ServiceState) -> None:
 async def open_state(settings: Settings, stores: Stores) -> ServiceState:
     """Connect to both stores, read the specs, load the promoted model."""
     timeout = settings.redis_timeout_s
-    options: dict[str, Any] = {
-        "socket_timeout": timeout,
-        "socket_connect_timeout": timeout,
-        "retry": Retry(NoBackoff(), 1),
-    }
-    redis_async = aioredis.Redis.from_url(stores.redis.url(), **options)
-    redis_sync = Redis.from_url(stores.redis.url(), **options)
+    options: dict[str, Any] = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
+    redis_async = aioredis.Redis.from_url(stores.redis.url(), retry=AsyncRetry(NoBackoff(), 1), **options)
+    redis_sync = Redis.from_url(stores.redis.url(), retry=Retry(NoBackoff(), 1), **options)
     pool = AsyncConnectionPool(
         stores.postgres.url(),
         min_size=1,

@@ -10,8 +10,8 @@ import pytest
 import redis.asyncio as aioredis
 from litestar.testing import TestClient
 from pydantic import SecretStr
+from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.retry import Retry
 from sqlalchemy import Engine
 
 from core.runtime import Stores
