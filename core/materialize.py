@@ -144,10 +144,15 @@ def run_materialize(
     stores: Stores,
     *,
     end: datetime | None = None,
+    start: datetime | None = None,
     feature_views: Sequence[str] | None = None,
     count_rows: bool = True,
 ) -> MaterializeResult:
-    """Materialize the feature service's views (or `feature_views`) incrementally up to `end` (default now)."""
+    """Materialize the feature service's views (or `feature_views`) incrementally up to `end` (default now).
+
+    With `start`, materialize the whole window [start, end] instead (after re-seeding, with the project's
+    online keys purged first: see core.online_admin).
+    """
     if end is not None and end.tzinfo is None:
         raise ValueError(f"end must be timezone-aware (UTC), got naive {end.isoformat()}")
     end = (end or datetime.now(UTC)).astimezone(UTC)
@@ -159,9 +164,13 @@ def run_materialize(
             if feature_views is not None
             else materialized_views(store, settings.feature_service)
         )
-        windows = [(view, _window_start(view, end)) for view in map(store.get_feature_view, names)]
+        views = list(map(store.get_feature_view, names))
+        windows = [(view, start or _window_start(view, end)) for view in views]
         started = time.perf_counter()
-        store.materialize_incremental(end_date=end, feature_views=names)
+        if start is None:
+            store.materialize_incremental(end_date=end, feature_views=names)
+        else:
+            store.materialize(start_date=start.astimezone(UTC), end_date=end, feature_views=names)
         seconds = time.perf_counter() - started
     finally:
         close_feature_store(store)

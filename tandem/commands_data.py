@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import click
 import psycopg
@@ -90,20 +90,41 @@ def apply_cmd(cli: CliContext) -> None:
 
 
 @click.command("materialize")
+@click.option(
+    "--reset",
+    "reset_days",
+    type=click.IntRange(min=1),
+    default=None,
+    metavar="DAYS",
+    help="Purge this project's online keys, then materialize the last DAYS days in full (after re-seeding).",
+)
 @pass_cli
-def materialize_cmd(cli: CliContext) -> None:
+def materialize_cmd(cli: CliContext, reset_days: int | None) -> None:
     """Feast incremental materialization of the feature service's views: newest offline rows to Redis."""
     from core.job_runs import tracked_run
     from core.materialize import run_materialize
 
     stores = cli.stores()
+    start = None
+    if reset_days is not None:
+        import redis  # lazy import: only --reset touches Redis directly
+
+        from core.online_admin import purge_project
+
+        client = redis.Redis.from_url(stores.redis.url())
+        try:
+            purged = purge_project(client, cli.settings.feast_project)
+        finally:
+            client.close()
+        start = datetime.now(UTC) - timedelta(days=reset_days)
+        cli.console.print(f"purged {purged:,} online keys of project {cli.settings.feast_project}")
     engine = create_db_engine(stores.postgres, pool_size=1)
     try:
         with (
             tracked_run(engine, job="materialize", trigger="manual", requested_by=_user()) as run,
             cli.console.status("materializing"),
         ):
-            result = run_materialize(cli.settings, stores)
+            result = run_materialize(cli.settings, stores, start=start)
             run.rows = result.rows
             run.details.update(result.details())
     finally:

@@ -17,6 +17,7 @@ import psycopg
 import redis
 from psycopg import sql
 
+from core.online_admin import purge_project
 from core.settings import Settings
 from core.stores import PostgresEndpoint, RedisEndpoint, parse_postgres_url, parse_redis_url
 
@@ -89,25 +90,10 @@ def private_database(admin: PostgresEndpoint) -> Iterator[PostgresEndpoint]:
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
-def _delete(client: redis.Redis, keys: list[bytes]) -> int:
-    count = client.delete(*keys)
-    assert isinstance(count, int)
-    return count
-
-
 def purge_feast_project(endpoint: RedisEndpoint, project: str) -> int:
-    """Delete the Redis keys of one Feast project (its keys end with the project name); returns how many."""
+    """Delete the Redis keys of one Feast project; returns how many."""
     client = redis.Redis.from_url(endpoint.url())
-    deleted = 0
     try:
-        batch: list[bytes] = []
-        for key in client.scan_iter(match=f"*{project}", count=1000):
-            batch.append(key)
-            if len(batch) >= 1000:
-                deleted += _delete(client, batch)
-                batch.clear()
-        if batch:
-            deleted += _delete(client, batch)
+        return purge_project(client, project)
     finally:
         client.close()
-    return deleted
