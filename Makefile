@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml | $(BIN)/python
 install: $(STAMP)
 
 demo: install
-	$(BIN)/tandem demo --once
+	$(BIN)/tandem demo
 
 test: install lint typecheck layers pytest
 

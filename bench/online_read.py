@@ -6,8 +6,9 @@ Seeds the demo data in a throw-away database and Feast project (bench.common.ben
 with Feast and publishes a stored prediction for every customer. Then, for k in (1, 10, 100) random
 customers per read, times each path over N reads (same id lists for every path, warmed up first):
 
-- `raw HMGET pipeline`: the reader's keys and fields through redis-py's pipeline, replies not decoded — the
-  floor: what one round trip plus redis-py costs;
+- `floor: packed HMGETs, no decode`: the reader's request bytes on one pooled connection, replies read
+  but not decoded — the round trip itself;
+- `redis-py pipeline, no decode`: the same HMGETs through `pipeline(transaction=False)`;
 - `OnlineReader.read_sync` / `OnlineReader.read (asyncio)`: the same round trip, decoded into `OnlineRow`s
   (features, event times, parsed stored prediction);
 - `feast (service + stored)`: `get_online_features` of the same data (the feature service's refs plus the
@@ -143,6 +144,15 @@ def main() -> None:
         client = redis.Redis.from_url(stores.redis.url())
         fields = reader.fields()
 
+        def packed(ids: list[int]) -> object:
+            payload = reader.request(ids)
+            connection = client.connection_pool.get_connection()
+            try:
+                connection.send_packed_command([payload])  # type: ignore[no-untyped-call]  # untyped
+                return [connection.read_response() for _ in ids]  # type: ignore[no-untyped-call]  # untyped
+            finally:
+                client.connection_pool.release(connection)
+
         def raw(ids: list[int]) -> object:
             with client.pipeline(transaction=False) as pipe:
                 for entity_id in ids:
@@ -157,7 +167,8 @@ def main() -> None:
             return run
 
         paths: list[tuple[str, Callable[[list[int]], object] | None]] = [
-            ("raw HMGET pipeline", raw),
+            ("floor: packed HMGETs, no decode", packed),
+            ("redis-py pipeline, no decode", raw),
             ("OnlineReader.read_sync", lambda ids: reader.read_sync(client, ids)),
             ("OnlineReader.read (asyncio)", None),
             ("feast (service + stored)", feast(refs)),

@@ -15,6 +15,8 @@ Tandem can meet:
   (nanos outside [0, 1e9), a date outside years 1-9999) raises ValueError.
 
 The common shapes (one field, minimal varint) take a fast path; anything else goes through a general walk.
+`value_decoder(kind)` picks the fastest equivalent for a feature kind (ints and strings repeat across
+entities and are memoized). `decode_snapshot` parses a stored score's `feature_snapshot_ts` JSON.
 """
 
 from __future__ import annotations
@@ -25,7 +27,14 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 
-__all__ = ["Decoder", "Scalar", "decode_snapshot", "decode_timestamp", "decode_value", "value_decoder"]
+__all__ = [
+    "Decoder",
+    "Scalar",
+    "decode_snapshot",
+    "decode_timestamp",
+    "decode_value",
+    "value_decoder",
+]
 
 Scalar = float | int | str | bool | None
 """A decoded feature value; None is null."""
@@ -236,10 +245,11 @@ def _snapshot_items(text: str) -> tuple[tuple[str, datetime | None], ...] | None
             return None
         items: list[tuple[str, datetime | None]] = []
         for view, stamp in data.items():
-            moment = None if stamp is None else datetime.fromisoformat(stamp)  # non-strings: TypeError
-            items.append(
-                (view, moment and (moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)))
-            )
+            if stamp is None:
+                items.append((view, None))
+                continue
+            moment = datetime.fromisoformat(stamp)  # a non-string raises TypeError
+            items.append((view, moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)))
     except (ValueError, TypeError):
         return None
     return tuple(items)

@@ -1,10 +1,11 @@
 """One online read per request: a feature service's values, their event times and the stored batch score.
 
 Reads Feast's Redis layout (see `core.online_encoding`) without importing Feast. Every view of one entity
-lives in one hash, so an entity is one `HMGET key <fields>` and k entities are k HMGETs in one
-non-transactional pipeline: one round trip. The field list is the same for every entity: each service
-feature's `mmh3("view:feature")`, each view's `_ts:view`, then the stored-scores view's four features and
-its `_ts`.
+lives in one hash, so an entity is one `HMGET key <fields>`, and k entities are k HMGETs sent together on
+one pooled connection before any reply is read: one round trip. The field list is the same for every
+entity: each service feature's `mmh3("view:feature")`, each view's `_ts:view`, then the stored-scores
+view's four features and its `_ts`. An error reply (a key that is not a hash) raises ResponseError after
+every reply was read, as redis-py's pipeline does; connection errors follow the client's retry policy.
 
 What comes back is what is stored, like Feast's `get_online_features`, which ignores a view's TTL online
 (feast-dev/feast#6821); `apply_ttl` nulls expired views the way offline retrieval does, for callers that
@@ -109,7 +110,7 @@ class OnlineReader:
 
     Built once per process from the specs (`core.spec_cache.service_specs`); thread- and task-safe. The k
     HMGETs go out as one pre-packed RESP buffer on one pooled connection (redis-py's pipeline would pack
-    each command anew: 2-4x slower at k=100), under the connection's retry policy, as a pipeline would.
+    each command anew: about 2x slower at k=100), under the connection's retry policy, as a pipeline would.
     """
 
     def __init__(self, *, project: str, service: ServiceSpec, predictions: ViewSpec) -> None:
@@ -155,7 +156,10 @@ class OnlineReader:
         return self._head + self._between.join(ids) + self._tail if ids else b""
 
     def decode(self, entity_id: int, raw: Sequence[bytes | None]) -> OnlineRow:
-        """One entity's row from its HMGET reply (one item per field of `fields()`, None where absent)."""
+        """One entity's row from its HMGET reply (one item per field of `fields()`, None where absent).
+
+        Pure. A value or timestamp that isn't what Feast writes raises ValueError (see core.online_decoding).
+        """
         if len(raw) != len(self._fields):
             raise ValueError(f"expected {len(self._fields)} field values, got {len(raw)}")
         ts_start, stored_start = self._ts_start, self._stored_start

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import socket
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -21,14 +22,17 @@ import redis.asyncio
 from feast.infra.online_stores.redis import RedisOnlineStore
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey
 from feast.protos.feast.types.Value_pb2 import Value
+from redis.asyncio.retry import Retry as AsyncRetry
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 from sqlalchemy import Engine
 
+from core.batch_publish import PublishBatch, publish_rows
 from core.demo_data import seed_demo_data
 from core.feast_repo import apply_feature_repo, open_feature_store
 from core.feature_views import ServiceSpec, ViewSpec
 from core.online_encoding import feature_field, timestamp_field
 from core.online_reader import OnlineReader, OnlineRow, apply_ttl
-from core.online_writer import FeatureColumn, write_feature_rows
 from core.runtime import Stores
 from core.settings import Settings
 from core.spec_cache import service_specs
@@ -70,43 +74,28 @@ def _view_fields(view: ViewSpec) -> list[bytes]:
 
 
 def _publish(
-    client: redis.Redis, world_project: str, predictions: ViewSpec
+    client: redis.Redis, project: str, predictions: ViewSpec
 ) -> dict[int, tuple[float, str, str, str]]:
-    """Stored predictions for STORED and STORED_ONLY, written as the batch publisher writes them."""
-    rng = np.random.default_rng(3)
+    """Stored predictions for STORED and STORED_ONLY, through the batch publisher; what was written, by id."""
     ids = np.array([*STORED, STORED_ONLY], dtype=np.int64)
-    scores = rng.random(len(ids))
-    run_id = str(uuid.uuid4())
+    profile = [(END - timedelta(days=i % 2)).isoformat() for i in ids.tolist()]
+    txn = [None if i % 3 == 0 else (END - timedelta(minutes=i % 50)).isoformat() for i in ids.tolist()]
     snapshots = [
-        json.dumps(
-            {
-                "customer_profile": (END - timedelta(days=int(i % 2))).isoformat(),
-                "customer_txn_stats": None
-                if i % 3 == 0
-                else (END - timedelta(minutes=int(i % 50))).isoformat(),
-            },
-            separators=(",", ":"),
-        )
-        for i in ids.tolist()
+        json.dumps({"customer_profile": p, "customer_txn_stats": t}, separators=(",", ":"))
+        for p, t in zip(profile, txn, strict=True)
     ]
-    columns = [
-        FeatureColumn("score", "float64", scores),
-        FeatureColumn("model_version", "string", ["risk-vtest"] * len(ids)),
-        FeatureColumn("run_id", "string", [run_id] * len(ids)),
-        FeatureColumn("feature_snapshot_ts", "string", snapshots),
-    ]
-    write_feature_rows(
-        client,
-        project=world_project,
-        view=predictions.name,
-        join_key=predictions.join_key,
+    batch = PublishBatch(
         entity_ids=ids,
-        columns=columns,
-        event_timestamps=SCORED_AT,
+        scores=np.random.default_rng(3).random(len(ids)),
+        model_version="risk-vtest",
+        run_id=str(uuid.uuid4()),
+        snapshots=np.array(snapshots, dtype=object),
+        scored_at=SCORED_AT,
     )
+    publish_rows(client, project=project, view=predictions, batch=batch, chunk_rows=1_000)
     return {
-        int(i): (float(s), "risk-vtest", run_id, snap)
-        for i, s, snap in zip(ids.tolist(), scores.tolist(), snapshots, strict=True)
+        i: (score, batch.model_version, batch.run_id, snapshot)
+        for i, score, snapshot in zip(ids.tolist(), batch.scores.tolist(), snapshots, strict=True)
     }
 
 
@@ -311,6 +300,51 @@ def test_stored_predictions_are_parsed(world: World) -> None:
         assert row.stored.feature_snapshot_ts["customer_txn_stats"] is None or (
             row.stored.feature_snapshot_ts["customer_txn_stats"].tzinfo is UTC
         )
+
+
+def test_error_reply_raises_and_the_client_stays_usable(world: World, stores: Stores) -> None:
+    """A key that is not a hash (WRONGTYPE) raises ResponseError once every reply was read: the next read on
+    the same client and connection returns correct rows (sync and async)."""
+    bad = 10**13
+    world.client.set(world.reader.key(bad), b"not a hash")
+    try:
+        expected = world.reader.read_sync(world.client, [1, 2])
+        with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
+            world.reader.read_sync(world.client, [1, bad, 2])
+        assert world.reader.read_sync(world.client, [1, 2]) == expected
+
+        async def read_async() -> list[OnlineRow]:
+            client = redis.asyncio.Redis.from_url(stores.redis.url(), max_connections=1)
+            try:
+                with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
+                    await world.reader.read(client, [1, bad, 2])
+                return await world.reader.read(client, [1, 2])
+            finally:
+                await client.aclose()
+
+        assert asyncio.run(read_async()) == expected
+    finally:
+        world.client.delete(world.reader.key(bad))
+
+
+def test_unreachable_redis_raises_connection_error(world: World) -> None:
+    """No server on the port: redis-py's ConnectionError (what the service maps to `online_unavailable`)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    client = redis.Redis(host="127.0.0.1", port=port, retry=Retry(NoBackoff(), 0))
+    with pytest.raises(redis.ConnectionError):
+        world.reader.read_sync(client, [1, 2])
+
+    async def read_async() -> None:
+        async_client = redis.asyncio.Redis(host="127.0.0.1", port=port, retry=AsyncRetry(NoBackoff(), 0))
+        try:
+            await world.reader.read(async_client, [1])
+        finally:
+            await async_client.aclose()
+
+    with pytest.raises(redis.ConnectionError):
+        asyncio.run(read_async())
 
 
 def test_apply_ttl_equals_offline_retrieval(world: World) -> None:

@@ -16,7 +16,7 @@ from google.protobuf import message_factory  # type: ignore[import-untyped]  # n
 from google.protobuf.message import DecodeError  # type: ignore[import-untyped]  # no stubs installed
 from google.protobuf.timestamp_pb2 import Timestamp  # type: ignore[import-untyped]  # no stubs installed
 
-from core.online_decoding import decode_timestamp, decode_value
+from core.online_decoding import decode_snapshot, decode_timestamp, decode_value, value_decoder
 from core.online_encoding import encode_timestamp, encode_timestamps, encode_values, varint
 
 _INT64_EDGES = sorted(
@@ -159,6 +159,51 @@ def _field(rnd: random.Random) -> bytes:
     if choice == 10:  # non-scalar members: bytes, int64 list, unix timestamp, json
         return rnd.choice([b"\x0a\x02ab", b"\x72\x02\x08\x01", b"\x40\x05", b"\x82\x02\x02{}"])
     return b""
+
+
+def test_kind_decoders_equal_decode_value() -> None:
+    """`value_decoder(kind)` gives what `decode_value` gives, for every kind and any input (the memo too,
+    asked twice), and raises where it raises."""
+    rnd = random.Random(12)
+    samples: list[bytes | None] = [
+        None,
+        b"",
+        *(b"".join(_field(rnd) for _ in range(2)) for _ in range(3_000)),
+    ]
+    samples += encode_values("float64", [1.5, -0.0]) + encode_values("int64", _INT64_EDGES)
+    for kind in ("float64", "int64", "string", "bool"):
+        decoder = value_decoder(kind)
+        for data in samples * 2:
+            try:
+                expected = decode_value(data)
+            except ValueError:
+                with pytest.raises(ValueError):  # noqa: PT011 - whatever decode_value raised
+                    decoder(data)
+                continue
+            assert _same(decoder(data), expected), (kind, data)
+
+
+def test_snapshots() -> None:
+    """`feature_snapshot_ts` JSON: ISO times to aware UTC (offsets converted, naive = UTC), nulls kept;
+    anything but an object of strings or nulls is None."""
+    parsed = decode_snapshot('{"a":"2026-05-01T12:00:00.000001+02:00","b":null,"c":"2026-05-01T00:00:00"}')
+    assert parsed == {
+        "a": datetime(2026, 5, 1, 10, 0, 0, 1, tzinfo=UTC),
+        "b": None,
+        "c": datetime(2026, 5, 1, tzinfo=UTC),
+    }
+    assert parsed is not None
+    assert all(v is None or v.tzinfo is UTC for v in parsed.values())
+    assert decode_snapshot("{}") == {}
+    for bad in ["", "null", "[]", '{"a": 1}', '{"a": "soon"}', "{", '"2026-05-01T00:00:00"']:
+        assert decode_snapshot(bad) is None, bad
+    first = decode_snapshot('{"a":null}')
+    assert first is not None
+    first["a"] = NOW_SENTINEL
+    assert decode_snapshot('{"a":null}') == {"a": None}  # each call gets its own dict
+
+
+NOW_SENTINEL = datetime(2000, 1, 1, tzinfo=UTC)
 
 
 def test_random_messages_match_protobuf() -> None:

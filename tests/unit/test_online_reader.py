@@ -270,3 +270,17 @@ def test_ttl_zero_never_expires_and_missing_views_count_as_expired() -> None:
     assert apply_ttl(row, SERVICE, now=other_zone) == apply_ttl(row, SERVICE, now=NOW)
     with pytest.raises(ValueError, match="aware"):
         apply_ttl(row, SERVICE, now=NOW.replace(tzinfo=None))
+
+
+def test_request_is_what_redis_py_packs() -> None:
+    """The pre-packed request equals redis-py's packing of one `HMGET <key> <fields...>` per id, in order;
+    no ids is no bytes; an id outside int64 raises ValueError."""
+    reader = _reader()
+    ids = [3, -1, 2**63 - 1, 3, 0]
+    commands = [("HMGET", reader.key(i), *reader.fields()) for i in ids]
+    connection = redis.Connection()  # type: ignore[no-untyped-call]  # untyped in redis-py; no I/O: packing only
+    packed = b"".join(connection.pack_commands(commands))  # type: ignore[no-untyped-call]  # untyped
+    assert reader.request(ids) == packed
+    assert reader.request([]) == b""
+    with pytest.raises(ValueError, match="int64"):
+        reader.request([1, -(2**63) - 1])
