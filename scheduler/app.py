@@ -28,7 +28,7 @@ from core.deadline import cron_trigger
 from core.errors import ConfigurationError
 from core.runtime import Stores
 from core.settings import Settings
-from scheduler.jobs import ENTRY_POINTS
+from scheduler.jobs import ENTRY_POINTS, enable_jobs
 
 __all__ = [
     "JOB_SPECS",
@@ -62,7 +62,10 @@ JOB_SPECS: dict[str, JobSpec] = {
         trigger=lambda s: cron_trigger(s.batch_predict_cron),
         misfire_grace_s=lambda _s: 3 * 3600,  # a nightly run missed by a failover still runs, within 3 h
     ),
-    # "check_skew": JobSpec(trigger=IntervalTrigger(check_skew_interval_s), misfire_grace_s=its interval)
+    "check_skew": JobSpec(
+        trigger=lambda s: IntervalTrigger(seconds=s.check_skew_interval_s, timezone=UTC),
+        misfire_grace_s=lambda s: s.check_skew_interval_s,
+    ),
 }
 
 
@@ -114,6 +117,7 @@ def create_scheduler(
     """
     chosen = dict(ENTRY_POINTS if jobs is None else jobs)
     select_jobs(",".join(chosen))  # unknown names: ConfigurationError
+    enable_jobs(list(chosen))
     engine = engine or create_db_engine(stores.postgres, pool_size=2)
     store = _job_store(engine)
     stored = _stored_next_runs(engine, store, list(chosen))

@@ -49,6 +49,8 @@ __all__ = [
     "STOPPING",
     "JobContext",
     "batch_predict",
+    "check_skew",
+    "enable_jobs",
     "job_context",
     "materialize",
     "run_requests",
@@ -101,6 +103,15 @@ def _batch_predict(ctx: JobContext, run: RunHandle) -> None:
     )
 
 
+def _check_skew(ctx: JobContext, run: RunHandle) -> None:
+    # Imported when run: the checker pulls in Feast and the model stack.
+    from consistency.checker import run_skew_check
+
+    report = run_skew_check(ctx.settings, ctx.stores, job_run_id=run.run_id)
+    run.rows = report.entities_checked
+    run.details.update(report_id=report.id, status=report.status)
+
+
 # Feast's modules take seconds to import: a standby imports them while it waits, so a takeover runs at once.
 _WARM_MODULES = (
     "feast.feature_store",
@@ -120,7 +131,11 @@ def warm_up() -> None:
 
 
 Body = Callable[[JobContext, RunHandle], None]
-BODIES: dict[str, Body] = {"materialize": _materialize, "batch_predict": _batch_predict}
+BODIES: dict[str, Body] = {
+    "materialize": _materialize,
+    "batch_predict": _batch_predict,
+    "check_skew": _check_skew,
+}
 
 
 def update_deadline_gauge(engine: Engine, settings: Settings) -> DeadlineForecast:
@@ -191,8 +206,16 @@ def _scheduled(name: str) -> int | None:
 
 
 def materialize() -> int | None:
-    """Scheduled job: incremental materialization of the feature service's views."""
-    return _scheduled("materialize")
+    """Scheduled job: incremental materialization of the feature service's views, then a skew check."""
+    rows = _scheduled("materialize")
+    if rows is not None and "check_skew" in _ENABLED:
+        _scheduled("check_skew")  # the check compares what was just materialized
+    return rows
+
+
+def check_skew() -> int | None:
+    """Scheduled job: the consistency check (consistency.checker) on a sample of entities."""
+    return _scheduled("check_skew")
 
 
 def batch_predict() -> int | None:
@@ -204,7 +227,18 @@ def batch_predict() -> int | None:
 ENTRY_POINTS: dict[str, Callable[[], int | None]] = {
     "materialize": materialize,
     "batch_predict": batch_predict,
+    "check_skew": check_skew,
 }
+
+# Jobs this process schedules (set by scheduler.app.create_scheduler); a skew check follows materialization
+# only when check_skew is one of them.
+_ENABLED: set[str] = set()
+
+
+def enable_jobs(names: Sequence[str]) -> None:
+    """Record which jobs this process runs."""
+    _ENABLED.clear()
+    _ENABLED.update(names)
 
 
 def run_requests(jobs: Sequence[str]) -> int:
