@@ -19,7 +19,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psycopg
-from sqlalchemy.orm import Session
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -27,10 +26,9 @@ from bench.common import bench_stores, print_table
 from core.database import create_db_engine, upgrade_schema
 from core.demo_data import seed_demo_data
 from core.feast_repo import apply_feature_repo, open_feature_store
-from core.model_registry import promote, register_model
+from core.model_lifecycle import train_and_promote
 from core.runtime import Stores
 from core.settings import Settings
-from core.training import train_model
 
 CHILD = """
 import json, resource, sys
@@ -54,16 +52,9 @@ def _prepare(settings: Settings, stores: Stores, *, entities: int, days: int, en
         conn.execute(
             "CREATE TABLE features.bench_labels AS SELECT * FROM features.fraud_labels ORDER BY customer_id LIMIT 20000"
         )
-    trained = train_model(
+    train_and_promote(
         open_feature_store(settings, stores), settings, engine=engine, label_table="features.bench_labels"
     )
-    with Session(engine) as session, session.begin():
-        info = register_model(
-            session, model_name=settings.model_name, estimator=trained.estimator, feature_service=trained.feature_service,
-            feature_refs=trained.feature_refs, training_start=trained.training_start, training_end=trained.training_end,
-            metrics=trained.metrics, params=trained.params,
-        )  # fmt: skip
-        promote(session, model_name=settings.model_name, version=info.version)
     engine.dispose()
 
 

@@ -12,7 +12,8 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from core.database import create_db_engine
-from core.model_registry import list_versions, promote, register_model
+from core.model_lifecycle import register_trained
+from core.model_registry import list_versions, promote
 from core.runtime import Stores
 from core.training import LABEL_TABLE, train_model
 from tandem.context import CliContext
@@ -78,19 +79,9 @@ def train_cmd(cli: CliContext, promote_it: bool, label_table: str, holdout: floa
                 progress=lambda stage: status.update(_NEXT_STAGE.get(stage, stage)),
             )
         with Session(engine) as session, session.begin():
-            info = register_model(
-                session,
-                model_name=settings.model_name,
-                estimator=result.estimator,
-                feature_service=result.feature_service,
-                feature_refs=result.feature_refs,
-                training_start=result.training_start,
-                training_end=result.training_end,
-                metrics=result.metrics,
-                params=result.params,
+            info = register_trained(
+                session, model_name=settings.model_name, result=result, promote_it=promote_it
             )
-            if promote_it:
-                info = promote(session, model_name=settings.model_name, version=info.version)
     metrics = result.metrics
     table = Table(title=f"holdout metrics: {settings.model_name} ({result.feature_service})")
     table.add_column("metric")

@@ -10,16 +10,14 @@ import psycopg
 import redis
 from rich.console import Console
 from rich.table import Table
-from sqlalchemy.orm import Session
 
 from core.batch_predict import run_batch_predict
 from core.database import create_db_engine, upgrade_schema
 from core.feast_repo import apply_feature_repo, open_feature_store
 from core.materialize import run_materialize
-from core.model_registry import promote, register_model
+from core.model_lifecycle import train_and_promote
 from core.online_admin import purge_project
 from core.runtime import Stores
-from core.training import train_model
 from tandem.context import CliContext
 
 __all__ = ["Timeline", "prepare_data", "show_predictions", "show_skew"]
@@ -70,20 +68,7 @@ def prepare_data(cli: CliContext, timeline: Timeline, *, customers: int, days: i
             f"seed: {seeded.profile_rows + seeded.txn_rows:,} feature rows, {seeded.label_rows:,} labels"
         )
         with console.status("training"):
-            trained = train_model(open_feature_store(settings, stores), settings, engine=engine)
-            with Session(engine) as session, session.begin():
-                info = register_model(
-                    session,
-                    model_name=settings.model_name,
-                    estimator=trained.estimator,
-                    feature_service=trained.feature_service,
-                    feature_refs=trained.feature_refs,
-                    training_start=trained.training_start,
-                    training_end=trained.training_end,
-                    metrics=trained.metrics,
-                    params=trained.params,
-                )
-                promote(session, model_name=settings.model_name, version=info.version)
+            trained, info = train_and_promote(open_feature_store(settings, stores), settings, engine=engine)
         timeline.step(
             f"train: model {info.version} promoted, holdout ROC AUC {trained.metrics['roc_auc']:.3f}"
         )

@@ -9,15 +9,14 @@ from typing import Any
 import psycopg
 from pydantic import SecretStr
 from sqlalchemy import Engine
-from sqlalchemy.orm import Session
 
 from core.batch_predict import BatchRunResult, run_batch_predict
 from core.demo_data import seed_demo_data
 from core.feast_repo import apply_feature_repo, open_feature_store
-from core.model_registry import ModelVersionInfo, promote, register_model
+from core.model_lifecycle import train_and_promote
+from core.model_registry import ModelVersionInfo
 from core.runtime import Stores
 from core.settings import Settings
-from core.training import train_model
 from tests.servers import purge_feast_project
 
 __all__ = ["API_KEY", "World", "build_world", "register_and_promote"]
@@ -37,21 +36,7 @@ class World:
 
 def register_and_promote(engine: Engine, settings: Settings, store: Any) -> ModelVersionInfo:
     """Train on the seeded labels, register and promote the model."""
-    trained = train_model(store, settings, engine=engine)
-    with Session(engine) as session, session.begin():
-        info = register_model(
-            session,
-            model_name=settings.model_name,
-            estimator=trained.estimator,
-            feature_service=trained.feature_service,
-            feature_refs=trained.feature_refs,
-            training_start=trained.training_start,
-            training_end=trained.training_end,
-            metrics=trained.metrics,
-            params=trained.params,
-        )
-        promote(session, model_name=settings.model_name, version=info.version)
-    return info
+    return train_and_promote(store, settings, engine=engine)[1]
 
 
 def build_world(settings: Settings, stores: Stores, engine: Engine, *, customers: int = 300) -> World:

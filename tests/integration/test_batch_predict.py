@@ -20,11 +20,11 @@ from core.batch_publish import InjectedFailureError
 from core.demo_data import TXN_TABLE, seed_demo_data
 from core.errors import NotFoundError, TandemError
 from core.feast_repo import apply_feature_repo, open_feature_store
-from core.model_registry import LoadedModel, load_model, promote, register_model
+from core.model_lifecycle import train_and_promote
+from core.model_registry import LoadedModel, load_model
 from core.prediction_runs import get_run
 from core.runtime import Stores
 from core.settings import Settings
-from core.training import train_model
 
 END = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=2)
 CUSTOMERS = 400
@@ -48,20 +48,7 @@ def world(settings: Settings, stores: Stores, engine: Engine) -> World:
     with psycopg.connect(stores.postgres.url()) as conn:
         seed_demo_data(conn, customers=CUSTOMERS, days=6, seed=5, end=END)
     store = open_feature_store(settings, stores)
-    trained = train_model(store, settings, engine=engine)
-    with Session(engine) as session, session.begin():
-        info = register_model(
-            session,
-            model_name=settings.model_name,
-            estimator=trained.estimator,
-            feature_service=trained.feature_service,
-            feature_refs=trained.feature_refs,
-            training_start=trained.training_start,
-            training_end=trained.training_end,
-            metrics=trained.metrics,
-            params=trained.params,
-        )
-        promote(session, model_name=settings.model_name, version=info.version)
+    train_and_promote(store, settings, engine=engine)
     with Session(engine) as session:
         model = load_model(session, model_name=settings.model_name)
     as_of = END - timedelta(hours=3, minutes=30)
