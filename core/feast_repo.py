@@ -40,6 +40,15 @@ def open_feature_store(settings: Settings, stores: Stores) -> Any:
     return FeatureStore(repo_path=str(settings.feature_repo))
 
 
+def _forget_repo_modules(repo: Path) -> None:
+    """Drop the repo's modules from the import cache so `feast apply` reads the files again."""
+    root = repo.resolve()
+    for name, module in list(sys.modules.items()):
+        origin = getattr(module, "__file__", None)
+        if origin and Path(origin).resolve().parent == root:
+            del sys.modules[name]
+
+
 def apply_feature_repo(settings: Settings, stores: Stores) -> list[str]:
     """`feast apply` on the repo in settings; returns the names of the feature views now registered."""
     from feast.repo_config import load_repo_config
@@ -49,6 +58,8 @@ def apply_feature_repo(settings: Settings, stores: Stores) -> list[str]:
     repo = Path(settings.feature_repo)
     config = load_repo_config(repo, repo / "feature_store.yaml")
     cwd = Path.cwd()
+    # Fresh definition objects: Feast mutates them (e.g. materialization intervals) and caches modules.
+    _forget_repo_modules(repo)
     added = str(repo.resolve()) not in sys.path
     if added:  # the repo's files import each other by bare name, as under the `feast` command
         sys.path.insert(0, str(repo.resolve()))

@@ -3,7 +3,8 @@
 `run_materialize` calls Feast's `FeatureStore.materialize_incremental(end_date, feature_views=[...])` on
 the feature views of the feature service in settings (never `batch_predictions`: Tandem publishes that
 view itself after a batch run). Each view's window starts where its previous materialization ended
-(Feast keeps `most_recent_end_time` in the registry), or at `end - ttl` the first time.
+(Feast keeps `most_recent_end_time` in the registry), or at `end - ttl` the first time (given explicitly:
+Feast's own first window starts at `utcnow() - ttl`).
 
 Two Feast settings decide speed and memory; they live in `feature_store.yaml` under `materialization:`
 (Feast's `MaterializationConfig`). When the yaml leaves them unset, Tandem applies its own defaults:
@@ -167,10 +168,19 @@ def run_materialize(
         views = list(map(store.get_feature_view, names))
         windows = [(view, start or _window_start(view, end)) for view in views]
         started = time.perf_counter()
-        if start is None:
-            store.materialize_incremental(end_date=end, feature_views=names)
-        else:
+        if start is not None:
             store.materialize(start_date=start.astimezone(UTC), end_date=end, feature_views=names)
+        else:
+            # Feast starts a view's first incremental window at utcnow() - ttl, not end - ttl: give views
+            # that were never materialized their window explicitly, the others continue incrementally.
+            fresh = [view for view in views if view.most_recent_end_time is None]
+            for view in fresh:
+                store.materialize(
+                    start_date=_window_start(view, end), end_date=end, feature_views=[view.name]
+                )
+            rest = [view.name for view in views if view.most_recent_end_time is not None]
+            if rest:
+                store.materialize_incremental(end_date=end, feature_views=rest)
         seconds = time.perf_counter() - started
     finally:
         close_feature_store(store)

@@ -2,12 +2,14 @@
 
 Importing Feast costs seconds (typeguard instruments it at import), which a batch run or an API worker
 should not pay just to learn table names and TTLs. The snapshot carries an md5 fingerprint of the
-project's feature-view and feature-service protos in Feast's SQL registry; reading it costs one query.
+specs of the project's feature views and services in Feast's SQL registry (their `meta`, which
+materialization rewrites, is left out); reading it costs one query.
 A different fingerprint (someone ran `feast apply`) means: ask Feast, and store the fresh snapshot.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import asdict
@@ -22,32 +24,78 @@ from core.runtime import Stores
 from core.settings import Settings
 from core.stores import FEAST_REGISTRY_SCHEMA
 
-__all__ = ["SpecSource", "registry_fingerprint", "resolve_specs", "service_specs"]
+__all__ = ["SpecSource", "registry_fingerprint", "resolve_specs", "service_specs", "spec_part"]
 
 SPEC_FORMAT = "2"  # bump when ServiceSpec/ViewSpec change shape: old snapshots then no longer match
 
 SpecSource = Callable[[], tuple[ServiceSpec, ViewSpec]]
 """Reads (service, stored-scores view) from Feast: the slow path."""
 
-_FINGERPRINT = f"""
-SELECT md5(coalesce(string_agg(part, ',' ORDER BY part), '')) FROM (
-  SELECT 'v:' || feature_view_name || ':' || md5(feature_view_proto) AS part
-    FROM {FEAST_REGISTRY_SCHEMA}.feature_views WHERE project_id = %(project)s
-  UNION ALL
-  SELECT 's:' || feature_service_name || ':' || md5(feature_service_proto)
-    FROM {FEAST_REGISTRY_SCHEMA}.feature_services WHERE project_id = %(project)s
-) AS parts
+_REGISTRY_ROWS = f"""
+SELECT 'v:' || feature_view_name, feature_view_proto
+  FROM {FEAST_REGISTRY_SCHEMA}.feature_views WHERE project_id = %(project)s
+UNION ALL
+SELECT 's:' || feature_service_name, feature_service_proto
+  FROM {FEAST_REGISTRY_SCHEMA}.feature_services WHERE project_id = %(project)s
 """  # noqa: S608 - the schema name is a constant
 
 
+def _varint(data: bytes, pos: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        byte = data[pos]
+        value |= (byte & 0x7F) << shift
+        pos += 1
+        if not byte & 0x80:
+            return value, pos
+        shift += 7
+
+
+def _fields(data: bytes) -> list[tuple[int, bytes, bytes]]:
+    """Top-level protobuf fields as (number, raw encoding, payload of a length-delimited field)."""
+    pos, fields = 0, []
+    while pos < len(data):
+        start = pos
+        key, pos = _varint(data, pos)
+        number, wire = key >> 3, key & 7
+        payload = b""
+        if wire == 0:
+            _, pos = _varint(data, pos)
+        elif wire == 1:
+            pos += 8
+        elif wire == 5:
+            pos += 4
+        elif wire == 2:
+            length, pos = _varint(data, pos)
+            payload = data[pos : pos + length]
+            pos += length
+        else:
+            raise ValueError(f"unexpected protobuf wire type {wire} in a registry object")
+        fields.append((number, data[start:pos], payload))
+    return fields
+
+
+def spec_part(proto: bytes) -> bytes:
+    """What a FeatureView / FeatureService message defines: field 1 (`spec`) without the spec's own field 2
+    (`project`, which Feast drops when it rewrites a view after materializing) and without `meta`
+    (timestamps, materialization intervals, rewritten on every materialization)."""
+    spec = b"".join(payload for number, _, payload in _fields(proto) if number == 1)
+    return b"".join(raw for number, raw, _ in _fields(spec) if number != 2)
+
+
 def registry_fingerprint(conn: psycopg.Connection[Any], *, project: str) -> str | None:
-    """md5 over the project's registered views and services, or None when Feast's registry is absent."""
+    """md5 over the specs of the project's views and services, or None when Feast's registry is absent."""
     try:
         with conn.transaction():
-            row = conn.execute(_FINGERPRINT, {"project": project}).fetchone()
+            rows = conn.execute(_REGISTRY_ROWS, {"project": project}).fetchall()
     except psycopg.errors.UndefinedTable:
         return None
-    return f"{row[0]}:{SPEC_FORMAT}" if row else None
+    digest = hashlib.md5(SPEC_FORMAT.encode(), usedforsecurity=False)
+    for name, proto in sorted(rows, key=lambda row: str(row[0])):
+        digest.update(
+            str(name).encode() + b"\0" + hashlib.md5(spec_part(bytes(proto)), usedforsecurity=False).digest()
+        )
+    return digest.hexdigest()
 
 
 def _view_from(data: dict[str, Any]) -> ViewSpec:

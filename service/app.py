@@ -5,21 +5,32 @@ from __future__ import annotations
 from litestar import Litestar
 from litestar.config.app import AppConfig
 from litestar.datastructures import State
+from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.plugins.prometheus import PrometheusConfig
+from sqlalchemy import Engine
 
 from core.settings import Settings
-from service.auth import API_KEY_HEADER, ApiKeys
+from service.auth import API_KEY_HEADER, SECURITY, ApiKeys, require_api_key
 from service.errors import EXCEPTION_HANDLERS
 from service.health import HealthController, metrics
 from service.jobs import JobsController
 from service.lifespan import lifespan
 from service.predict import PredictController
 from service.push import PushController
+from service.skew_api import skew_api_controller
+from service.skew_pages import SkewPagesController, skew_template_config
+from service.state import ServiceState
 
 __all__ = ["create_app"]
+
+
+def _db_engine(state: State) -> Engine:
+    """The worker's SQLAlchemy engine, for handlers that read Tandem's tables."""
+    tandem: ServiceState = state.tandem
+    return tandem.engine
 
 
 def create_app(settings: Settings | None = None) -> Litestar:
@@ -40,6 +51,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
     )
     config = AppConfig(
         route_handlers=[
+            SkewPagesController,
+            skew_api_controller(write_guards=[require_api_key], write_security=SECURITY),
             PredictController,
             PushController,
             JobsController,
@@ -47,6 +60,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
             metrics,
         ],
         exception_handlers=EXCEPTION_HANDLERS,
+        dependencies={"db_engine": Provide(_db_engine, sync_to_thread=False)},
+        template_config=skew_template_config(),
         lifespan=[lifespan],
         middleware=[prometheus.middleware],
         openapi_config=openapi,

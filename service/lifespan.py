@@ -34,6 +34,8 @@ from core.model_registry import LoadedModel, load_model
 from core.online_reader import OnlineReader
 from core.runtime import Stores, resolve_stores
 from core.settings import Settings
+from core.skew_metrics import record_skew_metrics
+from core.skew_reports import get_report, list_reports
 from core.spec_cache import service_specs
 from service.health import check_stores
 from service.metrics import MODEL_VERSION
@@ -57,6 +59,15 @@ def _promoted_version(state: ServiceState) -> str | None:
             ModelVersion.model_name == state.settings.model_name, ModelVersion.promoted
         )
         return session.scalars(query).first()
+
+
+def _record_latest_skew(state: ServiceState) -> None:
+    """Show the newest skew report's gauges on this worker's /metrics (the checker runs elsewhere)."""
+    with Session(state.engine) as session:
+        latest = list_reports(session, limit=1)
+        if latest and latest[0].id != state.skew_report_id:
+            record_skew_metrics(get_report(session, report_id=latest[0].id))
+            state.skew_report_id = latest[0].id
 
 
 def _load(state: ServiceState, version: str | None = None) -> LoadedModel | None:
@@ -106,6 +117,7 @@ async def _watch_model(state: ServiceState) -> None:
                     await to_thread.run_sync(_warm, model)
                     _swap(state, model)
                     logger.info("now serving model %s (was %s)", version, current)
+            await to_thread.run_sync(_record_latest_skew, state)
             state.health.postgres_ok = True
         except Exception as exc:  # noqa: BLE001 - PostgreSQL down: keep serving the loaded model
             state.health.postgres_ok = False

@@ -46,4 +46,5 @@ class ServiceState:
     model: LoadedModel | None = None
     health: Health = field(default_factory=Health)
     warmed_up: bool = False
+    skew_report_id: int | None = None  # the report whose gauges /metrics shows
     coverage: Coverage = field(default_factory=Coverage)

@@ -17,6 +17,7 @@ from tandem.commands_data import apply_cmd, materialize_cmd, seed_cmd
 from tandem.commands_models import models_group, train_cmd
 from tandem.commands_scheduler import runs_cmd, scheduler_cmd
 from tandem.commands_serve import serve_cmd
+from tandem.commands_skew import check_skew_cmd, skew_group
 from tandem.commands_stack import down_cmd, env_cmd, up_cmd
 from tandem.context import CliContext
 from tandem.demo import demo_cmd
@@ -47,6 +48,8 @@ for command in (
     materialize_cmd,
     batch_predict_cmd,
     serve_cmd,
+    check_skew_cmd,
+    skew_group,
     scheduler_cmd,
     runs_cmd,
     demo_cmd,
@@ -64,7 +67,7 @@ def main(argv: list[str] | None = None) -> None:
     from core.failures import describe_failure
 
     try:
-        cli.main(args=argv, prog_name="tandem", standalone_mode=False)
+        code = cli.main(args=argv, prog_name="tandem", standalone_mode=False)
     except click.exceptions.Abort:
         _fail("aborted", 130)
     except click.UsageError as exc:
@@ -81,3 +84,5 @@ def main(argv: list[str] | None = None) -> None:
         if message is None:
             raise
         _fail(message, 1)
+    if isinstance(code, int) and code:  # click.exceptions.Exit(N): e.g. check-skew on a breach
+        sys.exit(code)

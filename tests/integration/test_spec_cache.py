@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import psycopg
 from sqlalchemy import Engine
 
+from core.demo_data import seed_demo_data
 from core.feast_repo import apply_feature_repo, open_feature_store
 from core.feature_views import ServiceSpec, ViewSpec, load_service_spec, load_view_spec
 from core.runtime import Stores
@@ -45,7 +48,7 @@ def test_snapshot_is_used_until_the_registry_changes(
     with psycopg.connect(stores.postgres.url()) as conn:  # one transaction, rolled back
         before = registry_fingerprint(conn, project=settings.feast_project)
         conn.execute(
-            "UPDATE feast_registry.feature_views SET feature_view_proto = feature_view_proto || '\\x00'::bytea "
+            "UPDATE feast_registry.feature_views SET feature_view_proto = feature_view_proto || '\\x0a020a00'::bytea "
             "WHERE project_id = %s AND feature_view_name = 'customer_profile'",
             (settings.feast_project,),
         )
@@ -53,3 +56,19 @@ def test_snapshot_is_used_until_the_registry_changes(
         resolve(conn)
         conn.rollback()
     assert calls == [1, 1]
+
+
+def test_materialization_keeps_the_fingerprint(settings: Settings, stores: Stores, engine: Engine) -> None:
+    """Materializing rewrites the views' meta in Feast's registry, not their spec: the snapshot stays valid."""
+    apply_feature_repo(settings, stores)
+    with psycopg.connect(stores.postgres.url()) as conn:
+        seed_demo_data(conn, customers=50, days=2, seed=3, end=datetime.now(UTC) - timedelta(hours=1))
+    store = open_feature_store(settings, stores)
+    with psycopg.connect(stores.postgres.url(), autocommit=True) as conn:
+        before = registry_fingerprint(conn, project=settings.feast_project)
+        store.materialize(
+            start_date=datetime.now(UTC) - timedelta(days=1),
+            end_date=datetime.now(UTC),
+            feature_views=["customer_profile"],
+        )
+        assert registry_fingerprint(conn, project=settings.feast_project) == before
