@@ -18,6 +18,7 @@ from service.errors import EXCEPTION_HANDLERS
 from service.health import HealthController, metrics
 from service.jobs import JobsController
 from service.lifespan import lifespan
+from service.metrics import PREDICT_ROUTES
 from service.predict import PredictController
 from service.push import PushController
 from service.skew_api import skew_api_controller
@@ -36,7 +37,9 @@ def _db_engine(state: State) -> Engine:
 def create_app(settings: Settings | None = None) -> Litestar:
     """A Tandem API for `settings` (read from the environment when omitted)."""
     settings = settings or Settings()
-    prometheus = PrometheusConfig(app_name="tandem", prefix="tandem_http", group_path=True)
+    prometheus = PrometheusConfig(
+        app_name="tandem", prefix="tandem_http", group_path=True, exclude=list(PREDICT_ROUTES)
+    )
     openapi = OpenAPIConfig(
         title="Tandem",
         version="0.1.0",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -17,7 +18,7 @@ from core.online_reader import OnlineRow
 from core.serving import Answer, answer_rows
 from core.stored_lookup import stored_predictions
 from service.errors import RequestError
-from service.metrics import DEGRADED, FEATURE_AGE, PREDICTIONS
+from service.metrics import DEGRADED, FEATURE_AGE, PREDICT_LATENCY, PREDICTIONS
 from service.state import ServiceState
 
 __all__ = ["PredictController", "PredictRequest"]
@@ -126,6 +127,13 @@ async def predict_entities(
     return [_item(key, answer) for answer in answers]
 
 
+_LATENCY = {
+    (method, status): PREDICT_LATENCY.labels(f"{method} /v1/predict", status)
+    for method in ("POST", "GET")
+    for status in ("ok", "error")
+}
+
+
 class PredictController(Controller):
     """Predictions: batch-served when still right, re-scored live when features moved."""
 
@@ -134,10 +142,15 @@ class PredictController(Controller):
     @post("/v1/predict", status_code=200, summary="Predict for up to 1,000 entities")
     async def predict(self, state: State, data: JSONBody[PredictRequest]) -> dict[str, Any]:
         """One item per entity, in order, each with its source, reason and provenance."""
-        tandem: ServiceState = state.tandem
-        ids = _entity_ids(tandem, data.entities)
-        items = await predict_entities(tandem, ids, mode=data.mode, max_staleness_s=data.max_staleness_s)
-        return {"predictions": items}
+        started, status = time.perf_counter(), "error"
+        try:
+            tandem: ServiceState = state.tandem
+            ids = _entity_ids(tandem, data.entities)
+            items = await predict_entities(tandem, ids, mode=data.mode, max_staleness_s=data.max_staleness_s)
+            status = "ok"
+            return {"predictions": items}
+        finally:
+            _LATENCY[("POST", status)].observe(time.perf_counter() - started)
 
     @get("/v1/predict/{entity_key:str}", summary="Predict for one entity")
     async def predict_one(

@@ -12,20 +12,31 @@ import sys
 import click
 
 from core.errors import TandemError
-from tandem.commands_batch import batch_predict_cmd
-from tandem.commands_data import apply_cmd, materialize_cmd, seed_cmd
-from tandem.commands_models import models_group, train_cmd
-from tandem.commands_scheduler import runs_cmd, scheduler_cmd
-from tandem.commands_serve import serve_cmd
-from tandem.commands_skew import check_skew_cmd, skew_group
-from tandem.commands_stack import down_cmd, env_cmd, up_cmd
 from tandem.context import CliContext
-from tandem.demo import demo_cmd
+from tandem.lazy_group import LazyGroup
 
 __all__ = ["cli", "main"]
 
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "up": ("tandem.commands_stack", "up_cmd", "Start the embedded PostgreSQL and Redis under .tandem/."),
+    "down": ("tandem.commands_stack", "down_cmd", "Stop the embedded PostgreSQL and Redis (data stays)."),
+    "env": ("tandem.commands_stack", "env_cmd", "Print export lines for feast, psql, redis-cli, alembic."),
+    "seed": ("tandem.commands_data", "seed_cmd", "Write the demo's offline tables and labels (COPY)."),
+    "apply": ("tandem.commands_data", "apply_cmd", "Migrate schema tandem (Alembic), then feast apply."),
+    "train": ("tandem.commands_models", "train_cmd", "Train on point-in-time features; register a model."),
+    "models": ("tandem.commands_models", "models_group", "List registered model versions, promote one."),
+    "materialize": ("tandem.commands_data", "materialize_cmd", "Feast materialization of the model's views."),
+    "batch-predict": ("tandem.commands_batch", "batch_predict_cmd", "Score every entity, store and publish."),
+    "serve": ("tandem.commands_serve", "serve_cmd", "Run the prediction API (uvicorn)."),
+    "check-skew": ("tandem.commands_skew", "check_skew_cmd", "Compare offline and online; exit 1 on breach."),
+    "skew": ("tandem.commands_skew", "skew_group", "Review skew reports: list, show."),
+    "scheduler": ("tandem.commands_scheduler", "scheduler_cmd", "Run the job scheduler (one leader per DB)."),
+    "runs": ("tandem.commands_scheduler", "runs_cmd", "Job run history and the batch deadline forecast."),
+    "demo": ("tandem.demo", "demo_cmd", "The whole journey on the embedded stack (or set stores)."),
+}
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+
+@click.group(cls=LazyGroup, lazy=COMMANDS, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-v", "--verbose", is_flag=True, help="Log what happens underneath (Feast, SQL, timings).")
 @click.pass_context
 def cli(ctx: click.Context, verbose: bool) -> None:
@@ -35,26 +46,6 @@ def cli(ctx: click.Context, verbose: bool) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     ctx.obj = CliContext()
-
-
-for command in (
-    up_cmd,
-    down_cmd,
-    env_cmd,
-    seed_cmd,
-    apply_cmd,
-    train_cmd,
-    models_group,
-    materialize_cmd,
-    batch_predict_cmd,
-    serve_cmd,
-    check_skew_cmd,
-    skew_group,
-    scheduler_cmd,
-    runs_cmd,
-    demo_cmd,
-):
-    cli.add_command(command)
 
 
 def _fail(message: str, code: int) -> None:
