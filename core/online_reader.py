@@ -193,6 +193,16 @@ class OnlineReader:
             pool.release(connection)  # type: ignore[arg-type]  # our Protocol is redis-py's Connection
         return [self.decode(entity_id, reply) for entity_id, reply in zip(entity_ids, replies, strict=True)]
 
+    async def read_via(
+        self, transport: Callable[[bytes, int], Awaitable[list[Any]]], entity_ids: Sequence[int]
+    ) -> list[OnlineRow]:
+        """Rows for `entity_ids` through `transport(payload, replies)` (e.g. core.resp_pool.RespPool.request)."""
+        payload = self.request(entity_ids)
+        if not payload:
+            return []
+        replies = await transport(payload, len(entity_ids))
+        return [self.decode(entity_id, reply) for entity_id, reply in zip(entity_ids, replies, strict=True)]
+
     async def read(self, client: redis.asyncio.Redis, entity_ids: Sequence[int]) -> list[OnlineRow]:
         """Rows for `entity_ids`, in order, from one round trip (none for no ids)."""
         _check_bytes(client)

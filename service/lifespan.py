@@ -33,6 +33,7 @@ from core.db import ModelVersion
 from core.errors import NotFoundError
 from core.model_registry import LoadedModel, load_model
 from core.online_reader import OnlineReader
+from core.resp_pool import RespPool
 from core.runtime import Stores, resolve_stores
 from core.settings import Settings
 from core.skew_metrics import record_skew_metrics
@@ -101,7 +102,7 @@ async def _warm_up(state: ServiceState) -> None:
     if state.model is not None:
         await to_thread.run_sync(_warm, state.model)
     with contextlib.suppress(Exception):  # the read path warms too; a down store is not fatal here
-        await state.reader.read(state.redis, [0, 1])
+        await state.reader.read_via(state.resp.request, [0, 1])
     state.warmed_up = True
 
 
@@ -149,6 +150,7 @@ async def open_state(settings: Settings, stores: Stores) -> ServiceState:
         predictions=predictions,
         reader=OnlineReader(project=settings.feast_project, service=service, predictions=predictions),
         redis=redis_async,
+        resp=RespPool(stores.redis, timeout_s=settings.redis_timeout_s),
         redis_sync=redis_sync,
         pg=pool,
         engine=engine,
@@ -159,6 +161,7 @@ async def open_state(settings: Settings, stores: Stores) -> ServiceState:
 
 async def close_state(state: ServiceState) -> None:
     """Close every client the state holds."""
+    await state.resp.close()
     await state.redis.aclose()
     state.redis_sync.close()
     await state.pg.close()

@@ -1,0 +1,84 @@
+"""The API's lean Redis pool against a real Redis: same replies as redis-py, db selection, error replies
+that leave the pool usable, and a fast failure when Redis is not there."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import pytest
+import redis
+
+from core.resp_pool import RespPool
+from core.stores import RedisEndpoint
+from tests.servers import free_port
+
+
+def _hmget(key: bytes, *fields: bytes) -> bytes:
+    parts = [b"HMGET", key, *fields]
+    return b"*%d\r\n" % len(parts) + b"".join(b"$%d\r\n%b\r\n" % (len(p), p) for p in parts)
+
+
+def test_replies_match_redis_py_and_db_is_selected(servers: tuple[object, RedisEndpoint]) -> None:
+    """Pipelined HMGETs in db 3 come back in order, byte for byte what redis-py reads."""
+    _, base = servers
+    endpoint = RedisEndpoint(base.host, base.port, 3, base.username, base.password)
+    client = redis.Redis.from_url(endpoint.url())
+    names = [f"tandem-test:{uuid.uuid4().hex}" for _ in range(3)]
+    keys = [name.encode() for name in names]
+    try:
+        client.hset(names[0], mapping={"a": b"\x00\x01", "b": "x"})
+        client.hset(names[1], mapping={"a": "y"})
+        payload = b"".join(_hmget(key, b"a", b"b") for key in keys)
+
+        async def run() -> list[object]:
+            pool = RespPool(endpoint, timeout_s=1.0)
+            try:
+                first = await pool.request(payload, len(keys))
+                again = await pool.request(payload, len(keys))  # a reused connection
+                assert again == first
+                return first
+            finally:
+                await pool.close()
+
+        replies = asyncio.run(run())
+        expected = [client.hmget(name, ["a", "b"]) for name in names]
+        assert replies == expected
+        assert replies[2] == [None, None]
+    finally:
+        client.delete(*names)
+        client.close()
+
+
+def test_error_reply_raises_and_pool_stays_usable(servers: tuple[object, RedisEndpoint]) -> None:
+    """HMGET on a string key is a Redis error: ResponseError, and the next request still works."""
+    _, endpoint = servers
+    client = redis.Redis.from_url(endpoint.url())
+    key = f"tandem-test:{uuid.uuid4().hex}".encode()
+    client.set(key, b"plain")
+
+    async def run() -> list[object]:
+        pool = RespPool(endpoint, timeout_s=1.0)
+        try:
+            with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
+                await pool.request(_hmget(key, b"a"), 1)
+            return await pool.request(_hmget(b"tandem-test:absent", b"a"), 1)
+        finally:
+            await pool.close()
+
+    try:
+        assert asyncio.run(run()) == [[None]]
+    finally:
+        client.delete(key)
+        client.close()
+
+
+def test_unreachable_redis_fails_fast() -> None:
+    """Nobody listening: an OSError after one retry, well within the timeout."""
+
+    async def run() -> None:
+        pool = RespPool(RedisEndpoint("127.0.0.1", free_port()), timeout_s=0.5)
+        await pool.request(_hmget(b"k", b"a"), 1)
+
+    with pytest.raises(OSError, match="Connect|connect|refused"):
+        asyncio.run(run())
