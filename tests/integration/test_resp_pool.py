@@ -80,5 +80,5 @@ def test_unreachable_redis_fails_fast() -> None:
         pool = RespPool(RedisEndpoint("127.0.0.1", free_port()), timeout_s=0.5)
         await pool.request(_hmget(b"k", b"a"), 1)
 
-    with pytest.raises(OSError, match="Connect|connect|refused"):
+    with pytest.raises(OSError, match=r"(?i)connect|refused"):
         asyncio.run(run())
