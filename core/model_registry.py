@@ -14,7 +14,7 @@ import hashlib
 import hmac
 import pickle
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session, defer
 
 from core.db import ModelVersion
 from core.errors import NotFoundError, TamperedArtifactError
+from core.fast_trees import CompiledModel, compile_pipeline
 
 __all__ = [
     "LoadedModel",
@@ -81,7 +82,12 @@ class ModelVersionInfo:
 
 @dataclass(frozen=True, slots=True)
 class LoadedModel:
-    """A verified, unpickled model version, ready to score rows whose columns follow `feature_refs`."""
+    """A verified, unpickled model version, ready to score rows whose columns follow `feature_refs`.
+
+    `compiled` (set by `load_model` when `core.fast_trees` recognises the pipeline) scores the same trees
+    bitwise identically to `estimator.predict_proba`, ~20x faster for one row (~2x at 100); None falls
+    back to `predict_proba`.
+    """
 
     version: str
     model_name: str
@@ -90,6 +96,7 @@ class LoadedModel:
     sha256: str
     metrics: Mapping[str, Any]
     created_at: datetime
+    compiled: CompiledModel | None = field(default=None, repr=False, compare=False)
 
     @property
     def feature_names(self) -> tuple[str, ...]:
@@ -115,6 +122,8 @@ class LoadedModel:
             )
         if matrix.shape[0] == 0:
             return np.empty(0, dtype=np.float64)
+        if self.compiled is not None:
+            return self.compiled.predict_proba1(matrix)
         classes = list(self.estimator.classes_)
         proba = self.estimator.predict_proba(matrix)
         return np.ascontiguousarray(proba[:, classes.index(1)], dtype=np.float64)
@@ -229,6 +238,7 @@ def load_model(session: Session, *, model_name: str, version: str | None = None)
         sha256=actual,
         metrics=dict(row.metrics),
         created_at=row.created_at.astimezone(UTC),
+        compiled=compile_pipeline(estimator),  # None: scored by estimator.predict_proba
     )
 
 

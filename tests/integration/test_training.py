@@ -3,6 +3,7 @@ a time-based holdout, hash-checked artifacts, promotion, and the `tandem train` 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import pickle
 import re
@@ -276,3 +277,25 @@ def test_cli_train_promote_then_models_list(trained: Trained, settings: Settings
     finally:
         with Session(engine) as session, session.begin():
             session.execute(delete(ModelVersion).where(ModelVersion.model_name == cli_settings.model_name))
+
+
+def test_loaded_model_uses_the_compiled_trees_and_scores_identically(
+    trained: Trained, session: Session, engine: Engine
+) -> None:
+    """load_model compiles the registered pipeline; the compiled path and predict_proba agree bit for bit."""
+    name = _model_name()
+    info = _register(session, trained.result, model_name=name)
+    loaded = load_model(session, model_name=name, version=info.version)
+    assert loaded.compiled is not None
+    assert loaded.compiled.n_trees == trained.result.estimator[-1].n_iter_
+    without = dataclasses.replace(loaded, compiled=None)
+    frame = training_frame(trained.store, engine=engine, feature_service=trained.result.feature_service)
+    matrix = frame.loc[:, list(loaded.feature_names)].to_numpy(dtype=np.float64)
+    expected = loaded.estimator.predict_proba(matrix)[:, 1]
+    np.testing.assert_array_equal(loaded.predict_scores(matrix), expected)
+    np.testing.assert_array_equal(without.predict_scores(matrix), expected)
+    np.testing.assert_array_equal(loaded.predict_scores(frame), expected)
+    for row in matrix[:50]:  # the live API's single rows
+        np.testing.assert_array_equal(
+            loaded.predict_scores(row[None, :]), without.predict_scores(row[None, :])
+        )
