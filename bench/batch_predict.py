@@ -29,6 +29,7 @@ from core.feast_repo import apply_feature_repo, open_feature_store
 from core.model_lifecycle import train_and_promote
 from core.runtime import Stores
 from core.settings import Settings
+from core.spec_cache import service_specs
 
 CHILD = """
 import json, resource, sys
@@ -47,6 +48,7 @@ def _prepare(settings: Settings, stores: Stores, *, entities: int, days: int, en
     engine = create_db_engine(stores.postgres)
     upgrade_schema(engine)
     apply_feature_repo(settings, stores)
+    service_specs(settings, stores)  # as `tandem apply` does
     with psycopg.connect(stores.postgres.url()) as conn:
         seed_demo_data(conn, customers=entities, days=days, seed=1, end=end)
         conn.execute(

@@ -11,6 +11,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from core.database import create_db_engine, current_revision, upgrade_schema
 from core.feast_repo import apply_feature_repo
+from core.spec_cache import service_specs
 from tandem.context import CliContext
 
 __all__ = ["apply_cmd", "materialize_cmd", "seed_cmd"]
@@ -86,6 +87,7 @@ def apply_cmd(cli: CliContext) -> None:
     cli.console.print(f"schema tandem at revision {revision}")
     with cli.console.status("feast apply"):
         views = apply_feature_repo(cli.settings, stores)
+        service_specs(cli.settings, stores)  # snapshot the specs now: jobs and the API then skip Feast
     cli.console.print(f"feast apply: {len(views)} feature views registered ({', '.join(views)})")
 
 

@@ -18,6 +18,7 @@ from core.materialize import run_materialize
 from core.model_lifecycle import train_and_promote
 from core.online_admin import purge_project
 from core.runtime import Stores
+from core.spec_cache import service_specs
 from tandem.context import CliContext
 
 __all__ = ["Timeline", "prepare_data", "show_predictions", "show_skew"]
@@ -56,6 +57,7 @@ def prepare_data(cli: CliContext, timeline: Timeline, *, customers: int, days: i
         with console.status("migrating and applying the feature repo"):
             upgrade_schema(engine)
             views = apply_feature_repo(settings, stores)
+            service_specs(settings, stores)  # as `tandem apply` does: the API starts without importing Feast
         timeline.step(f"apply: schema tandem at head, {len(views)} feature views")
         with (
             console.status(f"seeding {customers:,} customers x {days} days"),
