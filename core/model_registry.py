@@ -16,17 +16,19 @@ import pickle
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 import numpy as np
 import numpy.typing as npt
-import pandas as pd
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, defer
 
 from core.db import ModelVersion
 from core.errors import NotFoundError, TamperedArtifactError
 from core.fast_trees import CompiledModel, compile_pipeline
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = [
     "COMPILED_MAX_ROWS",
@@ -38,6 +40,10 @@ __all__ = [
     "promote",
     "register_model",
 ]
+
+
+def _is_frame(value: object) -> TypeGuard[pd.DataFrame]:
+    return type(value).__name__ == "DataFrame" and type(value).__module__.startswith("pandas")
 
 
 def feature_names(feature_refs: Sequence[str]) -> tuple[str, ...]:
@@ -115,7 +121,7 @@ class LoadedModel:
         A DataFrame is read by feature name (extra columns ignored, order irrelevant, nulls allowed); a
         matrix must already have one column per feature ref, in order.
         """
-        if isinstance(features, pd.DataFrame):
+        if _is_frame(features):  # pandas is imported by whoever built a frame; the API never does
             missing = [name for name in self.feature_names if name not in features.columns]
             if missing:
                 raise ValueError(f"model {self.version} needs columns {missing} that the frame lacks")

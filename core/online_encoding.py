@@ -25,7 +25,6 @@ from typing import Any, Literal
 import mmh3
 import numpy as np
 import numpy.typing as npt
-import pandas as pd
 
 __all__ = [
     "NULL_VALUE",
@@ -161,7 +160,10 @@ def _row_bytes(rows: npt.NDArray[np.uint8]) -> list[bytes]:
 
 def _is_null(value: object) -> bool:
     """Null as Feast's `pd.isnull` sees a scalar: None, pandas' NA, a float NaN."""
-    return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))
+    # pandas.NA is recognised by type name: the API must not import pandas just for this check.
+    return (
+        value is None or type(value).__name__ == "NAType" or (isinstance(value, float) and math.isnan(value))
+    )
 
 
 def _with_nulls(encoded: list[bytes], null: npt.NDArray[np.bool_]) -> list[bytes]:
