@@ -14,6 +14,7 @@ import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -28,6 +29,7 @@ from redis.retry import Retry
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from core.blend import Mode
 from core.database import create_db_engine
 from core.db import ModelVersion
 from core.errors import NotFoundError
@@ -35,6 +37,7 @@ from core.model_registry import LoadedModel, load_model
 from core.online_reader import OnlineReader
 from core.resp_pool import RespPool
 from core.runtime import Stores, resolve_stores
+from core.serving import answer_rows
 from core.settings import Settings
 from core.skew_metrics import record_skew_metrics
 from core.skew_reports import get_report, list_reports
@@ -102,7 +105,16 @@ async def _warm_up(state: ServiceState) -> None:
     if state.model is not None:
         await to_thread.run_sync(_warm, state.model)
     with contextlib.suppress(Exception):  # the read path warms too; a down store is not fatal here
-        await state.reader.read_via(state.resp.request, [0, 1])
+        rows = await state.reader.read_via(state.resp.request, [0, 1, 2])
+        for mode in (Mode.AUTO, Mode.LIVE):  # the blend, the live scorer and the answer, without metrics
+            answer_rows(
+                rows,
+                service=state.service,
+                model=state.model,
+                now=datetime.now(UTC),
+                max_staleness_s=state.settings.max_staleness_s,
+                mode=mode,
+            )
     state.warmed_up = True
 
 

@@ -12,7 +12,7 @@ from litestar import Controller, get, post
 from litestar.datastructures import State
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
-from core.blend import Mode, Source
+from core.blend import Mode, Reason, Source
 from core.errors import NotFoundError, StoreUnavailableError
 from core.online_reader import OnlineRow
 from core.serving import Answer, answer_rows
@@ -117,7 +117,12 @@ async def predict_entities(
         decision = answer.decision
         if decision is None:
             continue
-        PREDICTIONS.labels(decision.source.value, decision.reason.value).inc()
+        counter = _ANSWERS.get((decision.source, decision.reason))
+        if counter is None:
+            counter = _ANSWERS[(decision.source, decision.reason)] = PREDICTIONS.labels(
+                decision.source.value, decision.reason.value
+            )
+        counter.inc()
         if decision.degraded:
             DEGRADED.inc()
         if answer.staleness_s is not None:
@@ -126,6 +131,8 @@ async def predict_entities(
     tandem.coverage.add(batch=batch, total=len(answers))
     return [_item(key, answer) for answer in answers]
 
+
+_ANSWERS: dict[tuple[Source, Reason], Any] = {}  # bound Counter children: labels() per answer costs a lock
 
 _LATENCY = {
     (method, status): PREDICT_LATENCY.labels(f"{method} /v1/predict", status)
