@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -99,3 +100,23 @@ def test_every_command_has_help() -> None:
         done = _tandem(command, "--help")
         assert done.returncode == 0, (command, done.stderr)
         assert "Usage: tandem" in done.stdout
+
+
+def test_demo_with_unreachable_stores_says_so_and_starts_nothing() -> None:
+    """`tandem demo` against stores nobody answers: one line naming the server, exit 1, nothing started."""
+    port, api_port = free_port(), free_port()
+    done = _tandem(
+        "demo",
+        "--once",
+        "--port",
+        str(api_port),
+        env={
+            "TANDEM_POSTGRES_URL": f"postgresql://app:pw@127.0.0.1:{port}/tandem",
+            "TANDEM_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",
+        },
+    )
+    assert done.returncode == 1
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert f"127.0.0.1:{port}" in done.stderr
+    with socket.socket() as sock:
+        assert sock.connect_ex(("127.0.0.1", api_port)) != 0
