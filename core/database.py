@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine, create_engine, inspect, text
@@ -12,7 +14,24 @@ from core.stores import FEAST_REGISTRY_SCHEMA, PostgresEndpoint
 if TYPE_CHECKING:
     from alembic.config import Config
 
-__all__ = ["alembic_config", "create_db_engine", "current_revision", "downgrade_schema", "upgrade_schema"]
+__all__ = [
+    "alembic_config",
+    "create_db_engine",
+    "current_revision",
+    "disposing_engine",
+    "downgrade_schema",
+    "upgrade_schema",
+]
+
+
+@contextmanager
+def disposing_engine(endpoint: PostgresEndpoint) -> Iterator[Engine]:
+    """A one-connection engine for a command's lifetime, disposed afterwards."""
+    engine = create_db_engine(endpoint, pool_size=1)
+    try:
+        yield engine
+    finally:
+        engine.dispose()
 
 
 def create_db_engine(endpoint: PostgresEndpoint, *, pool_size: int = 5) -> Engine:

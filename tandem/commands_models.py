@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC
 
 import click
 from rich.table import Table
-from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
-from core.database import create_db_engine
+from core.database import disposing_engine
 from core.model_lifecycle import register_trained
 from core.model_registry import list_versions, promote
-from core.runtime import Stores
 from core.training import LABEL_TABLE, train_model
 from tandem.context import CliContext
 
@@ -32,15 +28,6 @@ _NEXT_STAGE = {
 
 def _metric(value: object, digits: int = 4) -> str:
     return f"{value:.{digits}f}" if isinstance(value, float) else "n/a"
-
-
-@contextmanager
-def _engine(stores: Stores) -> Iterator[Engine]:
-    engine = create_db_engine(stores.postgres, pool_size=1)
-    try:
-        yield engine
-    finally:
-        engine.dispose()
 
 
 @click.command("train")
@@ -67,7 +54,7 @@ def train_cmd(cli: CliContext, promote_it: bool, label_table: str, holdout: floa
 
     settings = cli.settings
     stores = cli.stores()
-    with _engine(stores) as engine:
+    with disposing_engine(stores.postgres) as engine:
         store = open_feature_store(settings, stores)
         with cli.console.status("joining labels to point-in-time features (Feast)") as status:
             result = train_model(
@@ -111,7 +98,7 @@ def models_group() -> None:
 def list_cmd(cli: CliContext) -> None:
     """Versions of the configured model, newest first."""
     name = cli.settings.model_name
-    with _engine(cli.stores()) as engine, Session(engine) as session:
+    with disposing_engine(cli.stores().postgres) as engine, Session(engine) as session:
         versions = list_versions(session, model_name=name)
     if not versions:
         cli.console.print(f"no versions of model {name!r} yet: run `tandem train`")
@@ -137,6 +124,6 @@ def list_cmd(cli: CliContext) -> None:
 def promote_cmd(cli: CliContext, version: str) -> None:
     """Make VERSION the version the service and batch predictions use."""
     name = cli.settings.model_name
-    with _engine(cli.stores()) as engine, Session(engine) as session, session.begin():
+    with disposing_engine(cli.stores().postgres) as engine, Session(engine) as session, session.begin():
         info = promote(session, model_name=name, version=version)
     cli.console.print(f"promoted {name} version {info.version}")

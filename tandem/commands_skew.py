@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import click
 from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
-from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from consistency.checker import run_skew_check
-from core.database import create_db_engine
-from core.runtime import Stores
+from core.database import disposing_engine
 from core.skew_classify import CLASSES
 from core.skew_report_models import SkewReportInfo
 from core.skew_reports import get_report, list_reports
@@ -144,15 +140,6 @@ def check_skew_cmd(cli: CliContext, sample: int | None, all_entities: bool, seed
         raise click.exceptions.Exit(1)
 
 
-@contextmanager
-def _engine(stores: Stores) -> Iterator[Engine]:
-    engine = create_db_engine(stores.postgres, pool_size=1)
-    try:
-        yield engine
-    finally:
-        engine.dispose()
-
-
 @click.group("skew")
 def skew_group() -> None:
     """Read skew reports."""
@@ -163,7 +150,7 @@ def skew_group() -> None:
 @pass_cli
 def list_cmd(cli: CliContext, limit: int) -> None:
     """The newest skew reports: status, mismatch rates, parity, acknowledgement."""
-    with _engine(cli.stores()) as engine, Session(engine) as session:
+    with disposing_engine(cli.stores().postgres) as engine, Session(engine) as session:
         reports = list_reports(session, limit=limit)
     if not reports:
         cli.console.print("no skew reports yet: run `tandem check-skew`")
@@ -195,6 +182,6 @@ def list_cmd(cli: CliContext, limit: int) -> None:
 @pass_cli
 def show_cmd(cli: CliContext, report_id: int) -> None:
     """One skew report: the per-feature table and the parity section."""
-    with _engine(cli.stores()) as engine, Session(engine) as session:
+    with disposing_engine(cli.stores().postgres) as engine, Session(engine) as session:
         report = get_report(session, report_id=report_id)
     cli.console.print(render_report(report))
