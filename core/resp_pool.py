@@ -94,6 +94,14 @@ class RespPool:
         Raises TimeoutError past `timeout_s`, ConnectionError/OSError when Redis does not answer (after one
         retry on a fresh connection).
         """
+        result = await self.raw_request(payload, replies)
+        errors: Sequence[Any] = [reply for reply in result if isinstance(reply, hiredis.ReplyError)]
+        if errors:
+            raise redis.ResponseError(str(errors[0]))
+        return result
+
+    async def raw_request(self, payload: bytes, replies: int) -> list[Any]:
+        """As `request`, but error replies come back as hiredis.ReplyError items instead of raising."""
         for attempt in (1, 2):
             try:
                 async with asyncio.timeout(self.timeout_s):
@@ -103,9 +111,6 @@ class RespPool:
                 self.clear()
                 if attempt == 2:
                     raise
-        errors: Sequence[Any] = [reply for reply in result if isinstance(reply, hiredis.ReplyError)]
-        if errors:
-            raise redis.ResponseError(str(errors[0]))
         return result
 
     def clear(self) -> None:

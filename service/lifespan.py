@@ -35,6 +35,7 @@ from core.db import ModelVersion
 from core.errors import NotFoundError
 from core.model_registry import LoadedModel, load_model
 from core.online_reader import OnlineReader
+from core.resp_coalesce import Coalescer
 from core.resp_pool import RespPool
 from core.runtime import Stores, resolve_stores
 from core.serving import answer_rows
@@ -105,7 +106,7 @@ async def _warm_up(state: ServiceState) -> None:
     if state.model is not None:
         await to_thread.run_sync(_warm, state.model)
     with contextlib.suppress(Exception):  # the read path warms too; a down store is not fatal here
-        rows = await state.reader.read_via(state.resp.request, [0, 1, 2])
+        rows = await state.reader.read_via(state.reads.request, [0, 1, 2])
         for mode in (Mode.AUTO, Mode.LIVE):  # the blend, the live scorer and the answer, without metrics
             answer_rows(
                 rows,
@@ -162,7 +163,7 @@ async def open_state(settings: Settings, stores: Stores) -> ServiceState:
         predictions=predictions,
         reader=OnlineReader(project=settings.feast_project, service=service, predictions=predictions),
         redis=redis_async,
-        resp=RespPool(stores.redis, timeout_s=settings.redis_timeout_s),
+        reads=Coalescer(RespPool(stores.redis, timeout_s=settings.redis_timeout_s)),
         redis_sync=redis_sync,
         pg=pool,
         engine=engine,
@@ -173,7 +174,7 @@ async def open_state(settings: Settings, stores: Stores) -> ServiceState:
 
 async def close_state(state: ServiceState) -> None:
     """Close every client the state holds."""
-    await state.resp.close()
+    await state.reads.pool.close()
     await state.redis.aclose()
     state.redis_sync.close()
     await state.pg.close()

@@ -72,7 +72,7 @@ def _entity_ids(tandem: ServiceState, entities: list[dict[str, int]]) -> list[in
 async def _rows(tandem: ServiceState, ids: list[int]) -> tuple[list[OnlineRow], bool]:
     """Online rows, or stored rows from PostgreSQL when Redis does not answer (online_available False)."""
     try:
-        rows = await tandem.reader.read_via(tandem.resp.request, ids)
+        rows = await tandem.reader.read_via(tandem.reads.request, ids)
         tandem.health.redis_ok = True
         return rows, True
     except (TimeoutError, redis.RedisError, OSError):

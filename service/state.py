@@ -16,7 +16,7 @@ from sqlalchemy import Engine
 from core.feature_views import ServiceSpec, ViewSpec
 from core.model_registry import LoadedModel
 from core.online_reader import OnlineReader
-from core.resp_pool import RespPool
+from core.resp_coalesce import Coalescer
 from core.settings import Settings
 from service.metrics import Coverage
 
@@ -41,7 +41,7 @@ class ServiceState:
     predictions: ViewSpec
     reader: OnlineReader
     redis: aioredis.Redis  # pings and anything but the hot read
-    resp: RespPool  # the hot read: one pre-packed round trip per request
+    reads: Coalescer  # the hot read: pre-packed HMGETs, concurrent requests share a round trip
     redis_sync: Redis  # pushes go through the byte-identical Feast writer, which is synchronous
     pg: AsyncConnectionPool
     engine: Engine  # SQLAlchemy, for the registry and job history (run in threads)

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from typing import Any
 
 import pytest
 import redis
 
+from core.resp_coalesce import Coalescer
 from core.resp_pool import RespPool
 from core.stores import RedisEndpoint
 from tests.servers import free_port
@@ -82,3 +84,36 @@ def test_unreachable_redis_fails_fast() -> None:
 
     with pytest.raises(OSError, match=r"(?i)connect|refused"):
         asyncio.run(run())
+
+
+def test_concurrent_requests_share_round_trips_and_get_their_own_replies(
+    servers: tuple[object, RedisEndpoint],
+) -> None:
+    """50 concurrent reads go out in fewer round trips; each caller gets exactly its replies, and a caller
+    whose command hits an error reply fails alone."""
+    _, endpoint = servers
+    client = redis.Redis.from_url(endpoint.url())
+    names = [f"tandem-test:{uuid.uuid4().hex}" for _ in range(50)]
+    for index, name in enumerate(names):
+        client.hset(name, mapping={"a": str(index)})
+    wrong = f"tandem-test:{uuid.uuid4().hex}"
+    client.set(wrong, "plain")
+
+    async def run() -> tuple[list[list[Any] | BaseException], int]:
+        coalescer = Coalescer(RespPool(endpoint, timeout_s=2.0))
+        try:
+            calls = [coalescer.request(_hmget(name.encode(), b"a"), 1) for name in names]
+            calls.append(coalescer.request(_hmget(wrong.encode(), b"a"), 1))
+            results = await asyncio.gather(*calls, return_exceptions=True)
+            return results, coalescer.round_trips
+        finally:
+            await coalescer.pool.close()
+
+    try:
+        results, round_trips = asyncio.run(run())
+    finally:
+        client.delete(*names, wrong)
+        client.close()
+    assert results[:50] == [[[str(index).encode()]] for index in range(50)]
+    assert isinstance(results[50], redis.ResponseError)
+    assert round_trips < 51

@@ -14,6 +14,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from sqlalchemy import Engine
 
+from core.resp_coalesce import Coalescer
 from core.resp_pool import RespPool
 from core.runtime import Stores
 from core.settings import Settings
@@ -52,7 +53,7 @@ def test_redis_down_serves_stored_scores_from_postgres(client: TestClient[Any], 
     """Redis unreachable: every answer is the stored score from PostgreSQL, degraded, online_unavailable."""
     tandem: ServiceState = client.app.state.tandem
     tandem.redis = _dead_redis()
-    tandem.resp = RespPool(RedisEndpoint("127.0.0.1", free_port()), timeout_s=0.5)
+    tandem.reads = Coalescer(RespPool(RedisEndpoint("127.0.0.1", free_port()), timeout_s=0.5))
     response = client.post("/v1/predict", json={"entities": [{"customer_id": 1}, {"customer_id": 2}]})
     assert response.status_code == 200, response.text
     for item in response.json()["predictions"]:
@@ -97,7 +98,7 @@ def test_both_stores_down_is_503_with_a_message(client: TestClient[Any]) -> None
     tandem: ServiceState = client.app.state.tandem
     client.blocking_portal.call(tandem.pg.close)
     tandem.redis = _dead_redis()
-    tandem.resp = RespPool(RedisEndpoint("127.0.0.1", free_port()), timeout_s=0.5)
+    tandem.reads = Coalescer(RespPool(RedisEndpoint("127.0.0.1", free_port()), timeout_s=0.5))
     response = client.get("/v1/predict/6")
     assert response.status_code == 503
     assert "both stores are unreachable" in response.json()["detail"]
