@@ -22,353 +22,44 @@ latency of 500 sequential one-row pushes (offline + online).
 from __future__ import annotations
 
 import argparse
-import http.client
-import json
-import os
 import random
 import secrets
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import numpy as np
-import psycopg
-from sqlalchemy.orm import Session
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import bench_stores, median, print_table
-from core.batch_predict import run_batch_predict
-from core.database import create_db_engine, upgrade_schema
-from core.demo_data import seed_demo_data
-from core.feast_repo import apply_feature_repo, feast_env, open_feature_store
-from core.model_registry import promote, register_model
-from core.runtime import Stores
-from core.settings import Settings
-from core.training import train_model
-
-ROOT = Path(__file__).resolve().parent.parent
-BIN = Path(sys.executable).parent
-BASE_ENV = dict(os.environ)  # before Feast is imported: it sets PROMETHEUS_MULTIPROC_DIR for itself
-PUSH_SOURCE = "customer_txn_stats_push"
-
-WRK_LUA = r"""
-local counter = 0
-function setup(thread)
-  counter = counter + 1
-  thread:set("tid", counter)
-end
-
-function init(args)
-  lo = tonumber(args[1])
-  hi = tonumber(args[2])
-  kind = args[3]
-  service = args[4]
-  math.randomseed(os.time() + 7919 * tid)
-  wrk.method = "POST"
-  wrk.headers["Content-Type"] = "application/json"
-end
-
-function request()
-  local id = math.random(lo, hi)
-  local body
-  if kind == "feast" then
-    body = '{"feature_service":"' .. service .. '","entities":{"customer_id":[' .. id .. ']}}'
-  else
-    body = '{"entities":[{"customer_id":' .. id .. '}]}'
-  end
-  return wrk.format(nil, nil, nil, body)
-end
-
-function done(summary, latency, requests)
-  local e = summary.errors
-  io.write(string.format(
-    'WRKJSON {"requests":%d,"duration_us":%d,"p50_us":%d,"p99_us":%d,"errors":%d}\n',
-    summary.requests, summary.duration, latency:percentile(50), latency:percentile(99),
-    e.connect + e.read + e.write + e.status + e.timeout))
-end
-"""
-
-
-@dataclass(frozen=True)
-class Load:
-    """One wrk measurement."""
-
-    rps: float
-    p50_ms: float
-    p99_ms: float
-    requests: int
-    errors: int
-
-
-@dataclass(frozen=True)
-class Target:
-    """A server under load: where to POST and which ids to ask for."""
-
-    name: str
-    port: int
-    path: str
-    lo: int
-    hi: int
-    kind: str  # "tandem" (also the bare app) or "feast": the body shape
-
-
-@dataclass(frozen=True)
-class ColdStart:
-    """One fresh `tandem serve`: seconds to ready, the first request, then steady sequential latency."""
-
-    ready_s: float
-    first_ms: float
-    steady_p50_ms: float
-    steady_p99_ms: float
-
-
-# --------------------------------------------------------------------------------------------- world
-
-
-def _prepare(settings: Settings, stores: Stores, *, entities: int, days: int) -> str:
-    """Schema, Feast repo, demo data materialized, a promoted model and a published batch run (its id)."""
-    engine = create_db_engine(stores.postgres)
-    upgrade_schema(engine)
-    apply_feature_repo(settings, stores)
-    now = datetime.now(UTC)
-    end = now.replace(minute=0, second=0, microsecond=0) - timedelta(hours=1)
-    with psycopg.connect(stores.postgres.url()) as conn:
-        seed_demo_data(conn, customers=entities, days=days, seed=1, end=end)
-        conn.execute(
-            "CREATE TABLE features.bench_labels AS SELECT * FROM features.fraud_labels ORDER BY customer_id LIMIT 20000"
-        )
-    store = open_feature_store(settings, stores)
-    store.materialize(start_date=end - timedelta(days=days + 1), end_date=now)
-    trained = train_model(store, settings, engine=engine, label_table="features.bench_labels")
-    with Session(engine) as session, session.begin():
-        info = register_model(
-            session, model_name=settings.model_name, estimator=trained.estimator, feature_service=trained.feature_service,
-            feature_refs=trained.feature_refs, training_start=trained.training_start, training_end=trained.training_end,
-            metrics=trained.metrics, params=trained.params,
-        )  # fmt: skip
-        promote(session, model_name=settings.model_name, version=info.version)
-    engine.dispose()
-    return str(run_batch_predict(settings, stores).run_id)
-
-
-# ------------------------------------------------------------------------------------------- servers
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@contextmanager
-def _server(command: Sequence[str], *, env: dict[str, str], cwd: Path, log: Path) -> Iterator[int]:
-    """Start a server in its own process group; on exit SIGTERM that group (ours), SIGKILL if it lingers."""
-    with log.open("wb") as out:
-        proc = subprocess.Popen(  # noqa: S603 - our own interpreter and tools, fixed arguments
-            list(command), env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    try:
-        yield proc.pid
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-
-
-def _request(
-    conn: http.client.HTTPConnection,
-    method: str,
-    path: str,
-    body: object = None,
-    headers: dict[str, str] | None = None,
-) -> tuple[int, Any, float]:
-    """(status, decoded JSON body, seconds) of one request on a keep-alive connection."""
-    payload = json.dumps(body).encode() if body is not None else None
-    started = time.perf_counter()
-    conn.request(method, path, body=payload, headers={"Content-Type": "application/json", **(headers or {})})
-    response = conn.getresponse()
-    data = response.read()
-    seconds = time.perf_counter() - started
-    try:
-        decoded = json.loads(data) if data else None
-    except json.JSONDecodeError:
-        decoded = data.decode(errors="replace")
-    return response.status, decoded, seconds
-
-
-def _wait_ready(port: int, probe: Callable[[http.client.HTTPConnection], bool], *, timeout_s: float) -> float:
-    """Seconds until `probe` answers True, polling every 20 ms on a fresh connection each time."""
-    started = time.perf_counter()
-    while time.perf_counter() - started < timeout_s:
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-        try:
-            if probe(conn):
-                return time.perf_counter() - started
-        except (OSError, http.client.HTTPException):
-            pass
-        finally:
-            conn.close()
-        time.sleep(0.02)
-    raise RuntimeError(f"server on port {port} not ready after {timeout_s:.0f} s")
-
-
-def _get_ok(path: str) -> Callable[[http.client.HTTPConnection], bool]:
-    return lambda conn: _request(conn, "GET", path)[0] == 200
-
-
-def _post_ok(path: str, body: object) -> Callable[[http.client.HTTPConnection], bool]:
-    return lambda conn: _request(conn, "POST", path, body)[0] == 200
-
-
-# ---------------------------------------------------------------------------------------------- load
-
-
-def _wrk(
-    target: Target, *, script: Path, threads: int, connections: int, seconds: float, service: str
-) -> Load:
-    command = [
-        "wrk", f"-t{threads}", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--timeout", "5s",
-        "-s", str(script), f"http://127.0.0.1:{target.port}{target.path}",
-        "--", str(target.lo), str(target.hi), target.kind, service,
-    ]  # fmt: skip
-    done = subprocess.run(command, capture_output=True, text=True, check=True)  # noqa: S603
-    line = next(x for x in done.stdout.splitlines() if x.startswith("WRKJSON "))
-    report = json.loads(line.removeprefix("WRKJSON "))
-    return Load(
-        rps=report["requests"] / (report["duration_us"] / 1e6),
-        p50_ms=report["p50_us"] / 1000,
-        p99_ms=report["p99_us"] / 1000,
-        requests=report["requests"],
-        errors=report["errors"],
-    )
-
-
-def _median_load(loads: Sequence[Load]) -> Load:
-    return Load(
-        rps=median([x.rps for x in loads]),
-        p50_ms=median([x.p50_ms for x in loads]),
-        p99_ms=median([x.p99_ms for x in loads]),
-        requests=sum(x.requests for x in loads),
-        errors=sum(x.errors for x in loads),
-    )
-
-
-# ----------------------------------------------------------------------------------------- measures
-
-
-def _predict_body(customer_id: int) -> dict[str, Any]:
-    return {"entities": [{"customer_id": customer_id}]}
-
-
-def _push_row(customer_id: int, when: datetime, rng: random.Random) -> dict[str, Any]:
-    return {
-        "customer_id": customer_id,
-        "event_timestamp": when.isoformat(),
-        "txn_count_24h": rng.randint(0, 40),
-        "txn_amount_24h": round(rng.uniform(0, 9000), 2),
-        "max_amount_24h": round(rng.uniform(0, 4000), 2),
-        "txn_count_7d": rng.randint(0, 90),
-        "avg_amount_30d": round(rng.uniform(5, 300), 2),
-        "foreign_txn_ratio_7d": round(rng.random(), 3),
-        "distinct_merchants_7d": rng.randint(0, 30),
-    }
-
-
-def _cold_start(
-    env: dict[str, str], *, workers: int, batch_ids: tuple[int, int], steady: int, log: Path
-) -> ColdStart:
-    """Spawn `tandem serve`, time it to ready, then the first predict and `steady` more on one connection."""
-    port = _free_port()
-    command = [str(BIN / "tandem"), "serve", "--workers", str(workers), "--port", str(port)]
-    rng = random.Random(port)
-    with _server(command, env=env, cwd=ROOT, log=log):
-        ready_s = _wait_ready(port, _get_ok("/health/ready"), timeout_s=60)
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-        status, _, first = _request(conn, "POST", "/v1/predict", _predict_body(rng.randint(*batch_ids)))
-        if status != 200:
-            raise RuntimeError(f"first request answered {status}")
-        times = [
-            _request(conn, "POST", "/v1/predict", _predict_body(rng.randint(*batch_ids)))[2]
-            for _ in range(steady)
-        ]
-        conn.close()
-    return ColdStart(
-        ready_s=ready_s,
-        first_ms=first * 1000,
-        steady_p50_ms=float(np.percentile(times, 50)) * 1000,
-        steady_p99_ms=float(np.percentile(times, 99)) * 1000,
-    )
-
-
-def _push_many(port: int, key: str, ids: Sequence[int], *, chunk: int = 1000) -> None:
-    """Newer customer_txn_stats rows for `ids` through the push endpoint, `chunk` rows a request."""
-    rng = random.Random(7)
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-    for start in range(0, len(ids), chunk):
-        now = datetime.now(UTC)
-        rows = [_push_row(i, now, rng) for i in ids[start : start + chunk]]
-        status, body, _ = _request(
-            conn, "POST", f"/v1/push/{PUSH_SOURCE}", {"rows": rows}, headers={"X-API-Key": key}
-        )
-        if status != 200:
-            raise RuntimeError(f"push answered {status}: {body}")
-    conn.close()
-
-
-def _push_latency(port: int, key: str, ids: Sequence[int], *, count: int) -> list[float]:
-    """Seconds per one-row push, `count` sequential pushes on one keep-alive connection (after 20 warm-ups)."""
-    rng = random.Random(11)
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    times = []
-    for n in range(count + 20):
-        row = _push_row(ids[n % len(ids)], datetime.now(UTC), rng)
-        status, body, seconds = _request(
-            conn, "POST", f"/v1/push/{PUSH_SOURCE}", {"rows": [row]}, headers={"X-API-Key": key}
-        )
-        if status != 200 or body.get("written_online") != 1:
-            raise RuntimeError(f"push answered {status}: {body}")
-        if n >= 20:
-            times.append(seconds)
-    conn.close()
-    return times
-
-
-def _check_reason(port: int, customer_id: int, expected: str) -> dict[str, Any]:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    status, body, _ = _request(conn, "POST", "/v1/predict", _predict_body(customer_id))
-    conn.close()
-    item: dict[str, Any] = body["predictions"][0] if status == 200 else {}
-    if item.get("reason") != expected:
-        raise RuntimeError(f"customer {customer_id}: expected reason {expected}, got {status} {body}")
-    return item
-
-
-def _check_feast(port: int, service: str, customer_id: int) -> None:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    body = {"feature_service": service, "entities": {"customer_id": [customer_id]}}
-    status, answer, _ = _request(conn, "POST", "/get-online-features", body)
-    conn.close()
-    if status != 200:
-        raise RuntimeError(f"feast serve answered {status}: {answer}")
-    names = answer["metadata"]["feature_names"]
-    present = [r["statuses"][0] for r in answer["results"]]
-    if len(names) < 10 or present.count("PRESENT") != len(names):
-        raise RuntimeError(f"feast serve: not every feature present for {customer_id}: {answer}")
-
+from bench.http_load import (
+    WRK_LUA,
+    Load,
+    Target,
+    free_port,
+    get_ok,
+    median_load,
+    post_ok,
+    server,
+    wait_ready,
+    wrk,
+)
+from bench.serve_world import (
+    BASE_ENV,
+    BIN,
+    PUSH_SOURCE,
+    ROOT,
+    check_feast,
+    check_reason,
+    cold_start,
+    predict_body,
+    prepare,
+    push_latency,
+    push_many,
+)
+from core.feast_repo import feast_env
 
 # ---------------------------------------------------------------------------------------------- main
 
@@ -402,7 +93,7 @@ def main() -> None:
         script = logs / "predict.lua"
         script.write_text(WRK_LUA)
         mark = time.perf_counter()
-        run_id = _prepare(settings, stores, entities=args.entities, days=args.days)
+        run_id = prepare(settings, stores, entities=args.entities, days=args.days)
         print(
             f"prepared {args.entities:,} entities, batch run {run_id}, in {time.perf_counter() - mark:.1f} s"
         )
@@ -417,7 +108,7 @@ def main() -> None:
 
         colds = []
         for n in range(args.cold_starts):
-            cold = _cold_start(
+            cold = cold_start(
                 tandem_env, workers=args.workers, batch_ids=batch, steady=300, log=logs / f"cold{n}.log"
             )
             colds.append(cold)
@@ -426,42 +117,42 @@ def main() -> None:
                 f"then p50 {cold.steady_p50_ms:.2f} / p99 {cold.steady_p99_ms:.2f} ms sequential"
             )
 
-        ports = {name: _free_port() for name in ("bare", "tandem", "feast")}
+        ports = {name: free_port() for name in ("bare", "tandem", "feast")}
         feast_environ = {**tandem_env, **feast_env(settings, stores)}
         w = str(args.workers)
         with (
-            _server(
+            server(
                 [sys.executable, "-m", "bench.serve_targets", "--port", str(ports["bare"]), "--workers", w],
                 env=tandem_env, cwd=ROOT, log=logs / "bare.log",
             ),
-            _server(
+            server(
                 [str(BIN / "tandem"), "serve", "--workers", w, "--port", str(ports["tandem"])],
                 env=tandem_env, cwd=ROOT, log=logs / "tandem.log",
             ),
-            _server(
+            server(
                 [str(BIN / "feast"), "serve", "--host", "127.0.0.1", "--port", str(ports["feast"]),
                  "--workers", w, "--max-requests", "0", "--no-access-log"],
                 env=feast_environ, cwd=ROOT / settings.feature_repo, log=logs / "feast.log",
             ),
         ):  # fmt: skip
-            _wait_ready(ports["bare"], _post_ok("/v1/predict", _predict_body(1)), timeout_s=60)
-            _wait_ready(ports["tandem"], _get_ok("/health/ready"), timeout_s=60)
-            _wait_ready(ports["feast"], _get_ok("/health"), timeout_s=120)
+            wait_ready(ports["bare"], post_ok("/v1/predict", predict_body(1)), timeout_s=60)
+            wait_ready(ports["tandem"], get_ok("/health/ready"), timeout_s=60)
+            wait_ready(ports["feast"], get_ok("/health"), timeout_s=120)
 
             sample = random.Random(3).randint(*batch)
-            fresh = _check_reason(ports["tandem"], sample, "batch_fresh")
+            fresh = check_reason(ports["tandem"], sample, "batch_fresh")
             if fresh["batch_run_id"] != run_id:
                 raise RuntimeError(f"served run {fresh['batch_run_id']}, expected {run_id}")
             mark = time.perf_counter()
-            _push_many(ports["tandem"], key, list(range(live[0], live[1] + 1)))
+            push_many(ports["tandem"], key, list(range(live[0], live[1] + 1)))
             print(
                 f"pushed newer rows for {args.live_entities:,} entities in {time.perf_counter() - mark:.1f} s"
             )
             for customer_id in random.Random(4).sample(range(live[0], live[1] + 1), 5):
-                item = _check_reason(ports["tandem"], customer_id, "features_newer")
+                item = check_reason(ports["tandem"], customer_id, "features_newer")
                 if item["source"] != "live":
                     raise RuntimeError(f"features_newer not served live: {item}")
-            _check_feast(ports["feast"], settings.feature_service, sample)
+            check_feast(ports["feast"], settings.feature_service, sample)
             print(
                 f"checked: {sample} -> batch_fresh, pushed ids -> features_newer (live), feast serve answers"
             )
@@ -475,7 +166,7 @@ def main() -> None:
             loads: dict[str, list[Load]] = {t.name: [] for t in targets}
 
             def measure(target: Target, seconds: float) -> Load:
-                return _wrk(
+                return wrk(
                     target, script=script, threads=args.threads, connections=args.connections,
                     seconds=seconds, service=settings.feature_service,
                 )  # fmt: skip
@@ -489,10 +180,10 @@ def main() -> None:
                         f"round {r + 1} {target.name}: {load.rps:,.0f} rps, p50 {load.p50_ms:.2f} ms, "
                         f"p99 {load.p99_ms:.2f} ms, errors {load.errors}"
                     )
-            _check_reason(ports["tandem"], sample, "batch_fresh")  # the batch set stayed fresh throughout
-            pushes = _push_latency(ports["tandem"], key, list(range(live[0], live[1] + 1)), count=args.pushes)
+            check_reason(ports["tandem"], sample, "batch_fresh")  # the batch set stayed fresh throughout
+            pushes = push_latency(ports["tandem"], key, list(range(live[0], live[1] + 1)), count=args.pushes)
 
-    result = {name: _median_load(runs) for name, runs in loads.items()}
+    result = {name: median_load(runs) for name, runs in loads.items()}
     hit = result["tandem batch-hit"]
     print(
         f"\nwrk -t{args.threads} -c{args.connections} -d{args.duration:.0f}s (+{args.warmup:.0f} s warm-up), "

@@ -7,7 +7,6 @@ of stored scores). A run that fails before or during publishing leaves the previ
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from collections.abc import Callable
@@ -22,6 +21,7 @@ from sqlalchemy.orm import Session
 
 from core.batch_copy import COPY_COLUMNS, COPY_HEADER, COPY_TRAILER, copy_tuples
 from core.batch_publish import InjectedFailureError, PublishBatch, publish_rows, restore_previous
+from core.batch_snapshots import Collected, snapshot_codes, snapshot_json
 from core.database import create_db_engine
 from core.errors import ConfigurationError, TandemError
 from core.feature_views import ServiceSpec, ViewSpec
@@ -49,36 +49,6 @@ class BatchRunResult:
     stage_seconds: dict[str, float] = field(default_factory=dict)
 
 
-@dataclass(slots=True)
-class _Collected:
-    """Everything the publish stage needs, kept compact: ids, scores and snapshot codes."""
-
-    ids: list[npt.NDArray[np.int64]] = field(default_factory=list)
-    scores: list[npt.NDArray[np.float64]] = field(default_factory=list)
-    codes: list[npt.NDArray[np.intp]] = field(default_factory=list)
-    snapshots: dict[tuple[int, ...], int] = field(default_factory=dict)
-
-    def code_of(self, key: tuple[int, ...]) -> int:
-        return self.snapshots.setdefault(key, len(self.snapshots))
-
-
-def _snapshot_json(views: tuple[str, ...], key: tuple[int, ...]) -> str:
-    stamps = {
-        view: (datetime.fromtimestamp(us / 1_000_000, UTC).isoformat() if us >= 0 else None)
-        for view, us in zip(views, key, strict=True)
-    }
-    return json.dumps(stamps, separators=(",", ":"))
-
-
-def _snapshot_codes(
-    chunk: FeatureChunk, views: tuple[str, ...], collected: _Collected
-) -> npt.NDArray[np.intp]:
-    stamps = np.column_stack([chunk.event_us[view] for view in views])
-    unique, inverse = np.unique(stamps, axis=0, return_inverse=True)
-    mapping = np.array([collected.code_of(tuple(int(v) for v in row)) for row in unique], dtype=np.intp)
-    return mapping[inverse.reshape(-1)]
-
-
 def _model_matrix(chunk: FeatureChunk, model: LoadedModel) -> npt.NDArray[np.float64]:
     missing = [ref for ref in model.feature_refs if ref not in chunk.values]
     if missing:
@@ -99,10 +69,10 @@ def _load_and_copy(
     timings: dict[str, float],
     progress: Progress | None,
     fail_at: FailurePoint | None,
-) -> tuple[_Collected, tuple[str, ...]]:
+) -> tuple[Collected, tuple[str, ...]]:
     """Stream features, score and COPY every chunk in one transaction; returns what publishing needs."""
     views = tuple(view.name for view in spec.views)
-    collected = _Collected()
+    collected = Collected()
     done = 0
     with (
         psycopg.connect(stores.postgres.url()) as reader,
@@ -120,9 +90,9 @@ def _load_and_copy(
             ):
                 mark = _lap(timings, "features", mark)
                 scores = model.predict_scores(_model_matrix(chunk, model))
-                codes = _snapshot_codes(chunk, views, collected)
+                codes = snapshot_codes(chunk, views, collected)
                 mark = _lap(timings, "score", mark)
-                snapshots = [_snapshot_json(views, key) for key in collected.snapshots]
+                snapshots = [snapshot_json(views, key) for key in collected.snapshots]
                 for block in copy_tuples(
                     run_id=run_id,
                     model_version=model.version,
@@ -162,7 +132,7 @@ def _publish(
     model: LoadedModel,
     view: ViewSpec,
     as_of: datetime,
-    collected: _Collected,
+    collected: Collected,
     views: tuple[str, ...],
     previous_run_id: uuid.UUID | None,
     progress: Progress | None,
@@ -170,7 +140,7 @@ def _publish(
 ) -> int:
     """Publish every row online; on failure restore the previous run's scores for what was written."""
     ids = np.concatenate(collected.ids) if collected.ids else np.empty(0, dtype=np.int64)
-    strings = np.array([_snapshot_json(views, key) for key in collected.snapshots] or [""], dtype=object)
+    strings = np.array([snapshot_json(views, key) for key in collected.snapshots] or [""], dtype=object)
     batch = PublishBatch(
         entity_ids=ids,
         scores=np.concatenate(collected.scores) if collected.scores else np.empty(0),

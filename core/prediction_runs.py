@@ -12,15 +12,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from core.db import BatchPrediction, PredictionRun
+from core.db import PredictionRun
 from core.errors import NotFoundError
 
 __all__ = [
     "RunInfo",
-    "clear_run_rows",
     "create_run",
     "get_run",
     "latest_published_run",
@@ -93,12 +92,6 @@ def get_run(session: Session, *, run_id: uuid.UUID) -> RunInfo:
     if row is None:
         raise NotFoundError(f"prediction run {run_id} does not exist")
     return RunInfo.of(row)
-
-
-def clear_run_rows(session: Session, *, run_id: uuid.UUID) -> int:
-    """Delete the stored predictions of one run (before a rerun loads them again)."""
-    result = session.execute(delete(BatchPrediction).where(BatchPrediction.run_id == run_id))
-    return int(getattr(result, "rowcount", 0) or 0)
 
 
 def set_run_status(
