@@ -45,6 +45,7 @@ from core.skew_reports import get_report, list_reports
 from core.spec_cache import service_specs
 from service.health import check_stores
 from service.metrics import MODEL_VERSION
+from service.published import PublishedRuns
 from service.state import ServiceState
 
 __all__ = ["lifespan"]
@@ -134,6 +135,7 @@ async def _watch_model(state: ServiceState) -> None:
                     _freeze_heap()  # the new model's objects join the frozen heap
                     logger.info("now serving model %s (was %s)", version, current)
             await to_thread.run_sync(_record_latest_skew, state)
+            await state.published.refresh(state.pg, timeout_s=state.settings.postgres_timeout_s)
             state.health.postgres_ok = True
         except Exception as exc:  # noqa: BLE001 - PostgreSQL down: keep serving the loaded model
             state.health.postgres_ok = False
@@ -167,7 +169,10 @@ async def open_state(settings: Settings, stores: Stores) -> ServiceState:
         redis_sync=redis_sync,
         pg=pool,
         engine=engine,
+        published=PublishedRuns(service.name),
     )
+    with contextlib.suppress(Exception):  # PostgreSQL answered the spec read just now; a failure is retried
+        await state.published.refresh(pool, timeout_s=settings.postgres_timeout_s)
     _swap(state, await to_thread.run_sync(_load, state))
     return state
 

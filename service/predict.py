@@ -19,6 +19,7 @@ from core.serving import Answer, answer_rows
 from core.stored_lookup import stored_predictions
 from service.errors import RequestError
 from service.metrics import DEGRADED, FEATURE_AGE, PREDICT_LATENCY, PREDICTIONS
+from service.published import verify_stored
 from service.state import ServiceState
 
 __all__ = ["PredictController", "PredictRequest"]
@@ -74,9 +75,11 @@ async def _rows(tandem: ServiceState, ids: list[int]) -> tuple[list[OnlineRow], 
     try:
         rows = await tandem.reader.read_via(tandem.reads.request, ids)
         tandem.health.redis_ok = True
-        return rows, True
     except (TimeoutError, redis.RedisError, OSError):
         tandem.health.redis_ok = False
+    else:
+        timeout = tandem.settings.postgres_timeout_s
+        return await verify_stored(rows, tandem.published, tandem.pg, timeout_s=timeout), True
     try:
         async with tandem.pg.connection(timeout=tandem.settings.postgres_timeout_s) as conn:
             found = await stored_predictions(conn, ids, feature_service=tandem.service.name)

@@ -19,6 +19,7 @@ from core.online_reader import OnlineReader
 from core.resp_coalesce import Coalescer
 from core.settings import Settings
 from service.metrics import Coverage
+from service.published import PublishedRuns
 
 __all__ = ["Health", "ServiceState"]
 
@@ -45,6 +46,7 @@ class ServiceState:
     redis_sync: Redis  # pushes go through the byte-identical Feast writer, which is synchronous
     pg: AsyncConnectionPool
     engine: Engine  # SQLAlchemy, for the registry and job history (run in threads)
+    published: PublishedRuns  # run ids whose stored scores may be served
     model: LoadedModel | None = None
     health: Health = field(default_factory=Health)
     warmed_up: bool = False

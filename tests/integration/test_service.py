@@ -4,6 +4,7 @@ and a clear 4xx for every client mistake."""
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -11,11 +12,14 @@ from typing import Any
 import numpy as np
 import psycopg
 import pytest
+import redis
 from litestar.testing import TestClient
 from sqlalchemy import Engine
 
+from core.batch_publish import PublishBatch, publish_rows
 from core.runtime import Stores
 from core.settings import Settings
+from core.spec_cache import service_specs
 from service.app import create_app
 from tests.integration.service_world import API_KEY, World, build_world, register_and_promote
 
@@ -245,6 +249,47 @@ def test_metrics_count_answers(client: TestClient[Any]) -> None:
     assert 'tandem_predictions_total{reason="batch_fresh",source="batch"}' in text
     assert "tandem_batch_coverage_ratio" in text
     assert "tandem_model_loaded" in text
+
+
+def test_scores_of_a_run_killed_mid_publish_are_never_served(
+    client: TestClient[Any], world: World, stores: Stores
+) -> None:
+    """A run whose process died while publishing left its scores online: the API serves the previous
+    published run's score for those entities (from PostgreSQL), never the unpublished one."""
+    before = client.get("/v1/predict/11").json()
+    assert before["batch_run_id"] == str(world.run.run_id)
+    killed = uuid.uuid4()
+    with psycopg.connect(stores.postgres.url()) as conn:
+        conn.execute(
+            "INSERT INTO tandem.prediction_runs (run_id, model_version, feature_service, as_of, status) "
+            "SELECT %s, model_version, feature_service, now(), 'publishing' FROM tandem.prediction_runs "
+            "WHERE run_id = %s",
+            (killed, world.run.run_id),
+        )
+    _, view = service_specs(world.settings, stores)
+    client_redis = redis.Redis.from_url(stores.redis.url())
+    try:
+        publish_rows(
+            client_redis,
+            project=world.settings.feast_project,
+            view=view,
+            batch=PublishBatch(
+                entity_ids=np.array([11], dtype=np.int64),
+                scores=np.array([0.999]),
+                model_version=world.run.model_version,
+                run_id=str(killed),
+                snapshots=np.array(['{"customer_profile":null,"customer_txn_stats":null}'], dtype=object),
+                scored_at=datetime.now(UTC),
+            ),
+            chunk_rows=10,
+        )
+    finally:
+        client_redis.close()
+    after = client.get("/v1/predict/11").json()
+    assert (after["source"], after["reason"]) == ("batch", "batch_fresh")
+    assert after["batch_run_id"] == str(world.run.run_id)
+    assert after["score"] == before["score"]
+    assert after["score"] != 0.999
 
 
 def test_promoting_another_model_swaps_without_dropping_requests(
