@@ -10,9 +10,6 @@ Tandem's path runs in a child process so its peak RSS is its own. Usage:
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import subprocess
 import sys
 import time
 from datetime import UTC, datetime, timedelta
@@ -22,7 +19,7 @@ import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import bench_stores, print_table
+from bench.common import bench_stores, print_table, run_child
 from core.database import create_db_engine, upgrade_schema
 from core.demo_data import seed_demo_data
 from core.feast_repo import apply_feature_repo, open_feature_store
@@ -100,25 +97,8 @@ print(json.dumps({"stages": stages, "max_rss_mb": resource.getrusage(resource.RU
 def _child(
     script: str, settings: Settings, stores: Stores, as_of: datetime
 ) -> tuple[float, dict[str, float], float]:
-    """Run one path in a fresh interpreter (imports included, as a scheduled job pays them)."""
-    env = {
-        **os.environ,
-        "TANDEM_POSTGRES_URL": stores.postgres.url(),
-        "TANDEM_REDIS_URL": stores.redis.url(),
-        "TANDEM_FEAST_PROJECT": settings.feast_project,
-        "OMP_NUM_THREADS": "1",
-    }
-    started = time.perf_counter()
-    done = subprocess.run(  # noqa: S603 - our own interpreter, fixed script
-        [sys.executable, "-c", script, as_of.isoformat()],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-        cwd=Path(__file__).resolve().parent.parent,
-    )
-    seconds = time.perf_counter() - started
-    report = json.loads(done.stdout.strip().splitlines()[-1])
+    """One path in a fresh interpreter: wall seconds, stage seconds, peak RSS (MB)."""
+    seconds, report = run_child(script, settings, stores, as_of.isoformat())
     return seconds, report["stages"], report["max_rss_mb"]
 
 

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import os
 import statistics
+import subprocess
+import sys
+import time
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
 
 import psycopg
 import redis
@@ -17,7 +23,7 @@ from core.runtime import Stores
 from core.settings import Settings
 from core.stores import parse_postgres_url, parse_redis_url
 
-__all__ = ["bench_stores", "median", "print_table"]
+__all__ = ["bench_stores", "median", "print_table", "run_child"]
 
 
 @contextmanager
@@ -65,3 +71,29 @@ def print_table(title: str, headers: Sequence[str], rows: Sequence[Sequence[obje
         print("| " + " | ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)) + " |")
         if index == 0:
             print("|" + "|".join("-" * (width + 2) for width in widths) + "|")
+
+
+def run_child(script: str, settings: Settings, stores: Stores, *args: str) -> tuple[float, dict[str, Any]]:
+    """Run `script` in a fresh interpreter on these stores (imports included, as a scheduled job pays
+    them); returns wall seconds and the JSON object it printed last."""
+    env = {
+        **os.environ,
+        "TANDEM_POSTGRES_URL": stores.postgres.url(),
+        "TANDEM_REDIS_URL": stores.redis.url(),
+        "TANDEM_FEAST_PROJECT": settings.feast_project,
+        "TANDEM_MODEL_NAME": settings.model_name,
+        "OMP_NUM_THREADS": "1",
+    }
+    started = time.perf_counter()
+    done = subprocess.run(  # noqa: S603 - our own interpreter, fixed script
+        [sys.executable, "-c", script, *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(done.stderr[-3000:])
+    report: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return time.perf_counter() - started, report

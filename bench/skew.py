@@ -16,9 +16,6 @@ published as of it.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import subprocess
 import sys
 import time
 from datetime import UTC, datetime, timedelta
@@ -27,11 +24,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.batch_predict import _prepare
-from bench.common import bench_stores, print_table
+from bench.common import bench_stores, print_table, run_child
 from core.batch_predict import run_batch_predict
 from core.materialize import run_materialize
-from core.runtime import Stores
-from core.settings import Settings
 
 TANDEM_CHILD = """
 import json, resource, time
@@ -88,30 +83,6 @@ print(json.dumps({"entities": len(ids), "mismatches": int((~same).sum()), "stage
 """
 
 
-def _child(script: str, settings: Settings, stores: Stores, *args: str) -> tuple[float, dict[str, object]]:
-    """Run one path in a fresh interpreter; wall seconds and what it printed."""
-    env = {
-        **os.environ,
-        "TANDEM_POSTGRES_URL": stores.postgres.url(),
-        "TANDEM_REDIS_URL": stores.redis.url(),
-        "TANDEM_FEAST_PROJECT": settings.feast_project,
-        "TANDEM_MODEL_NAME": settings.model_name,
-        "OMP_NUM_THREADS": "1",
-    }
-    started = time.perf_counter()
-    done = subprocess.run(  # noqa: S603 - our own interpreter, fixed script
-        [sys.executable, "-c", script, *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-        cwd=Path(__file__).resolve().parent.parent,
-    )
-    if done.returncode != 0:
-        raise RuntimeError(done.stderr[-3000:])
-    return time.perf_counter() - started, json.loads(done.stdout.strip().splitlines()[-1])
-
-
 def main() -> None:
     """Prepare, run the checker twice (fresh processes), then the naive path once; ratio to the slower run."""
     parser = argparse.ArgumentParser(description=__doc__)
@@ -127,10 +98,10 @@ def main() -> None:
         run_materialize(settings, stores, end=watermark, count_rows=False)
         run_batch_predict(settings, stores, as_of=watermark)
         print(f"prepared {args.entities:,} entities x {args.days} days in {time.perf_counter() - mark:.1f} s")
-        first_s, first = _child(TANDEM_CHILD, settings, stores)
-        second_s, second = _child(TANDEM_CHILD, settings, stores)
+        first_s, first = run_child(TANDEM_CHILD, settings, stores)
+        second_s, second = run_child(TANDEM_CHILD, settings, stores)
         warm_s, warm = (first_s, first) if first_s >= second_s else (second_s, second)
-        stages: dict[str, float] = warm["stages"]  # type: ignore[assignment]  # JSON
+        stages: dict[str, float] = warm["stages"]
         rows = [
             [
                 f"tandem check-skew --all (run {n})",
@@ -142,7 +113,7 @@ def main() -> None:
         ]
         naive: dict[str, object] = {}
         if not args.skip_naive:
-            naive_s, naive = _child(NAIVE_CHILD, settings, stores, watermark.isoformat())
+            naive_s, naive = run_child(NAIVE_CHILD, settings, stores, watermark.isoformat())
             rows.append(
                 [
                     "naive Feast path (values only)",

@@ -31,10 +31,9 @@ from core.db import JobRun
 from core.demo_data import seed_demo_data
 from core.feast_repo import apply_feature_repo, open_feature_store
 from core.metrics import BATCH_DEADLINE_SLACK
-from core.model_registry import promote, register_model
+from core.model_lifecycle import train_and_promote
 from core.runtime import Stores
 from core.settings import PROJECT_ROOT, Settings
-from core.training import train_model
 from scheduler import jobs
 from scheduler.leader import LeaderLock, leader_lock_key
 from tandem.commands_data import materialize_cmd
@@ -197,20 +196,7 @@ def promoted(feature_data: None, settings: Settings, stores: Stores, engine: Eng
     scoped = settings.model_copy(
         update={"model_name": f"scheduler_{uuid.uuid4().hex[:6]}", "job_max_attempts": 1}
     )
-    trained = train_model(open_feature_store(scoped, stores), scoped, engine=engine)
-    with Session(engine) as session, session.begin():
-        info = register_model(
-            session,
-            model_name=scoped.model_name,
-            estimator=trained.estimator,
-            feature_service=trained.feature_service,
-            feature_refs=trained.feature_refs,
-            training_start=trained.training_start,
-            training_end=trained.training_end,
-            metrics=trained.metrics,
-            params=trained.params,
-        )
-        promote(session, model_name=scoped.model_name, version=info.version)
+    train_and_promote(open_feature_store(scoped, stores), scoped, engine=engine)
     return scoped
 
 

@@ -28,13 +28,13 @@ from core.errors import ConfigurationError, NotFoundError, TandemError
 from core.feast_repo import apply_feature_repo, open_feature_store
 from core.materialization_watermarks import materialization_watermarks
 from core.materialize import close_feature_store, run_materialize
-from core.model_registry import load_model, promote, register_model
+from core.model_lifecycle import train_and_promote
+from core.model_registry import load_model
 from core.online_encoding import encode_entity_keys, feature_field, timestamp_field
 from core.runtime import Stores
 from core.settings import Settings
 from core.skew_report_models import SkewReportInfo
 from core.skew_reports import get_report
-from core.training import train_model
 from tandem.commands_skew import check_skew_cmd, skew_group
 from tandem.context import CliContext
 from tests.servers import purge_feast_project
@@ -112,20 +112,7 @@ def world(settings: Settings, stores: Stores, engine: Engine) -> Iterator[World]
             (EXPIRED, WATERMARK - timedelta(days=2, hours=2)),
         )
     store = open_feature_store(own, stores)
-    trained = train_model(store, own, engine=engine)
-    with Session(engine) as session, session.begin():
-        info = register_model(
-            session,
-            model_name=own.model_name,
-            estimator=trained.estimator,
-            feature_service=trained.feature_service,
-            feature_refs=trained.feature_refs,
-            training_start=trained.training_start,
-            training_end=trained.training_end,
-            metrics=trained.metrics,
-            params=trained.params,
-        )
-        promote(session, model_name=own.model_name, version=info.version)
+    train_and_promote(store, own, engine=engine)
     run_materialize(own, stores, end=WATERMARK)
     run_batch_predict(own, stores, as_of=WATERMARK)
     client = redis.Redis.from_url(stores.redis.url())
