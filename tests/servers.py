@@ -21,7 +21,7 @@ from core.online_admin import purge_project
 from core.settings import Settings
 from core.stores import PostgresEndpoint, RedisEndpoint, parse_postgres_url, parse_redis_url
 
-__all__ = ["free_port", "private_database", "purge_feast_project", "server_endpoints"]
+__all__ = ["free_port", "private_database", "purge_feast_project", "server_endpoints", "store_env"]
 
 
 def free_port() -> int:
@@ -97,3 +97,14 @@ def purge_feast_project(endpoint: RedisEndpoint, project: str) -> int:
         return purge_project(client, project)
     finally:
         client.close()
+
+
+def store_env(settings: Settings) -> dict[str, str]:
+    """The environment a `tandem` subprocess needs to use the same stores and Feast project as `settings`."""
+    if settings.postgres_url is None or settings.redis_url is None:
+        raise ValueError("settings without store URLs")
+    return {
+        "TANDEM_POSTGRES_URL": settings.postgres_url.get_secret_value(),
+        "TANDEM_REDIS_URL": settings.redis_url.get_secret_value(),
+        "TANDEM_FEAST_PROJECT": settings.feast_project,
+    }

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from core.settings import Settings
-from tests.servers import free_port
+from tests.servers import free_port, store_env
 
 BIN = Path(sys.executable).parent
 
@@ -22,16 +22,6 @@ def _tandem(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
         text=True,
         timeout=120,
     )
-
-
-def _store_env(settings: Settings) -> dict[str, str]:
-    assert settings.postgres_url is not None
-    assert settings.redis_url is not None
-    return {
-        "TANDEM_POSTGRES_URL": settings.postgres_url.get_secret_value(),
-        "TANDEM_REDIS_URL": settings.redis_url.get_secret_value(),
-        "TANDEM_FEAST_PROJECT": settings.feast_project,
-    }
 
 
 def test_negative_customers_is_a_usage_error_naming_the_option() -> None:
@@ -81,7 +71,7 @@ def test_no_local_stack_says_run_tandem_up(tmp_path: Path) -> None:
 
 def test_apply_then_seed_on_configured_stores(settings: Settings) -> None:
     """`tandem apply` and `tandem seed` succeed on the configured stores and report what they did."""
-    env = _store_env(settings)
+    env = store_env(settings)
     applied = _tandem("apply", env=env)
     assert applied.returncode == 0, applied.stderr
     assert "revision 0002" in applied.stdout

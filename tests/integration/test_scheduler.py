@@ -39,6 +39,7 @@ from scheduler.leader import LeaderLock, leader_lock_key
 from tandem.commands_data import materialize_cmd
 from tandem.commands_scheduler import runs_cmd
 from tandem.context import CliContext
+from tests.servers import store_env
 
 T = TypeVar("T")
 STANDBY = "standby: another scheduler leads; waiting"
@@ -54,13 +55,9 @@ def feature_data(settings: Settings, stores: Stores, engine: Engine) -> None:
 
 
 def _env(settings: Settings) -> dict[str, str]:
-    assert settings.postgres_url is not None
-    assert settings.redis_url is not None
     return {
         **os.environ,
-        "TANDEM_POSTGRES_URL": settings.postgres_url.get_secret_value(),
-        "TANDEM_REDIS_URL": settings.redis_url.get_secret_value(),
-        "TANDEM_FEAST_PROJECT": settings.feast_project,
+        **store_env(settings),
         "TANDEM_MATERIALIZE_INTERVAL_S": "1",
         "TANDEM_LEADER_POLL_S": "0.5",
         "TANDEM_JOB_MAX_ATTEMPTS": "2",
