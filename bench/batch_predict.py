@@ -20,19 +20,19 @@ import psycopg
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import bench_stores, print_table, run_child
-from core.database import create_db_engine, upgrade_schema
-from core.demo_data import seed_demo_data
-from core.feast_repo import apply_feature_repo, open_feature_store
-from core.model_lifecycle import train_and_promote
-from core.runtime import Stores
+from core.features.feast_repo import apply_feature_repo, open_feature_store
+from core.features.snapshots import service_specs
+from core.model.lifecycle import train_and_promote
 from core.settings import Settings
-from core.spec_cache import service_specs
+from core.stores.database import create_db_engine, upgrade_schema
+from core.stores.resolve import Stores
+from tandem.demo.data import seed_demo_data
 
 CHILD = """
 import json, resource, sys
 from datetime import datetime
-from core.batch_predict import run_batch_predict
-from core.runtime import resolve_stores
+from core.batch.predict import run_batch_predict
+from core.stores.resolve import resolve_stores
 from core.settings import Settings
 settings = Settings()
 result = run_batch_predict(settings, resolve_stores(settings), as_of=datetime.fromisoformat(sys.argv[1]))
@@ -62,10 +62,10 @@ import json, resource, sys, time
 from datetime import datetime
 import pandas as pd, psycopg
 from sqlalchemy.orm import Session
-from core.database import create_db_engine
-from core.feast_repo import open_feature_store
-from core.model_registry import load_model
-from core.runtime import resolve_stores
+from core.stores.database import create_db_engine
+from core.features.feast_repo import open_feature_store
+from core.model.registry import load_model
+from core.stores.resolve import resolve_stores
 from core.settings import Settings
 as_of = datetime.fromisoformat(sys.argv[1])
 settings = Settings()

@@ -19,9 +19,9 @@ import redis
 from psycopg import sql
 from pydantic import SecretStr
 
-from core.runtime import Stores
+from core.endpoints import parse_postgres_url, parse_redis_url
 from core.settings import Settings
-from core.stores import parse_postgres_url, parse_redis_url
+from core.stores.resolve import Stores
 
 __all__ = ["bench_stores", "median", "print_table", "run_child"]
 

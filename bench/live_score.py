@@ -1,6 +1,6 @@
-"""Live-scoring micro-benchmark: `predict_proba` vs core.fast_trees' compiled evaluator, per row.
+"""Live-scoring micro-benchmark: `predict_proba` vs core.model.compiled_trees' compiled evaluator, per row.
 
-The model is core.training's pipeline (median imputer with indicators + HistGradientBoostingClassifier with
+The model is core.model.training's pipeline (median imputer with indicators + HistGradientBoostingClassifier with
 the training hyperparameters), fitted on synthetic rows shaped like customer_risk_v1 (13 features, NaNs) with
 a fixed tree count. No database. Usage:
 
@@ -22,8 +22,8 @@ import numpy.typing as npt
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import median, print_table
-from core.fast_trees import compile_pipeline
-from core.training import HYPERPARAMETERS, _pipeline
+from core.model.compiled_trees import compile_pipeline
+from core.model.training import HYPERPARAMETERS, _pipeline
 
 FEATURES = 13
 BATCHES = (1, 10, 100)

@@ -42,14 +42,14 @@ import redis.asyncio
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import bench_stores, print_table
-from core.database import create_db_engine, upgrade_schema
-from core.demo_data import seed_demo_data
-from core.feast_repo import apply_feature_repo, open_feature_store
-from core.online_reader import OnlineReader
-from core.online_writer import FeatureColumn, write_feature_rows
-from core.runtime import Stores
+from core.features.feast_repo import apply_feature_repo, open_feature_store
+from core.features.snapshots import service_specs
+from core.online.reader import OnlineReader
+from core.online.writer import FeatureColumn, write_feature_rows
 from core.settings import Settings
-from core.spec_cache import service_specs
+from core.stores.database import create_db_engine, upgrade_schema
+from core.stores.resolve import Stores
+from tandem.demo.data import seed_demo_data
 
 KS = (1, 10, 100)
 

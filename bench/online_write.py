@@ -1,4 +1,4 @@
-"""Publishing `batch_predictions` rows to Redis: Feast's writer vs `core.online_writer.write_feature_rows`.
+"""Publishing `batch_predictions` rows to Redis: Feast's writer vs `core.online.writer.write_feature_rows`.
 
     .venv/bin/python -m bench.online_write [--rows 200000] [--redis-url URL] [--skip-feast]
 
@@ -38,9 +38,9 @@ from feast.infra.online_stores.redis import RedisOnlineStore
 from feast.infra.passthrough_provider import PassthroughProvider
 from feast.types import Float64, Int64, String
 
-from core.online_encoding import encode_timestamps, encode_values, feature_field, timestamp_field
-from core.online_writer import FeatureColumn, encode_entity_keys, write_feature_rows
-from core.stores import parse_redis_url
+from core.endpoints import parse_redis_url
+from core.online.encoding import encode_timestamps, encode_values, feature_field, timestamp_field
+from core.online.writer import FeatureColumn, encode_entity_keys, write_feature_rows
 
 VIEW = "batch_predictions"
 JOIN_KEY = "customer_id"

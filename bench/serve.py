@@ -59,7 +59,7 @@ from bench.serve_world import (
     push_latency,
     push_many,
 )
-from core.feast_repo import feast_env
+from core.features.feast_repo import feast_env
 
 # ---------------------------------------------------------------------------------------------- main
 

@@ -23,7 +23,7 @@ UVICORN_OPTIONS: dict[str, Any] = {
     "log_level": "warning",
     "timeout_graceful_shutdown": 10,
 }
-"""What `tandem serve` (tandem/commands_serve.py) passes to uvicorn.run besides host, port and workers."""
+"""What `tandem serve` (tandem/commands/serve.py) passes to uvicorn.run besides host, port and workers."""
 
 _ANSWER = {"predictions": [{"entity": {"customer_id": 1}, "score": 0.137, "source": "batch"}]}
 

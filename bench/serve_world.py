@@ -24,13 +24,13 @@ from bench.http_load import (
     server,
     wait_ready,
 )
-from core.batch_predict import run_batch_predict
-from core.database import create_db_engine, upgrade_schema
-from core.demo_data import seed_demo_data
-from core.feast_repo import apply_feature_repo, open_feature_store
-from core.model_lifecycle import train_and_promote
-from core.runtime import Stores
+from core.batch.predict import run_batch_predict
+from core.features.feast_repo import apply_feature_repo, open_feature_store
+from core.model.lifecycle import train_and_promote
 from core.settings import Settings
+from core.stores.database import create_db_engine, upgrade_schema
+from core.stores.resolve import Stores
+from tandem.demo.data import seed_demo_data
 
 __all__ = [
     "BASE_ENV",

@@ -25,14 +25,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.batch_predict import _prepare
 from bench.common import bench_stores, print_table, run_child
-from core.batch_predict import run_batch_predict
-from core.materialize import run_materialize
+from core.batch.materialize import run_materialize
+from core.batch.predict import run_batch_predict
 
 TANDEM_CHILD = """
 import json, resource, time
 started = time.perf_counter()
 from consistency.checker import run_skew_check
-from core.runtime import resolve_stores
+from core.stores.resolve import resolve_stores
 from core.settings import Settings
 settings = Settings()
 imported = time.perf_counter() - started
@@ -46,8 +46,8 @@ NAIVE_CHILD = """
 import json, resource, sys, time
 from datetime import datetime
 import numpy as np, pandas as pd, psycopg
-from core.feast_repo import open_feature_store
-from core.runtime import resolve_stores
+from core.features.feast_repo import open_feature_store
+from core.stores.resolve import resolve_stores
 from core.settings import Settings
 watermark = datetime.fromisoformat(sys.argv[1])
 settings = Settings()

@@ -2,14 +2,14 @@
 
 1. Validate: a positive sample size; the feature service exists (NotFoundError); every view of it has been
    materialized (else TandemError: nothing to compare against yet).
-2. Watermark per view: the latest materialization end Feast recorded (`core.materialization_watermarks`).
+2. Watermark per view: the latest materialization end Feast recorded (`core.features.watermarks`).
 3. Population: every entity with a row at or before its view's watermark; a random sample of it (`seed`
    for a repeatable one), or all of it.
 4. Expected rows: Feast's point-in-time row per view as of that view's watermark, TTL included
-   (`core.offline_sample`), read while the online rows are fetched (`consistency.online_sample`).
+   (`consistency.offline_sample`), read while the online rows are fetched (`consistency.online_sample`).
 5. Per feature: classes, mismatch rate, differences, PSI / JS, examples (`consistency.findings`).
 6. Prediction parity: stored batch score vs a live re-score now (`consistency.parity`).
-7. One report row and its findings in one transaction; Prometheus gauges (`core.skew_metrics`).
+7. One report row and its findings in one transaction; Prometheus gauges (`core.records.skew_metrics`).
 
 Report status: the worst feature status, and `breach` when parity is breached.
 """
@@ -29,23 +29,23 @@ import psycopg
 import redis
 from sqlalchemy.orm import Session
 
+from consistency.classify import CLASSES, SKEW_CLASSES, ValueColumn
 from consistency.findings import FeatureInput, build_finding
+from consistency.offline_sample import ExpectedView, entity_population, expected_view_rows
 from consistency.online_sample import OnlineSample, read_online_sample
 from consistency.parity import compute_parity, skipped_parity
-from core.database import create_db_engine
+from consistency.stats import Status, Thresholds, worst
 from core.errors import ConfigurationError, NotFoundError, TandemError
-from core.feature_views import ServiceSpec
-from core.materialization_watermarks import materialization_watermarks
-from core.model_registry import load_model
-from core.offline_sample import ExpectedView, entity_population, expected_view_rows
-from core.runtime import Stores
+from core.features.snapshots import service_specs
+from core.features.specs import ServiceSpec
+from core.features.watermarks import materialization_watermarks
+from core.model.registry import load_model
+from core.records.skew_metrics import record_skew_metrics
+from core.records.skew_models import FindingInfo, NewSkewReport, SkewReportInfo
+from core.records.skew_reports import save_report
 from core.settings import Settings
-from core.skew_classify import CLASSES, SKEW_CLASSES, ValueColumn
-from core.skew_metrics import record_skew_metrics
-from core.skew_report_models import FindingInfo, NewSkewReport, SkewReportInfo
-from core.skew_reports import save_report
-from core.skew_stats import Status, Thresholds, worst
-from core.spec_cache import service_specs
+from core.stores.database import create_db_engine
+from core.stores.resolve import Stores
 
 __all__ = ["Progress", "choose_sample", "run_skew_check", "validate_sample"]
 

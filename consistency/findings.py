@@ -1,10 +1,10 @@
 """One finding per (feature view, feature): classify every sampled entity, measure, pick examples.
 
-- counts per class and the mismatch rate (skew classes over entities checked), see `core.skew_classify`;
+- counts per class and the mismatch rate (skew classes over entities checked), see `consistency.classify`;
 - mean / max absolute difference over entities whose value was compared (class match or value_mismatch)
   with both values present (numeric kinds; None for strings);
 - PSI and JS distance of the offline (expected, nulls where no row) vs online (served) samples, and an
-  overlaid histogram for the chart, see `core.skew_stats`;
+  overlaid histogram for the chart, see `consistency.stats`;
 - up to `MAX_EXAMPLES` examples, skewed entities first (by id), then `fresher_online` ones.
 """
 
@@ -18,10 +18,10 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from core.feature_views import FeatureSpec, ViewSpec
-from core.skew_classify import CLASSES, NO_TIME, SKEW_CLASSES, ValueColumn, class_counts, classify_column
-from core.skew_report_models import FindingInfo
-from core.skew_stats import Thresholds, chart_histogram, distribution_distances, feature_status
+from consistency.classify import CLASSES, NO_TIME, SKEW_CLASSES, ValueColumn, class_counts, classify_column
+from consistency.stats import Thresholds, chart_histogram, distribution_distances, feature_status
+from core.features.specs import FeatureSpec, ViewSpec
+from core.records.skew_models import FindingInfo
 
 __all__ = ["MAX_EXAMPLES", "FeatureInput", "build_finding"]
 

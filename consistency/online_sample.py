@@ -1,6 +1,6 @@
 """What the online store serves for the sampled entities: values, `_ts:` event times and stored scores.
 
-Reads with `core.online_reader` (one pipelined HMGET per entity), `batch_rows` entities per round trip, and
+Reads with `core.online.reader` (one pipelined HMGET per entity), `batch_rows` entities per round trip, and
 turns the rows into columns the classifier compares with the offline side. Values are raw: no TTL applied,
 so a row past its TTL is still seen (and classified `expired_online`).
 """
@@ -15,9 +15,9 @@ import numpy as np
 import numpy.typing as npt
 import redis
 
-from core.feature_views import ServiceSpec, ViewSpec
-from core.online_reader import OnlineReader, OnlineRow
-from core.skew_classify import NO_TIME, ValueColumn
+from consistency.classify import NO_TIME, ValueColumn
+from core.features.specs import ServiceSpec, ViewSpec
+from core.online.reader import OnlineReader, OnlineRow
 
 __all__ = ["OnlineSample", "epoch_us", "read_online_sample"]
 

@@ -26,10 +26,10 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from core.feature_views import ServiceSpec
-from core.model_registry import LoadedModel
-from core.online_reader import OnlineRow, apply_ttl
-from core.skew_classify import ValueColumn, values_equal
+from consistency.classify import ValueColumn, values_equal
+from core.features.specs import ServiceSpec
+from core.model.registry import LoadedModel
+from core.online.reader import OnlineRow, apply_ttl
 
 __all__ = ["GROUPS", "PARITY_TOLERANCE", "BatchInputs", "compute_parity", "skipped_parity"]
 

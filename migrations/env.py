@@ -11,7 +11,7 @@ import os
 from alembic import context
 from sqlalchemy import Connection, create_engine, text
 
-from core.db import SCHEMA, Base
+from core.records.tables import SCHEMA, Base
 
 config = context.config
 target_metadata = Base.metadata

@@ -23,11 +23,11 @@ from apscheduler.schedulers.blocking import BlockingScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy import Engine, select, text
 
-from core.database import create_db_engine
-from core.deadline import cron_trigger
 from core.errors import ConfigurationError
-from core.runtime import Stores
+from core.records.deadline import cron_trigger
 from core.settings import Settings
+from core.stores.database import create_db_engine
+from core.stores.resolve import Stores
 from scheduler.jobs import ENTRY_POINTS, enable_jobs
 
 __all__ = [

@@ -28,9 +28,10 @@ from dataclasses import dataclass
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
-from core.database import create_db_engine
-from core.deadline import DeadlineForecast
-from core.job_runs import (
+from core.batch.materialize import run_materialize
+from core.metrics import BATCH_DEADLINE_SLACK
+from core.records.deadline import DeadlineForecast
+from core.records.job_runs import (
     JOB_NAMES,
     JobRunInfo,
     RunHandle,
@@ -38,10 +39,9 @@ from core.job_runs import (
     forecast_batch_deadline,
     tracked_run,
 )
-from core.materialize import run_materialize
-from core.metrics import BATCH_DEADLINE_SLACK
-from core.runtime import Stores, resolve_stores
 from core.settings import Settings
+from core.stores.database import create_db_engine
+from core.stores.resolve import Stores, resolve_stores
 
 __all__ = [
     "BODIES",
@@ -91,7 +91,7 @@ def _materialize(ctx: JobContext, run: RunHandle) -> None:
 
 def _batch_predict(ctx: JobContext, run: RunHandle) -> None:
     # Imported when run: schedulers that only materialize never load the scoring stack.
-    from core.batch_predict import run_batch_predict
+    from core.batch.predict import run_batch_predict
 
     result = run_batch_predict(ctx.settings, ctx.stores)
     run.rows = result.rows
@@ -219,7 +219,7 @@ def check_skew() -> int | None:
 
 
 def batch_predict() -> int | None:
-    """Scheduled job: score every entity and publish the scores (core.batch_predict)."""
+    """Scheduled job: score every entity and publish the scores (core.batch.predict)."""
     return _scheduled("batch_predict")
 
 

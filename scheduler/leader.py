@@ -22,7 +22,7 @@ from typing import Any
 
 import psycopg
 
-from core.stores import PostgresEndpoint
+from core.endpoints import PostgresEndpoint
 
 __all__ = ["LOCK_NAME", "LeaderLock", "leader_lock_key"]
 

@@ -22,10 +22,10 @@ from types import FrameType
 from apscheduler.events import EVENT_SCHEDULER_STARTED
 from sqlalchemy.orm import Session
 
-from core.database import create_db_engine
-from core.job_runs import fail_dead_runs
-from core.runtime import Stores, resolve_stores
+from core.records.job_runs import fail_dead_runs
 from core.settings import Settings
+from core.stores.database import create_db_engine
+from core.stores.resolve import Stores, resolve_stores
 from scheduler import jobs as job_module
 from scheduler.app import create_scheduler, select_jobs
 from scheduler.leader import LeaderLock

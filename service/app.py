@@ -21,8 +21,8 @@ from service.lifespan import lifespan
 from service.metrics import PREDICT_ROUTES
 from service.predict import PredictController
 from service.push import PushController
-from service.skew_api import skew_api_controller
-from service.skew_pages import SkewPagesController, skew_template_config
+from service.skew.api import skew_api_controller
+from service.skew.pages import SkewPagesController, skew_template_config
 from service.state import ServiceState
 
 __all__ = ["create_app"]

@@ -10,7 +10,7 @@ from litestar.datastructures import State
 from litestar.params import FromPath, FromQuery
 from sqlalchemy.orm import Session
 
-from core.job_runs import JobRunInfo, forecast_batch_deadline, list_job_runs, request_job_run
+from core.records.job_runs import JobRunInfo, forecast_batch_deadline, list_job_runs, request_job_run
 from service.auth import SECURITY, require_api_key
 from service.state import ServiceState
 

@@ -29,23 +29,23 @@ from redis.retry import Retry
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from core.blend import Mode
-from core.database import create_db_engine
-from core.db import ModelVersion
 from core.errors import NotFoundError
-from core.model_registry import LoadedModel, load_model
-from core.online_reader import OnlineReader
-from core.resp_coalesce import Coalescer
-from core.resp_pool import RespPool
-from core.runtime import Stores, resolve_stores
-from core.serving import answer_rows
+from core.features.snapshots import service_specs
+from core.model.registry import LoadedModel, load_model
+from core.online.coalesce import Coalescer
+from core.online.reader import OnlineReader
+from core.online.resp_pool import RespPool
+from core.records.skew_metrics import record_skew_metrics
+from core.records.skew_reports import get_report, list_reports
+from core.records.tables import ModelVersion
+from core.serving.answer import answer_rows
+from core.serving.blend import Mode
+from core.serving.published import PublishedRuns
 from core.settings import Settings
-from core.skew_metrics import record_skew_metrics
-from core.skew_reports import get_report, list_reports
-from core.spec_cache import service_specs
+from core.stores.database import create_db_engine
+from core.stores.resolve import Stores, resolve_stores
 from service.health import check_stores
 from service.metrics import MODEL_VERSION
-from service.published import PublishedRuns
 from service.state import ServiceState
 
 __all__ = ["lifespan"]

@@ -12,14 +12,14 @@ from litestar import Controller, get, post
 from litestar.datastructures import State
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
-from core.blend import Mode, Reason, Source
 from core.errors import NotFoundError, StoreUnavailableError
-from core.online_reader import OnlineRow
-from core.serving import Answer, answer_rows
-from core.stored_lookup import stored_predictions
+from core.online.reader import OnlineRow
+from core.serving.answer import Answer, answer_rows
+from core.serving.blend import Mode, Reason, Source
+from core.serving.published import verify_stored
+from core.serving.stored import stored_predictions
 from service.errors import RequestError
 from service.metrics import DEGRADED, FEATURE_AGE, PREDICT_LATENCY, PREDICTIONS
-from service.published import verify_stored
 from service.state import ServiceState
 
 __all__ = ["PredictController", "PredictRequest"]

@@ -12,8 +12,8 @@ from litestar.datastructures import State
 from litestar.params import FromPath, JSONBody
 
 from core.errors import StoreUnavailableError
-from core.push_online import write_pushed_online
-from core.push_rows import PushError, find_push_view, insert_offline, validate_rows
+from core.push.online import write_pushed_online
+from core.push.rows import PushError, find_push_view, insert_offline, validate_rows
 from service.auth import SECURITY, require_api_key
 from service.errors import RequestError
 from service.state import ServiceState

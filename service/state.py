@@ -13,13 +13,13 @@ from psycopg_pool import AsyncConnectionPool
 from redis import Redis
 from sqlalchemy import Engine
 
-from core.feature_views import ServiceSpec, ViewSpec
-from core.model_registry import LoadedModel
-from core.online_reader import OnlineReader
-from core.resp_coalesce import Coalescer
+from core.features.specs import ServiceSpec, ViewSpec
+from core.model.registry import LoadedModel
+from core.online.coalesce import Coalescer
+from core.online.reader import OnlineReader
+from core.serving.published import PublishedRuns
 from core.settings import Settings
 from service.metrics import Coverage
-from service.published import PublishedRuns
 
 __all__ = ["Health", "ServiceState"]
 

@@ -18,21 +18,21 @@ from tandem.lazy_group import LazyGroup
 __all__ = ["cli", "main"]
 
 COMMANDS: dict[str, tuple[str, str, str]] = {
-    "up": ("tandem.commands_stack", "up_cmd", "Start the embedded PostgreSQL and Redis under .tandem/."),
-    "down": ("tandem.commands_stack", "down_cmd", "Stop the embedded PostgreSQL and Redis (data stays)."),
-    "env": ("tandem.commands_stack", "env_cmd", "Print export lines for feast, psql, redis-cli, alembic."),
-    "seed": ("tandem.commands_data", "seed_cmd", "Write the demo's offline tables and labels (COPY)."),
-    "apply": ("tandem.commands_data", "apply_cmd", "Migrate schema tandem (Alembic), then feast apply."),
-    "train": ("tandem.commands_models", "train_cmd", "Train on point-in-time features; register a model."),
-    "models": ("tandem.commands_models", "models_group", "List registered model versions, promote one."),
-    "materialize": ("tandem.commands_data", "materialize_cmd", "Feast materialization of the model's views."),
-    "batch-predict": ("tandem.commands_batch", "batch_predict_cmd", "Score every entity, store and publish."),
-    "serve": ("tandem.commands_serve", "serve_cmd", "Run the prediction API (uvicorn)."),
-    "check-skew": ("tandem.commands_skew", "check_skew_cmd", "Compare offline and online; exit 1 on breach."),
-    "skew": ("tandem.commands_skew", "skew_group", "Review skew reports: list, show."),
-    "scheduler": ("tandem.commands_scheduler", "scheduler_cmd", "Run the job scheduler (one leader per DB)."),
-    "runs": ("tandem.commands_scheduler", "runs_cmd", "Job run history and the batch deadline forecast."),
-    "demo": ("tandem.demo", "demo_cmd", "The whole journey on the embedded stack (or set stores)."),
+    "up": ("tandem.commands.stack", "up_cmd", "Start the embedded PostgreSQL and Redis under .tandem/."),
+    "down": ("tandem.commands.stack", "down_cmd", "Stop the embedded PostgreSQL and Redis (data stays)."),
+    "env": ("tandem.commands.stack", "env_cmd", "Print export lines for feast, psql, redis-cli, alembic."),
+    "seed": ("tandem.commands.data", "seed_cmd", "Write the demo's offline tables and labels (COPY)."),
+    "apply": ("tandem.commands.data", "apply_cmd", "Migrate schema tandem (Alembic), then feast apply."),
+    "train": ("tandem.commands.models", "train_cmd", "Train on point-in-time features; register a model."),
+    "models": ("tandem.commands.models", "models_group", "List registered model versions, promote one."),
+    "materialize": ("tandem.commands.data", "materialize_cmd", "Feast materialization of the model's views."),
+    "batch-predict": ("tandem.commands.batch", "batch_predict_cmd", "Score every entity, store and publish."),
+    "serve": ("tandem.commands.serve", "serve_cmd", "Run the prediction API (uvicorn)."),
+    "check-skew": ("tandem.commands.skew", "check_skew_cmd", "Compare offline and online; exit 1 on breach."),
+    "skew": ("tandem.commands.skew", "skew_group", "Review skew reports: list, show."),
+    "scheduler": ("tandem.commands.scheduler", "scheduler_cmd", "Run the job scheduler (one leader per DB)."),
+    "runs": ("tandem.commands.scheduler", "runs_cmd", "Job run history and the batch deadline forecast."),
+    "demo": ("tandem.demo.journey", "demo_cmd", "The whole journey on the embedded stack (or set stores)."),
 }
 
 
@@ -55,7 +55,7 @@ def _fail(message: str, code: int) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the group and map every known failure to one line and an exit code."""
-    from core.failures import describe_failure
+    from core.stores.failures import describe_failure
 
     try:
         code = cli.main(args=argv, prog_name="tandem", standalone_mode=False)

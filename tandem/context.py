@@ -6,8 +6,8 @@ from dataclasses import dataclass, field
 
 from rich.console import Console
 
-from core.runtime import Stores, check_postgres, check_redis, resolve_stores
 from core.settings import Settings
+from core.stores.resolve import Stores, check_postgres, check_redis, resolve_stores
 
 __all__ = ["CliContext"]
 

@@ -17,9 +17,9 @@ import psycopg
 import redis
 from psycopg import sql
 
-from core.online_admin import purge_project
+from core.endpoints import PostgresEndpoint, RedisEndpoint, parse_postgres_url, parse_redis_url
+from core.online.admin import purge_project
 from core.settings import Settings
-from core.stores import PostgresEndpoint, RedisEndpoint, parse_postgres_url, parse_redis_url
 
 __all__ = ["free_port", "private_database", "purge_feast_project", "server_endpoints", "store_env"]
 
@@ -44,7 +44,7 @@ def _docker_answers() -> bool:
 @contextmanager
 def embedded_servers(home: Path) -> Iterator[tuple[PostgresEndpoint, RedisEndpoint]]:
     """Start the embedded stack under `home` on free ports; stop it afterwards."""
-    from core.stack import start_local_stack, stop_local_stack
+    from core.stack.local import start_local_stack, stop_local_stack
 
     settings = Settings(home=home, local_postgres_port=free_port(), local_redis_port=free_port())
     stack = start_local_stack(settings)

@@ -13,15 +13,15 @@ from litestar.di import Provide
 from litestar.types import Guard
 from sqlalchemy import Engine
 
+from consistency.classify import NO_TIME, SKEW_CLASSES, ValueColumn
 from consistency.findings import FeatureInput, build_finding
-from core.feature_views import FeatureSpec, ViewSpec
+from consistency.stats import Status, Thresholds, worst
+from core.features.specs import FeatureSpec, ViewSpec
+from core.records.skew_models import NewSkewReport
 from core.settings import Settings
-from core.skew_classify import NO_TIME, SKEW_CLASSES, ValueColumn
-from core.skew_report_models import NewSkewReport
-from core.skew_stats import Status, Thresholds, worst
 from service.errors import EXCEPTION_HANDLERS
-from service.skew_api import skew_api_controller
-from service.skew_pages import SkewPagesController, skew_template_config
+from service.skew.api import skew_api_controller
+from service.skew.pages import SkewPagesController, skew_template_config
 
 __all__ = ["sample_report", "skew_app"]
 

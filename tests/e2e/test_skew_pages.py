@@ -22,9 +22,9 @@ import uvicorn
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
-from core.database import create_db_engine, upgrade_schema
+from core.records.skew_reports import save_report
 from core.settings import PROJECT_ROOT
-from core.skew_reports import save_report
+from core.stores.database import create_db_engine, upgrade_schema
 from tests.servers import free_port, private_database, server_endpoints
 from tests.skew_samples import sample_report, skew_app
 

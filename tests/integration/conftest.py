@@ -10,10 +10,10 @@ import pytest
 from pydantic import SecretStr
 from sqlalchemy import Engine
 
-from core.database import create_db_engine, upgrade_schema
-from core.runtime import Stores
+from core.endpoints import PostgresEndpoint, RedisEndpoint
 from core.settings import Settings
-from core.stores import PostgresEndpoint, RedisEndpoint
+from core.stores.database import create_db_engine, upgrade_schema
+from core.stores.resolve import Stores
 from tests.servers import private_database, purge_feast_project, server_endpoints
 
 

@@ -10,13 +10,13 @@ import psycopg
 from pydantic import SecretStr
 from sqlalchemy import Engine
 
-from core.batch_predict import BatchRunResult, run_batch_predict
-from core.demo_data import seed_demo_data
-from core.feast_repo import apply_feature_repo, open_feature_store
-from core.model_lifecycle import train_and_promote
-from core.model_registry import ModelVersionInfo
-from core.runtime import Stores
+from core.batch.predict import BatchRunResult, run_batch_predict
+from core.features.feast_repo import apply_feature_repo, open_feature_store
+from core.model.lifecycle import train_and_promote
+from core.model.registry import ModelVersionInfo
 from core.settings import Settings
+from core.stores.resolve import Stores
+from tandem.demo.data import seed_demo_data
 from tests.servers import purge_feast_project
 
 __all__ = ["API_KEY", "World", "build_world", "register_and_promote"]

@@ -15,16 +15,16 @@ import pytest
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
-from core.batch_predict import FailurePoint, run_batch_predict
-from core.batch_publish import InjectedFailureError
-from core.demo_data import TXN_TABLE, seed_demo_data
+from core.batch.predict import FailurePoint, run_batch_predict
+from core.batch.publish import InjectedFailureError
 from core.errors import NotFoundError, TandemError
-from core.feast_repo import apply_feature_repo, open_feature_store
-from core.model_lifecycle import train_and_promote
-from core.model_registry import LoadedModel, load_model
-from core.prediction_runs import get_run
-from core.runtime import Stores
+from core.features.feast_repo import apply_feature_repo, open_feature_store
+from core.model.lifecycle import train_and_promote
+from core.model.registry import LoadedModel, load_model
+from core.records.prediction_runs import get_run
 from core.settings import Settings
+from core.stores.resolve import Stores
+from tandem.demo.data import TXN_TABLE, seed_demo_data
 
 END = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=2)
 CUSTOMERS = 400
@@ -113,7 +113,7 @@ def test_scores_equal_feasts_point_in_time_path(world: World, settings: Settings
 
 def create_engine_for(stores: Stores) -> Engine:
     """An engine on the session database (closed by garbage collection: tests only)."""
-    from core.database import create_db_engine  # lazy import: test helper
+    from core.stores.database import create_db_engine  # lazy import: test helper
 
     return create_db_engine(stores.postgres, pool_size=1)
 

@@ -12,7 +12,8 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from core.demo_data import (
+from core.endpoints import parse_postgres_url
+from tandem.demo.data import (
     LABEL_TABLE,
     PROFILE_FEATURES,
     PROFILE_TABLE,
@@ -21,7 +22,6 @@ from core.demo_data import (
     SeedSummary,
     seed_demo_data,
 )
-from core.stores import parse_postgres_url
 
 END = datetime(2025, 6, 1, 12, 34, 56, tzinfo=UTC)
 CUSTOMERS = 2_000

@@ -15,15 +15,15 @@ import psycopg
 import pytest
 from sqlalchemy import Engine
 
-from core.demo_data import PROFILE_FEATURES, PROFILE_TABLE, TXN_FEATURES, TXN_TABLE, seed_demo_data
-from core.feast_repo import (
+from core.features.feast_repo import (
     apply_feature_repo,
     feature_service_refs,
     materialize_incremental,
     open_feature_store,
 )
-from core.runtime import Stores
 from core.settings import PROJECT_ROOT, Settings
+from core.stores.resolve import Stores
+from tandem.demo.data import PROFILE_FEATURES, PROFILE_TABLE, TXN_FEATURES, TXN_TABLE, seed_demo_data
 
 BIN = Path(sys.executable).parent
 END = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=1)

@@ -14,9 +14,8 @@ import pytest
 from sqlalchemy import Engine, delete, select
 from sqlalchemy.orm import Session
 
-from core.db import JobRun
 from core.errors import NotFoundError
-from core.job_runs import (
+from core.records.job_runs import (
     JOB_NAMES,
     RunHandle,
     claim_requested_run,
@@ -28,8 +27,9 @@ from core.job_runs import (
     start_job_run,
     tracked_run,
 )
-from core.runtime import Stores
+from core.records.tables import JobRun
 from core.settings import Settings
+from core.stores.resolve import Stores
 from scheduler import jobs
 
 

@@ -16,7 +16,7 @@ import redis
 
 from core.errors import StackError
 from core.settings import PROJECT_ROOT, Settings
-from core.stack import (
+from core.stack.local import (
     LocalStack,
     env_lines,
     local_stack_services,
@@ -160,7 +160,7 @@ def test_daemons_outlive_the_starting_process(stack_settings: Settings) -> None:
         "TANDEM_LOCAL_POSTGRES_PORT": str(stack_settings.local_postgres_port),
         "TANDEM_LOCAL_REDIS_PORT": str(stack_settings.local_redis_port),
     }
-    code = "from core.settings import Settings; from core.stack import start_local_stack as s; s(Settings())"
+    code = "from core.settings import Settings; from core.stack.local import start_local_stack as s; s(Settings())"
     subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT, env=env, check=True, timeout=120)
     stack = local_stack_status(stack_settings)
     assert stack is not None
@@ -196,7 +196,7 @@ def test_redis_failure_stops_the_postgres_it_started(
     def failing_redis(home: Path, port: int, *, timeout: float) -> object:
         raise StackError(f"Redis did not start on 127.0.0.1:{port}: simulated")
 
-    monkeypatch.setattr("core.stack.start_redis", failing_redis)
+    monkeypatch.setattr("core.stack.local.start_redis", failing_redis)
     try:
         with pytest.raises(StackError, match="simulated"):
             start_local_stack(settings)

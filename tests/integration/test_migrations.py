@@ -6,9 +6,9 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import inspect, text
 
-from core.database import create_db_engine, current_revision, downgrade_schema, upgrade_schema
-from core.db import SCHEMA, Base
-from core.stores import FEAST_REGISTRY_SCHEMA, PostgresEndpoint
+from core.endpoints import FEAST_REGISTRY_SCHEMA, PostgresEndpoint
+from core.records.tables import SCHEMA, Base
+from core.stores.database import create_db_engine, current_revision, downgrade_schema, upgrade_schema
 from tests.servers import private_database
 
 TABLES = {

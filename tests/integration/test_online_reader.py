@@ -27,15 +27,15 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 from sqlalchemy import Engine
 
-from core.batch_publish import PublishBatch, publish_rows
-from core.demo_data import seed_demo_data
-from core.feast_repo import apply_feature_repo, open_feature_store
-from core.feature_views import ServiceSpec, ViewSpec
-from core.online_encoding import feature_field, timestamp_field
-from core.online_reader import OnlineReader, OnlineRow, apply_ttl
-from core.runtime import Stores
+from core.batch.publish import PublishBatch, publish_rows
+from core.features.feast_repo import apply_feature_repo, open_feature_store
+from core.features.snapshots import service_specs
+from core.features.specs import ServiceSpec, ViewSpec
+from core.online.encoding import feature_field, timestamp_field
+from core.online.reader import OnlineReader, OnlineRow, apply_ttl
 from core.settings import Settings
-from core.spec_cache import service_specs
+from core.stores.resolve import Stores
+from tandem.demo.data import seed_demo_data
 
 NOW = datetime.now(UTC)
 END = NOW.replace(minute=0, second=0, microsecond=0) - timedelta(hours=1)

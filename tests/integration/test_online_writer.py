@@ -23,8 +23,8 @@ from feast.protos.feast.types.EntityKey_pb2 import EntityKey
 from feast.protos.feast.types.Value_pb2 import Value
 from feast.types import Bool, Float64, Int64, String
 
-from core.online_writer import FeatureColumn, encode_entity_keys, write_feature_rows
-from core.stores import parse_redis_url
+from core.endpoints import parse_redis_url
+from core.online.writer import FeatureColumn, encode_entity_keys, write_feature_rows
 
 REDIS_URL = os.environ.get("TANDEM_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 VIEW = "owtest_view"

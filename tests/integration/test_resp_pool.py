@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 import redis
 
-from core.resp_coalesce import Coalescer
-from core.resp_pool import RespPool
-from core.stores import RedisEndpoint
+from core.endpoints import RedisEndpoint
+from core.online.coalesce import Coalescer
+from core.online.resp_pool import RespPool
 from tests.servers import free_port
 
 

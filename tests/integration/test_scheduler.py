@@ -27,18 +27,18 @@ from rich.console import Console
 from sqlalchemy import Engine, delete, select, text
 from sqlalchemy.orm import Session
 
-from core.db import JobRun
-from core.demo_data import seed_demo_data
-from core.feast_repo import apply_feature_repo, open_feature_store
+from core.features.feast_repo import apply_feature_repo, open_feature_store
 from core.metrics import BATCH_DEADLINE_SLACK
-from core.model_lifecycle import train_and_promote
-from core.runtime import Stores
+from core.model.lifecycle import train_and_promote
+from core.records.tables import JobRun
 from core.settings import PROJECT_ROOT, Settings
+from core.stores.resolve import Stores
 from scheduler import jobs
 from scheduler.leader import LeaderLock, leader_lock_key
-from tandem.commands_data import materialize_cmd
-from tandem.commands_scheduler import runs_cmd
+from tandem.commands.data import materialize_cmd
+from tandem.commands.scheduler import runs_cmd
 from tandem.context import CliContext
+from tandem.demo.data import seed_demo_data
 from tests.servers import store_env
 
 T = TypeVar("T")

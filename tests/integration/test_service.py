@@ -16,10 +16,10 @@ import redis
 from litestar.testing import TestClient
 from sqlalchemy import Engine
 
-from core.batch_publish import PublishBatch, publish_rows
-from core.runtime import Stores
+from core.batch.publish import PublishBatch, publish_rows
+from core.features.snapshots import service_specs
 from core.settings import Settings
-from core.spec_cache import service_specs
+from core.stores.resolve import Stores
 from service.app import create_app
 from tests.integration.service_world import API_KEY, World, build_world, register_and_promote
 

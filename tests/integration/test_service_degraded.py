@@ -14,11 +14,11 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from sqlalchemy import Engine
 
-from core.resp_coalesce import Coalescer
-from core.resp_pool import RespPool
-from core.runtime import Stores
+from core.endpoints import RedisEndpoint
+from core.online.coalesce import Coalescer
+from core.online.resp_pool import RespPool
 from core.settings import Settings
-from core.stores import RedisEndpoint
+from core.stores.resolve import Stores
 from service.app import create_app
 from service.state import ServiceState
 from tests.integration.service_world import World, build_world

@@ -15,7 +15,7 @@ from litestar.testing import TestClient
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
-from core.skew_reports import save_report
+from core.records.skew_reports import save_report
 from tests.skew_samples import sample_report, skew_app
 
 KEY = "test-key"

@@ -21,22 +21,22 @@ from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
 from consistency.checker import run_skew_check
-from core.batch_predict import run_batch_predict
-from core.db import SkewReport
-from core.demo_data import PROFILE_TABLE, TXN_TABLE, seed_demo_data
+from core.batch.materialize import close_feature_store, run_materialize
+from core.batch.predict import run_batch_predict
 from core.errors import ConfigurationError, NotFoundError, TandemError
-from core.feast_repo import apply_feature_repo, open_feature_store
-from core.materialization_watermarks import materialization_watermarks
-from core.materialize import close_feature_store, run_materialize
-from core.model_lifecycle import train_and_promote
-from core.model_registry import load_model
-from core.online_encoding import encode_entity_keys, feature_field, timestamp_field
-from core.runtime import Stores
+from core.features.feast_repo import apply_feature_repo, open_feature_store
+from core.features.watermarks import materialization_watermarks
+from core.model.lifecycle import train_and_promote
+from core.model.registry import load_model
+from core.online.encoding import encode_entity_keys, feature_field, timestamp_field
+from core.records.skew_models import SkewReportInfo
+from core.records.skew_reports import get_report
+from core.records.tables import SkewReport
 from core.settings import Settings
-from core.skew_report_models import SkewReportInfo
-from core.skew_reports import get_report
-from tandem.commands_skew import check_skew_cmd, skew_group
+from core.stores.resolve import Stores
+from tandem.commands.skew import check_skew_cmd, skew_group
 from tandem.context import CliContext
+from tandem.demo.data import PROFILE_TABLE, TXN_TABLE, seed_demo_data
 from tests.servers import purge_feast_project
 
 WATERMARK = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=2)
@@ -192,7 +192,7 @@ def _drop_view(world: World, customer: int, view: str, *, features: bool = True)
 
 def _changed_score_value(world: World, customer: int) -> float:
     """A credit_utilization for VALUE_SAME_TIME that moves the model's score (checked with the model)."""
-    from core.database import create_db_engine
+    from core.stores.database import create_db_engine
 
     rows = world.store.get_online_features(
         features=world.store.get_feature_service(world.settings.feature_service),

@@ -13,10 +13,10 @@ from sqlalchemy import Engine, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from core.db import SkewFinding, SkewReport
 from core.errors import NotFoundError
-from core.skew_metrics import record_skew_metrics
-from core.skew_reports import ack_report, get_report, list_reports, save_report
+from core.records.skew_metrics import record_skew_metrics
+from core.records.skew_reports import ack_report, get_report, list_reports, save_report
+from core.records.tables import SkewFinding, SkewReport
 from tests.skew_samples import sample_report
 
 

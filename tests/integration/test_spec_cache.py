@@ -7,12 +7,12 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 from sqlalchemy import Engine
 
-from core.demo_data import seed_demo_data
-from core.feast_repo import apply_feature_repo, open_feature_store
-from core.feature_views import ServiceSpec, ViewSpec, load_service_spec, load_view_spec
-from core.runtime import Stores
+from core.features.feast_repo import apply_feature_repo, open_feature_store
+from core.features.snapshots import registry_fingerprint, resolve_specs
+from core.features.specs import ServiceSpec, ViewSpec, load_service_spec, load_view_spec
 from core.settings import Settings
-from core.spec_cache import registry_fingerprint, resolve_specs
+from core.stores.resolve import Stores
+from tandem.demo.data import seed_demo_data
 
 
 def test_snapshot_is_used_until_the_registry_changes(

@@ -22,16 +22,16 @@ from click.testing import CliRunner
 from sqlalchemy import Engine, delete, func, select, update
 from sqlalchemy.orm import Session
 
-from core.db import ModelVersion
-from core.demo_data import LABEL_TABLE, TXN_TABLE, seed_demo_data
 from core.errors import NotFoundError, TamperedArtifactError, TrainingError
-from core.feast_repo import apply_feature_repo, feature_service_refs, open_feature_store
-from core.model_registry import list_versions, load_model, promote, register_model
-from core.runtime import Stores
+from core.features.feast_repo import apply_feature_repo, feature_service_refs, open_feature_store
+from core.model.registry import list_versions, load_model, promote, register_model
+from core.model.training import TrainingResult, train_model, training_frame
+from core.records.tables import ModelVersion
 from core.settings import Settings
-from core.training import TrainingResult, train_model, training_frame
-from tandem.commands_models import models_group, train_cmd
+from core.stores.resolve import Stores
+from tandem.commands.models import models_group, train_cmd
 from tandem.context import CliContext
+from tandem.demo.data import LABEL_TABLE, TXN_TABLE, seed_demo_data
 
 END = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=1)
 CUSTOMERS = 3_000

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from core.blend import BlendDecision, BlendInput, Mode, Reason, Source, StoredScore, decide
+from core.serving.blend import BlendDecision, BlendInput, Mode, Reason, Source, StoredScore, decide
 
 NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
 SNAP = {"profile": NOW - timedelta(hours=10), "txn": NOW - timedelta(hours=9)}

@@ -7,8 +7,13 @@ from datetime import UTC, datetime, time, timedelta, timezone
 
 import pytest
 
-from core.deadline import DeadlineForecast, forecast_deadline, next_cron_start, percentile_nearest_rank
 from core.errors import ConfigurationError
+from core.records.deadline import (
+    DeadlineForecast,
+    forecast_deadline,
+    next_cron_start,
+    percentile_nearest_rank,
+)
 
 START = datetime(2025, 3, 10, 2, 0, tzinfo=UTC)
 EIGHT = time(8, 0)

@@ -9,7 +9,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from core.demo_risk import (
+from tandem.demo.risk import (
     CHUNK_CUSTOMERS,
     PROFILE_FEATURES,
     TXN_FEATURES,

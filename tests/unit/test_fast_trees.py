@@ -1,4 +1,4 @@
-"""core.fast_trees scores the training pipeline bitwise like scikit-learn, and refuses what it cannot copy."""
+"""core.model.compiled_trees scores the training pipeline bitwise like scikit-learn, and refuses what it cannot copy."""
 
 from __future__ import annotations
 
@@ -16,9 +16,9 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from core.fast_trees import CompiledModel, compile_pipeline
-from core.model_registry import LoadedModel
-from core.training import HYPERPARAMETERS, _pipeline
+from core.model.compiled_trees import CompiledModel, compile_pipeline
+from core.model.registry import LoadedModel
+from core.model.training import HYPERPARAMETERS, _pipeline
 
 FEATURES = 6
 REFS = tuple(f"view:f{i}" for i in range(FEATURES))
@@ -42,7 +42,7 @@ def _data(rows: int, seed: int) -> tuple[npt.NDArray[np.float64], npt.NDArray[np
 
 @pytest.fixture(scope="module")
 def fitted() -> Any:
-    """The pipeline core.training builds, fitted (with early stopping) on synthetic data with NaNs."""
+    """The pipeline core.model.training builds, fitted (with early stopping) on synthetic data with NaNs."""
     x, y = _data(6_000, seed=1)
     return _pipeline(dict(HYPERPARAMETERS)).fit(x, y)
 

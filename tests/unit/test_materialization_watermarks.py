@@ -7,8 +7,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from core.materialization_watermarks import latest_materialized_end
-from core.online_encoding import encode_timestamp, varint
+from core.features.watermarks import latest_materialized_end
+from core.online.encoding import encode_timestamp, varint
 
 
 def _field(number: int, payload: bytes) -> bytes:

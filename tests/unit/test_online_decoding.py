@@ -16,8 +16,8 @@ from google.protobuf import message_factory  # type: ignore[import-untyped]  # n
 from google.protobuf.message import DecodeError  # type: ignore[import-untyped]  # no stubs installed
 from google.protobuf.timestamp_pb2 import Timestamp  # type: ignore[import-untyped]  # no stubs installed
 
-from core.online_decoding import decode_snapshot, decode_timestamp, decode_value, value_decoder
-from core.online_encoding import encode_timestamp, encode_timestamps, encode_values, varint
+from core.online.decoding import decode_snapshot, decode_timestamp, decode_value, value_decoder
+from core.online.encoding import encode_timestamp, encode_timestamps, encode_values, varint
 
 _INT64_EDGES = sorted(
     {0, 1, -1, -(2**63), 2**63 - 1}

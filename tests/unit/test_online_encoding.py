@@ -18,7 +18,7 @@ from feast.protos.feast.types.Value_pb2 import Value
 from feast.type_map import python_values_to_proto_values
 from google.protobuf.timestamp_pb2 import Timestamp  # type: ignore[import-untyped]  # no stubs installed
 
-from core.online_encoding import (
+from core.online.encoding import (
     NULL_VALUE,
     encode_entity_keys,
     encode_timestamp,

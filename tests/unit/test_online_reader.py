@@ -11,15 +11,15 @@ import redis
 import redis.asyncio
 
 from core.errors import ConfigurationError, NotFoundError
-from core.feature_views import FeatureSpec, ServiceSpec, ViewSpec
-from core.online_encoding import (
+from core.features.specs import FeatureSpec, ServiceSpec, ViewSpec
+from core.online.encoding import (
     encode_entity_keys,
     encode_timestamps,
     encode_values,
     feature_field,
     timestamp_field,
 )
-from core.online_reader import OnlineReader, OnlineRow, StoredPrediction, apply_ttl
+from core.online.reader import OnlineReader, OnlineRow, StoredPrediction, apply_ttl
 
 NOW = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
 

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from service.skew_charts import histogram_chart, mismatch_bars, percent, trend_chart
+from service.skew.charts import histogram_chart, mismatch_bars, percent, trend_chart
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
 

@@ -10,8 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from core.feature_views import Kind
-from core.skew_classify import (
+from consistency.classify import (
     CLASSES,
     NO_TIME,
     SKEW_CLASSES,
@@ -22,6 +21,7 @@ from core.skew_classify import (
     classify_column,
     values_equal,
 )
+from core.features.specs import Kind
 
 W = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 TTL = 2 * 86_400

@@ -10,11 +10,11 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
+from consistency.classify import ValueColumn
 from consistency.parity import PARITY_TOLERANCE, compute_parity
-from core.feature_views import FeatureSpec, ServiceSpec, ViewSpec
-from core.model_registry import LoadedModel
-from core.online_reader import OnlineRow, StoredPrediction
-from core.skew_classify import ValueColumn
+from core.features.specs import FeatureSpec, ServiceSpec, ViewSpec
+from core.model.registry import LoadedModel
+from core.online.reader import OnlineRow, StoredPrediction
 
 NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
 RUN_AT = NOW - timedelta(hours=6)

@@ -8,9 +8,8 @@ from collections.abc import Sequence
 import numpy as np
 import pytest
 
-from core.settings import Settings
-from core.skew_classify import ValueColumn
-from core.skew_stats import (
+from consistency.classify import ValueColumn
+from consistency.stats import (
     Thresholds,
     chart_histogram,
     distribution_distances,
@@ -20,6 +19,7 @@ from core.skew_stats import (
     population_stability_index,
     worst,
 )
+from core.settings import Settings
 
 
 def _floats(values: Sequence[float | None]) -> ValueColumn:

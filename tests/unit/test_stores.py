@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from pydantic import SecretStr
 
+from core.endpoints import feast_environment, parse_postgres_url, parse_redis_url
 from core.errors import ConfigurationError
 from core.settings import Settings
-from core.stores import feast_environment, parse_postgres_url, parse_redis_url
 
 
 def test_postgres_url_gives_every_form() -> None:

@@ -1,0 +1,204 @@
+"""Classify each (entity, feature) of a skew check: does the online store serve what the offline store implies?
+
+Pure: no I/O. The inputs of one cell are the *expected* row (Feast's point-in-time row of the feature's
+view as of the view's materialization watermark `W`, TTL included: event time `E` or none, and the
+feature's value) and the *online* row (the `_ts:<view>` event time `O` or none, and the stored value, as
+Redis holds it: no TTL applied). Rules, first match wins:
+
+1. no online row (`O` none):
+   - no expected row either -> `match` (both stores agree there is nothing);
+   - else -> `missing_online`.
+2. `O > W` -> `fresher_online`: written online after the watermark (a push); materialization cannot have
+   known it, so it is expected, never skew.
+3. no expected row, the view has a TTL and `O < W - ttl` -> `expired_online`: the row is past the view's
+   TTL as of the watermark, offline retrieval returns nulls, yet online still serves it (Feast #6821).
+   (`O == W - ttl` is still inside the TTL, as offline retrieval's `event_timestamp >= as_of - ttl` says.)
+4. `E` known and `O < E` -> `stale_online`: the online row is older than the row materialization should have
+   written (a missed or failed materialization). Timestamp-level: every feature of the view gets it, even
+   one whose value happens to be equal.
+5. otherwise (`E <= O <= W`, or no expected row while `O` is inside the TTL window) the values are compared;
+   with no expected row the expected value is null. Equal -> `match`, else `value_mismatch`. `O > E` here
+   means online holds a row the offline store lacks as of the watermark (an online-only write); its values
+   are what counts.
+
+Values are equal when both are null, or both non-null and:
+- float64: `|a - b| <= tolerance * max(1, |a|, |b|)` (absolute near zero, relative for large magnitudes;
+  equal infinities are equal, an infinity equals nothing else; NaN is null);
+- int64, bool, string: exactly equal.
+
+`value_mismatch`, `missing_online`, `stale_online` and `expired_online` are skew (`SKEW_CLASSES`) and count
+toward a feature's mismatch rate; `match` and `fresher_online` do not.
+
+Times are int64 microseconds since the Unix epoch with `NO_TIME` for none (vectorised form), or aware
+datetimes / None (the scalar form, `classify_cell`); both forms give the same class for the same input.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from core.features.specs import Kind
+from core.records.skew_models import CLASSES, SKEW_CLASSES, SkewClass
+
+__all__ = [
+    "CLASSES",
+    "NO_TIME",
+    "SKEW_CLASSES",
+    "SkewClass",
+    "ValueColumn",
+    "class_counts",
+    "classify_cell",
+    "classify_column",
+    "values_equal",
+    "values_equal_column",
+]
+
+NO_TIME = np.iinfo(np.int64).min
+"""The 'no row' event time of the vectorised form."""
+
+Scalar = float | int | str | bool | None
+_CODE = {name: np.int8(index) for index, name in enumerate(CLASSES)}
+
+
+@dataclass(frozen=True, slots=True)
+class ValueColumn:
+    """One feature's values for n entities: float64 (kind float64), int64 (int64, bool) or object (string)
+    values, and a null mask (True: null; the value underneath is meaningless)."""
+
+    kind: Kind
+    values: npt.NDArray[Any]
+    null: npt.NDArray[np.bool_]
+
+    def __len__(self) -> int:
+        return int(self.null.shape[0])
+
+    @classmethod
+    def of(cls, kind: Kind, items: Sequence[Scalar]) -> ValueColumn:
+        """A column from Python scalars (None, and NaN for floats, are null)."""
+        null = np.fromiter(
+            (v is None or (isinstance(v, float) and math.isnan(v)) for v in items),
+            dtype=np.bool_,
+            count=len(items),
+        )
+        present = [None if n else v for v, n in zip(items, null.tolist(), strict=True)]
+        values: npt.NDArray[Any]
+        if kind == "float64":
+            values = np.array([np.nan if v is None else float(v) for v in present], dtype=np.float64)
+        elif kind == "string":
+            values = np.array([None if v is None else str(v) for v in present], dtype=object)
+        else:
+            values = np.array([0 if v is None else int(v) for v in present], dtype=np.int64)
+        return cls(kind=kind, values=values, null=null)
+
+    def scalar(self, index: int) -> Scalar:
+        """The value at `index` as a Python scalar (None when null)."""
+        if self.null[index]:
+            return None
+        value = self.values[index]
+        if self.kind == "float64":
+            return float(value)
+        if self.kind == "bool":
+            return bool(value)
+        if self.kind == "int64":
+            return int(value)
+        return str(value)
+
+
+def _is_null(value: Scalar) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def values_equal(kind: Kind, expected: Scalar, online: Scalar, *, tolerance: float) -> bool:
+    """Whether two values of one feature agree (see the module docstring)."""
+    if expected is None or online is None or _is_null(expected) or _is_null(online):
+        return _is_null(expected) and _is_null(online)
+    if kind == "float64":
+        a, b = float(expected), float(online)
+        if a == b:
+            return True
+        return math.isfinite(a) and math.isfinite(b) and abs(a - b) <= tolerance * max(1.0, abs(a), abs(b))
+    if kind == "string":
+        return str(expected) == str(online)
+    return int(expected) == int(online)
+
+
+def values_equal_column(
+    expected: ValueColumn, online: ValueColumn, *, tolerance: float
+) -> npt.NDArray[np.bool_]:
+    """`values_equal` for every row of two columns of the same kind."""
+    if expected.kind != online.kind or len(expected) != len(online):
+        raise ValueError("columns must have the same kind and length")
+    both_null = expected.null & online.null
+    one_null = expected.null ^ online.null
+    if expected.kind == "float64":
+        a, b = expected.values, online.values
+        with np.errstate(invalid="ignore"):
+            scale = np.maximum(1.0, np.maximum(np.abs(a), np.abs(b)))
+            finite = np.isfinite(a) & np.isfinite(b)
+            close = (a == b) | (finite & (np.abs(a - b) <= tolerance * scale))
+    else:
+        close = np.asarray(expected.values == online.values, dtype=np.bool_)
+    equal: npt.NDArray[np.bool_] = both_null | (~one_null & ~expected.null & close)
+    return equal
+
+
+def classify_cell(
+    kind: Kind,
+    expected: Scalar,
+    online: Scalar,
+    *,
+    expected_ts: datetime | None,
+    online_ts: datetime | None,
+    watermark: datetime,
+    ttl_s: int,
+    tolerance: float,
+) -> SkewClass:
+    """The class of one (entity, feature); times are aware datetimes or None (see the module docstring)."""
+    if online_ts is None:
+        return "match" if expected_ts is None else "missing_online"
+    if online_ts > watermark:
+        return "fresher_online"
+    if expected_ts is None and ttl_s > 0 and online_ts < watermark - timedelta(seconds=ttl_s):
+        return "expired_online"
+    if expected_ts is not None and online_ts < expected_ts:
+        return "stale_online"
+    value = expected if expected_ts is not None else None
+    return "match" if values_equal(kind, value, online, tolerance=tolerance) else "value_mismatch"
+
+
+def classify_column(
+    *,
+    expected: ValueColumn,
+    online: ValueColumn,
+    expected_us: npt.NDArray[np.int64],
+    online_us: npt.NDArray[np.int64],
+    watermark_us: int,
+    ttl_s: int,
+    tolerance: float,
+) -> npt.NDArray[np.int8]:
+    """The class code (index into CLASSES) of every row of one feature; times in µs, NO_TIME for none."""
+    no_expected = expected_us == NO_TIME
+    no_online = online_us == NO_TIME
+    # With no expected row the expected value is null, whatever the column holds.
+    effective = ValueColumn(expected.kind, expected.values, expected.null | no_expected)
+    equal = values_equal_column(effective, online, tolerance=tolerance)
+    codes = np.where(equal, _CODE["match"], _CODE["value_mismatch"]).astype(np.int8)
+    codes[~no_expected & (online_us < expected_us)] = _CODE["stale_online"]
+    if ttl_s > 0:
+        codes[no_expected & (online_us < watermark_us - ttl_s * 1_000_000)] = _CODE["expired_online"]
+    codes[online_us > watermark_us] = _CODE["fresher_online"]
+    codes[no_online] = np.where(no_expected[no_online], _CODE["match"], _CODE["missing_online"])
+    return codes
+
+
+def class_counts(codes: npt.NDArray[np.int8]) -> dict[SkewClass, int]:
+    """How many rows fall in each class (every class present, zeros included)."""
+    counts = np.bincount(codes.astype(np.intp), minlength=len(CLASSES))
+    return {name: int(counts[index]) for index, name in enumerate(CLASSES)}

@@ -1,0 +1,159 @@
+"""Point-in-time rows of one feature view for chosen entities, typed per feature: what online should hold.
+
+Same semantics as `core.offline.point_in_time` (and Feast's PostgreSQL historical retrieval) for an entity row
+stamped `as_of`: the row with the newest event timestamp (ties: newest created timestamp) with
+`as_of - ttl <= event_timestamp <= as_of` (no lower bound when the TTL is 0); no row -> no event time and
+null values. Unlike `core.offline.point_in_time` (float matrices for scoring), values keep their kind: int64 and
+bool exactly, strings as text, so they can be compared with the online store value for value.
+
+One query per view, read with psycopg's binary protocol; the candidate rows are joined to the wanted ids
+(`unnest`) so only the sample is sorted. `entity_population` lists the entities a check samples from.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import psycopg
+from psycopg import sql
+
+from consistency.classify import NO_TIME, ValueColumn
+from core.features.specs import Kind, ViewSpec
+
+__all__ = ["ExpectedView", "entity_population", "expected_view_rows"]
+
+_CASTS: dict[Kind, str] = {"float64": "float8", "int64": "int8", "bool": "bool", "string": "text"}
+
+
+@dataclass(frozen=True, slots=True)
+class ExpectedView:
+    """One view's point-in-time row per wanted entity (aligned with the ids asked for)."""
+
+    view: str
+    as_of: datetime
+    event_us: npt.NDArray[np.int64]  # µs since the Unix epoch; NO_TIME: no row
+    columns: dict[str, ValueColumn]  # feature name -> values
+
+
+def _query(view: ViewSpec, *, restrict: bool) -> sql.Composed:
+    key, ts = sql.Identifier(view.join_key), sql.Identifier(view.timestamp_field)
+    window = sql.SQL("src.{ts} <= %(as_of)s").format(ts=ts)
+    if view.ttl_s:
+        window = sql.SQL("{} AND src.{ts} >= %(as_of)s - make_interval(secs => {ttl})").format(
+            window, ts=ts, ttl=sql.Literal(view.ttl_s)
+        )
+    join = (
+        sql.SQL("JOIN unnest(%(ids)s::int8[]) AS wanted(id) ON src.{key} = wanted.id").format(key=key)
+        if restrict
+        else sql.SQL("")
+    )
+    order = [sql.SQL("src.{}").format(key), sql.SQL("src.{} DESC").format(ts)]
+    if view.created_field:
+        order.append(sql.SQL("src.{} DESC").format(sql.Identifier(view.created_field)))
+    columns = [
+        sql.SQL("src.{}::int8").format(key),
+        sql.SQL("(EXTRACT(EPOCH FROM src.{}) * 1000000)::int8").format(ts),
+        *(
+            sql.SQL("src.{}::{}").format(sql.Identifier(f.name), sql.SQL(_CASTS[f.kind]))
+            for f in view.features
+        ),
+    ]
+    return sql.SQL(
+        "SELECT DISTINCT ON (src.{key}) {columns} FROM {table} AS src {join} WHERE {window} ORDER BY {order}"
+    ).format(
+        key=key,
+        columns=sql.SQL(", ").join(columns),
+        table=sql.SQL(view.table),  # from Feast's registry: a table name or a parenthesised query
+        join=join,
+        window=window,
+        order=sql.SQL(", ").join(order),
+    )
+
+
+def _column(kind: Kind, items: Sequence[Any], positions: npt.NDArray[np.intp], size: int) -> ValueColumn:
+    """Values read for some entities, scattered to their positions among `size` entities (others null)."""
+    null = np.ones(size, dtype=np.bool_)
+    found_null = np.fromiter((v is None for v in items), dtype=np.bool_, count=len(items))
+    null[positions] = found_null
+    values: npt.NDArray[Any]
+    if kind == "float64":
+        values = np.full(size, np.nan)
+        values[positions] = np.array(items, dtype=np.float64)  # None -> NaN
+    elif kind == "string":
+        values = np.full(size, None, dtype=object)
+        values[positions] = np.array(items, dtype=object)
+    else:
+        values = np.zeros(size, dtype=np.int64)
+        values[positions] = np.array([0 if v is None else int(v) for v in items], dtype=np.int64)
+    return ValueColumn(kind=kind, values=values, null=null)
+
+
+def expected_view_rows(
+    conn: psycopg.Connection[Any],
+    view: ViewSpec,
+    *,
+    as_of: datetime,
+    entity_ids: npt.NDArray[np.int64],
+    restrict: bool = True,
+) -> ExpectedView:
+    """The point-in-time row of `view` as of `as_of` for each of `entity_ids` (sorted, unique).
+
+    `restrict=False` reads every entity's row and keeps the wanted ones: faster when they are (nearly) all.
+    """
+    if as_of.tzinfo is None:
+        raise ValueError("as_of must be timezone-aware")
+    ids = np.asarray(entity_ids, dtype=np.int64)
+    if len(ids) > 1 and not bool(np.all(ids[1:] > ids[:-1])):
+        raise ValueError("entity_ids must be sorted and unique")
+    params: dict[str, Any] = {"as_of": as_of}
+    if restrict:
+        params["ids"] = ids.tolist()
+    with conn.cursor(binary=True) as cur:
+        cur.execute(_query(view, restrict=restrict), params)
+        rows = cur.fetchall()
+    found = np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
+    if len(ids):
+        positions = np.searchsorted(ids, found)
+        keep = ids[np.minimum(positions, len(ids) - 1)] == found
+        positions = positions[keep]
+    else:
+        positions, keep = np.empty(0, dtype=np.intp), np.zeros(len(found), dtype=np.bool_)
+    kept = [row for row, wanted in zip(rows, keep.tolist(), strict=True) if wanted]
+    transposed: list[Sequence[Any]] = (
+        list(zip(*kept, strict=True)) if kept else [()] * (2 + len(view.features))
+    )
+    event_us = np.full(len(ids), NO_TIME, dtype=np.int64)
+    event_us[positions] = np.array(transposed[1], dtype=np.int64)
+    columns = {
+        feature.name: _column(feature.kind, transposed[2 + n], positions, len(ids))
+        for n, feature in enumerate(view.features)
+    }
+    return ExpectedView(view=view.name, as_of=as_of, event_us=event_us, columns=columns)
+
+
+def entity_population(
+    conn: psycopg.Connection[Any], *, as_of: Mapping[str, tuple[ViewSpec, datetime]]
+) -> npt.NDArray[np.int64]:
+    """Sorted ids of every entity with a row at or before its view's time, in any of the views given
+    (view name -> (spec, time)). Rows past a TTL count: an expired entity is still checked."""
+    parts = [
+        sql.SQL("SELECT {key}::int8 FROM {table} AS src WHERE src.{ts} <= {moment}").format(
+            key=sql.Identifier(spec.join_key),
+            table=sql.SQL(spec.table),
+            ts=sql.Identifier(spec.timestamp_field),
+            moment=sql.Placeholder(f"t{index}"),
+        )
+        for index, (spec, _) in enumerate(as_of.values())
+    ]
+    if not parts:
+        return np.empty(0, dtype=np.int64)
+    params = {f"t{index}": moment for index, (_, moment) in enumerate(as_of.values())}
+    with conn.cursor(binary=True) as cur:
+        cur.execute(sql.SQL(" UNION ").join(parts), params)
+        ids = np.fromiter((row[0] for row in cur), dtype=np.int64)
+    return np.sort(ids)

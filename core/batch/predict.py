@@ -1,0 +1,277 @@
+"""Batch-predict: score every entity as of a moment, keep the scores in PostgreSQL, then publish them online.
+
+Stages (timed): features (point-in-time from the offline tables), score (vectorised, in chunks), copy
+(binary COPY into `tandem.batch_predictions`, one transaction per run), publish (Redis, as the Feast view
+of stored scores). A run that fails before or during publishing leaves the previous published run served.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import numpy as np
+import numpy.typing as npt
+import psycopg
+import redis
+from sqlalchemy.orm import Session
+
+from core.batch.copy import COPY_COLUMNS, COPY_HEADER, COPY_TRAILER, copy_tuples
+from core.batch.publish import InjectedFailureError, PublishBatch, publish_rows, restore_previous
+from core.batch.snapshots import Collected, snapshot_codes, snapshot_json
+from core.errors import ConfigurationError, TandemError
+from core.features.snapshots import service_specs
+from core.features.specs import ServiceSpec, ViewSpec
+from core.model.registry import LoadedModel, load_model
+from core.offline.point_in_time import FeatureChunk, stream_point_in_time
+from core.records.prediction_runs import create_run, get_run, latest_published_run, set_run_status
+from core.settings import Settings
+from core.stores.database import create_db_engine
+from core.stores.resolve import Stores
+
+__all__ = ["BatchRunResult", "FailurePoint", "Progress", "run_batch_predict"]
+
+Progress = Callable[[str, int, int | None], None]
+"""progress(stage, rows done in this stage so far, total rows or None while unknown)."""
+
+
+@dataclass(frozen=True, slots=True)
+class BatchRunResult:
+    """What a run did, for the command line, the scheduler and the job history."""
+
+    run_id: uuid.UUID
+    model_version: str
+    as_of: datetime
+    rows: int
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+
+
+def _model_matrix(chunk: FeatureChunk, model: LoadedModel) -> npt.NDArray[np.float64]:
+    missing = [ref for ref in model.feature_refs if ref not in chunk.values]
+    if missing:
+        raise ConfigurationError(
+            f"model {model.version} needs {missing}, which the feature service does not serve"
+        )
+    return np.column_stack([chunk.values[ref] for ref in model.feature_refs])
+
+
+def _load_and_copy(
+    settings: Settings,
+    stores: Stores,
+    *,
+    run_id: uuid.UUID,
+    model: LoadedModel,
+    spec: ServiceSpec,
+    as_of: datetime,
+    timings: dict[str, float],
+    progress: Progress | None,
+    fail_at: FailurePoint | None,
+) -> tuple[Collected, tuple[str, ...]]:
+    """Stream features, score and COPY every chunk in one transaction; returns what publishing needs."""
+    views = tuple(view.name for view in spec.views)
+    collected = Collected()
+    done = 0
+    with (
+        psycopg.connect(stores.postgres.url()) as reader,
+        psycopg.connect(stores.postgres.url()) as writer,
+        writer.transaction(),
+        writer.cursor() as cur,
+    ):
+        cur.execute("DELETE FROM tandem.batch_predictions WHERE run_id = %s", (run_id,))
+        columns = ", ".join(COPY_COLUMNS)
+        with cur.copy(f"COPY tandem.batch_predictions ({columns}) FROM STDIN (FORMAT binary)") as copy:
+            copy.write(COPY_HEADER)
+            mark = time.perf_counter()
+            for chunk in stream_point_in_time(
+                reader, spec, as_of=as_of, chunk_rows=settings.batch_chunk_rows
+            ):
+                mark = _lap(timings, "features", mark)
+                scores = model.predict_scores(_model_matrix(chunk, model))
+                codes = snapshot_codes(chunk, views, collected)
+                mark = _lap(timings, "score", mark)
+                snapshots = [snapshot_json(views, key) for key in collected.snapshots]
+                for block in copy_tuples(
+                    run_id=run_id,
+                    model_version=model.version,
+                    scored_at=as_of,
+                    entity_ids=chunk.entity_ids,
+                    scores=scores,
+                    snapshot_codes=codes,
+                    snapshots=snapshots,
+                ):
+                    copy.write(block)
+                collected.ids.append(chunk.entity_ids)
+                collected.scores.append(scores)
+                collected.codes.append(codes)
+                done += len(chunk)
+                if progress is not None:
+                    progress("score", done, None)
+                if fail_at is not None and fail_at.stage == "copy" and done >= fail_at.rows:
+                    raise InjectedFailureError(f"injected failure after {done} rows were scored")
+                mark = _lap(timings, "copy", mark)
+            copy.write(COPY_TRAILER)
+        mark = _lap(timings, "copy", mark)
+    _lap(timings, "copy", mark)  # the commit
+    return collected, views
+
+
+def _lap(timings: dict[str, float], stage: str, since: float) -> float:
+    now = time.perf_counter()
+    timings[stage] = timings.get(stage, 0.0) + now - since
+    return now
+
+
+def _publish(
+    settings: Settings,
+    stores: Stores,
+    *,
+    run_id: uuid.UUID,
+    model: LoadedModel,
+    view: ViewSpec,
+    as_of: datetime,
+    collected: Collected,
+    views: tuple[str, ...],
+    previous_run_id: uuid.UUID | None,
+    progress: Progress | None,
+    fail_at: FailurePoint | None,
+) -> int:
+    """Publish every row online; on failure restore the previous run's scores for what was written."""
+    ids = np.concatenate(collected.ids) if collected.ids else np.empty(0, dtype=np.int64)
+    strings = np.array([snapshot_json(views, key) for key in collected.snapshots] or [""], dtype=object)
+    batch = PublishBatch(
+        entity_ids=ids,
+        scores=np.concatenate(collected.scores) if collected.scores else np.empty(0),
+        model_version=model.version,
+        run_id=str(run_id),
+        snapshots=strings[np.concatenate(collected.codes)] if collected.codes else strings[:0],
+        scored_at=as_of,
+    )
+    written = 0
+
+    def advance(rows: int) -> None:
+        nonlocal written
+        written += rows
+        if progress is not None:
+            progress("publish", written, len(ids))
+
+    client = redis.Redis.from_url(stores.redis.url(), socket_timeout=30, socket_connect_timeout=5)
+    try:
+        return publish_rows(
+            client,
+            project=settings.feast_project,
+            view=view,
+            batch=batch,
+            chunk_rows=settings.batch_chunk_rows // 4 or 1,
+            progress=advance,
+            fail_after_rows=fail_at.rows if fail_at is not None and fail_at.stage == "publish" else None,
+        )
+    except BaseException:
+        with psycopg.connect(stores.postgres.url()) as conn:
+            restore_previous(
+                client,
+                conn,
+                project=settings.feast_project,
+                view=view,
+                entity_ids=ids[:written],
+                previous_run_id=previous_run_id,
+            )
+        raise
+    finally:
+        client.close()
+
+
+@dataclass(frozen=True, slots=True)
+class FailurePoint:
+    """Test hook: raise after `rows` rows in stage `copy` or `publish`."""
+
+    stage: str
+    rows: int
+
+
+def run_batch_predict(
+    settings: Settings,
+    stores: Stores,
+    *,
+    as_of: datetime | None = None,
+    run_id: uuid.UUID | None = None,
+    model_version: str | None = None,
+    progress: Progress | None = None,
+    fail_at: FailurePoint | None = None,
+) -> BatchRunResult:
+    """Score every entity as of `as_of` (default now) with the promoted model (or `model_version`).
+
+    Rerunning an existing `run_id` replaces its rows (no duplicates) and reuses its as-of time.
+    """
+    if as_of is not None and as_of.tzinfo is None:
+        raise ConfigurationError("as_of must be timezone-aware (UTC)")
+    engine = create_db_engine(stores.postgres, pool_size=1)
+    timings: dict[str, float] = {"features": 0.0, "score": 0.0, "copy": 0.0, "publish": 0.0}
+    try:
+        with Session(engine) as session, session.begin():
+            model = load_model(session, model_name=settings.model_name, version=model_version)
+            if run_id is not None and as_of is None:
+                try:
+                    as_of = get_run(session, run_id=run_id).as_of
+                except TandemError:
+                    as_of = None
+            as_of = as_of or datetime.now(UTC)
+            run_id = run_id or uuid.uuid4()
+            previous = latest_published_run(session, feature_service=settings.feature_service)
+            create_run(
+                session,
+                run_id=run_id,
+                model_version=model.version,
+                feature_service=settings.feature_service,
+                as_of=as_of,
+            )
+        previous_run_id = previous.run_id if previous is not None and previous.run_id != run_id else None
+        try:
+            spec, view = service_specs(settings, stores)
+            collected, views = _load_and_copy(
+                settings,
+                stores,
+                run_id=run_id,
+                model=model,
+                spec=spec,
+                as_of=as_of,
+                timings=timings,
+                progress=progress,
+                fail_at=fail_at,
+            )
+            rows = sum(len(ids) for ids in collected.ids)
+            if rows == 0:
+                raise TandemError(
+                    f"no entity has features as of {as_of:%Y-%m-%d %H:%M:%S} UTC: nothing to score"
+                )
+            with Session(engine) as session, session.begin():
+                set_run_status(session, run_id=run_id, status="publishing", rows=rows, stage_seconds=timings)
+            mark = time.perf_counter()
+            _publish(
+                settings,
+                stores,
+                run_id=run_id,
+                model=model,
+                view=view,
+                as_of=as_of,
+                collected=collected,
+                views=views,
+                previous_run_id=previous_run_id,
+                progress=progress,
+                fail_at=fail_at,
+            )
+            _lap(timings, "publish", mark)
+            with Session(engine) as session, session.begin():
+                set_run_status(session, run_id=run_id, status="published", stage_seconds=timings)
+        except BaseException as exc:
+            with Session(engine) as session, session.begin():
+                message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                set_run_status(session, run_id=run_id, status="failed", error=message, stage_seconds=timings)
+            raise
+    finally:
+        engine.dispose()
+    return BatchRunResult(
+        run_id=run_id, model_version=model.version, as_of=as_of, rows=rows, stage_seconds=timings
+    )

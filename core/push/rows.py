@@ -1,0 +1,142 @@
+"""Pushed rows: validated against the push source's view, appended offline, then written online.
+
+Feast cannot push offline to PostgreSQL, so Tandem appends the rows to the view's source table itself,
+then writes them online with the byte-identical writer, skipping rows whose event time is not newer than
+what is online (as Feast's own online write does). Validation happens before anything is written.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from psycopg import AsyncConnection, sql
+
+from core.errors import NotFoundError
+from core.features.specs import FeatureSpec, ServiceSpec, ViewSpec
+
+__all__ = ["PushError", "ValidRows", "find_push_view", "insert_offline", "newest_per_entity", "validate_rows"]
+
+
+class PushError(ValueError):
+    """A row does not fit the push source's schema; the message names the row and field."""
+
+
+@dataclass(frozen=True, slots=True)
+class ValidRows:
+    """Rows in column form, ready for the offline insert and the online write."""
+
+    view: ViewSpec
+    entity_ids: list[int]
+    event_ts: list[datetime]
+    created: list[datetime]
+    values: dict[str, list[Any]]  # feature name -> one value per row
+
+
+def find_push_view(service: ServiceSpec, push_source: str) -> ViewSpec:
+    """The view fed by `push_source`, or NotFoundError naming the ones that exist."""
+    for view in service.views:
+        if view.push_source == push_source:
+            return view
+    known = sorted(v.push_source for v in service.views if v.push_source)
+    raise NotFoundError(f"push source {push_source!r} does not exist (known: {', '.join(known) or 'none'})")
+
+
+def _timestamp(value: object, where: str) -> datetime:
+    if not isinstance(value, str):
+        raise PushError(f"{where}: expected an ISO 8601 timestamp string")
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise PushError(f"{where}: {value!r} is not an ISO 8601 timestamp") from None
+    if moment.tzinfo is None:
+        raise PushError(f"{where}: timestamp {value!r} has no timezone (add Z or +00:00)")
+    return moment.astimezone(UTC)
+
+
+def _value(feature: FeatureSpec, value: object, where: str) -> object:
+    if value is None:
+        return None
+    if feature.kind == "int64":
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise PushError(f"{where}: expected an integer")
+        if not -(2**63) <= value < 2**63:
+            raise PushError(f"{where}: integer out of int64 range")
+        return value
+    if feature.kind == "float64":
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise PushError(f"{where}: expected a number")
+        if not math.isfinite(value):
+            raise PushError(f"{where}: NaN and infinity are not accepted")
+        return float(value)
+    if feature.kind == "bool":
+        if not isinstance(value, bool):
+            raise PushError(f"{where}: expected true or false")
+        return value
+    if not isinstance(value, str):
+        raise PushError(f"{where}: expected a string")
+    return value
+
+
+def validate_rows(view: ViewSpec, rows: Sequence[Mapping[str, Any]], *, now: datetime) -> ValidRows:
+    """Check every row against the view's schema; raise PushError naming the first fault."""
+    required = {view.join_key, view.timestamp_field, *(f.name for f in view.features)}
+    allowed = required | ({view.created_field} if view.created_field else set())
+    ids, stamps, created = [], [], []
+    values: dict[str, list[Any]] = {f.name: [] for f in view.features}
+    for index, row in enumerate(rows):
+        where = f"rows[{index}]"
+        unknown = sorted(set(row) - allowed)
+        if unknown:
+            raise PushError(f"{where}: unknown column(s) {', '.join(unknown)}")
+        absent = sorted(required - set(row))
+        if absent:
+            raise PushError(f"{where}: missing column(s) {', '.join(absent)}")
+        entity = row[view.join_key]
+        if isinstance(entity, bool) or not isinstance(entity, int) or not -(2**63) <= entity < 2**63:
+            raise PushError(f"{where}.{view.join_key}: expected an int64")
+        ids.append(entity)
+        stamps.append(_timestamp(row[view.timestamp_field], f"{where}.{view.timestamp_field}"))
+        made = row.get(view.created_field) if view.created_field else None
+        created.append(_timestamp(made, f"{where}.{view.created_field}") if made is not None else now)
+        for feature in view.features:
+            values[feature.name].append(_value(feature, row[feature.name], f"{where}.{feature.name}"))
+    return ValidRows(view=view, entity_ids=ids, event_ts=stamps, created=created, values=values)
+
+
+async def insert_offline(conn: AsyncConnection[Any], rows: ValidRows) -> None:
+    """Append the rows to the view's offline source table (inside the caller's transaction)."""
+    view = rows.view
+    if view.table.startswith("("):
+        raise NotFoundError(f"view {view.name!r} reads a query, not a table: pushed rows cannot be appended")
+    columns = [view.join_key, view.timestamp_field]
+    if view.created_field:
+        columns.append(view.created_field)
+    columns += [f.name for f in view.features]
+    statement = sql.SQL("INSERT INTO {table} ({columns}) VALUES ({values})").format(
+        table=sql.SQL(view.table),  # from Feast's registry, not from the request
+        columns=sql.SQL(", ").join(sql.Identifier(c) for c in columns),
+        values=sql.SQL(", ").join(sql.Placeholder() for _ in columns),
+    )
+    params = []
+    for i, entity in enumerate(rows.entity_ids):
+        row: list[Any] = [entity, rows.event_ts[i]]
+        if view.created_field:
+            row.append(rows.created[i])
+        row += [rows.values[f.name][i] for f in view.features]
+        params.append(row)
+    async with conn.cursor() as cur:
+        await cur.executemany(statement, params)
+
+
+def newest_per_entity(rows: ValidRows) -> list[int]:
+    """Indexes of the rows to write online: the newest event per entity (ties: the later row)."""
+    best: dict[int, int] = {}
+    for i, entity in enumerate(rows.entity_ids):
+        j = best.get(entity)
+        if j is None or rows.event_ts[i] >= rows.event_ts[j]:
+            best[entity] = i
+    return sorted(best.values())

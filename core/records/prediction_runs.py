@@ -1,0 +1,134 @@
+"""The life of a batch prediction run in `tandem.prediction_runs`.
+
+running -> loaded (every row durably in PostgreSQL) -> publishing -> published (every row online).
+Any failure -> failed, with the error. Only published runs are visible to Feast (the batch_predictions
+source joins on status) and to the service. Functions take the session first; callers own transactions.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from core.errors import NotFoundError
+from core.records.tables import PredictionRun
+
+__all__ = [
+    "RunInfo",
+    "create_run",
+    "get_run",
+    "latest_published_run",
+    "list_runs",
+    "set_run_status",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class RunInfo:
+    """A prediction run as people and the service see it."""
+
+    run_id: uuid.UUID
+    model_version: str
+    feature_service: str
+    as_of: datetime
+    status: str
+    started_at: datetime
+    finished_at: datetime | None
+    published_at: datetime | None
+    rows: int
+    error: str | None
+    stage_seconds: dict[str, Any]
+
+    @classmethod
+    def of(cls, row: PredictionRun) -> RunInfo:
+        """Copy an ORM row into a detached value."""
+        return cls(
+            run_id=row.run_id,
+            model_version=row.model_version,
+            feature_service=row.feature_service,
+            as_of=row.as_of,
+            status=row.status,
+            started_at=row.started_at,
+            finished_at=row.finished_at,
+            published_at=row.published_at,
+            rows=row.rows,
+            error=row.error,
+            stage_seconds=dict(row.stage_seconds or {}),
+        )
+
+
+def create_run(
+    session: Session, *, run_id: uuid.UUID, model_version: str, feature_service: str, as_of: datetime
+) -> RunInfo:
+    """Insert a run in state `running`; an existing run id is reset to `running` (a rerun)."""
+    row = session.get(PredictionRun, run_id)
+    if row is None:
+        row = PredictionRun(
+            run_id=run_id,
+            model_version=model_version,
+            feature_service=feature_service,
+            as_of=as_of,
+            status="running",
+            rows=0,
+            stage_seconds={},
+        )
+        session.add(row)
+    else:
+        row.status, row.error, row.finished_at, row.published_at = "running", None, None, None
+        row.model_version, row.feature_service = model_version, feature_service
+    row.started_at = datetime.now(UTC)
+    session.flush()
+    return RunInfo.of(row)
+
+
+def get_run(session: Session, *, run_id: uuid.UUID) -> RunInfo:
+    """The run, or NotFoundError naming it."""
+    row = session.get(PredictionRun, run_id)
+    if row is None:
+        raise NotFoundError(f"prediction run {run_id} does not exist")
+    return RunInfo.of(row)
+
+
+def set_run_status(
+    session: Session,
+    *,
+    run_id: uuid.UUID,
+    status: str,
+    rows: int | None = None,
+    error: str | None = None,
+    stage_seconds: dict[str, float] | None = None,
+) -> None:
+    """Move a run to `status`, stamping finished/published times as the state implies."""
+    now = datetime.now(UTC)
+    values: dict[str, Any] = {"status": status}
+    if rows is not None:
+        values["rows"] = rows
+    if error is not None:
+        values["error"] = error[:2000]
+    if stage_seconds is not None:
+        values["stage_seconds"] = stage_seconds
+    if status in {"published", "failed"}:
+        values["finished_at"] = now
+    if status == "published":
+        values["published_at"] = now
+    session.execute(update(PredictionRun).where(PredictionRun.run_id == run_id).values(**values))
+
+
+def latest_published_run(session: Session, *, feature_service: str | None = None) -> RunInfo | None:
+    """The run the online store serves: the newest published one."""
+    query = select(PredictionRun).where(PredictionRun.status == "published")
+    if feature_service is not None:
+        query = query.where(PredictionRun.feature_service == feature_service)
+    row = session.scalars(query.order_by(PredictionRun.published_at.desc()).limit(1)).first()
+    return RunInfo.of(row) if row is not None else None
+
+
+def list_runs(session: Session, *, limit: int = 20) -> list[RunInfo]:
+    """Newest runs first."""
+    rows = session.scalars(select(PredictionRun).order_by(PredictionRun.started_at.desc()).limit(limit))
+    return [RunInfo.of(row) for row in rows]

@@ -1,0 +1,102 @@
+"""JSON API of skew reports: list, read one, acknowledge one.
+
+- `GET /v1/skew/reports?limit=N` -> `{"reports": [...]}`, newest first;
+- `GET /v1/skew/reports/{id}` -> the report with its findings and parity (404 for an unknown id);
+- `POST /v1/skew/reports/{id}/ack` `{"by": "...", "comment": "..."}` -> the acknowledged report. The write
+  guard (API key) is the app's: pass it as `write_guards` to `skew_api_controller`.
+
+Handlers read through `core.records.skew_reports` with the `db_engine` dependency the app provides; domain errors
+become HTTP errors here: NotFoundError -> 404, an empty `by` -> 400, both as `{"detail", "status_code"}`
+(the app's exception handlers may reshape them).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from litestar import Controller, get, post
+from litestar.di import NamedDependency
+from litestar.exceptions import NotFoundException, ValidationException
+from litestar.openapi.spec import SecurityRequirement
+from litestar.params import FromPath, JSONBody, QueryParameter
+from litestar.types import Guard
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session
+
+from core.errors import NotFoundError
+from core.records.skew_reports import ack_report, get_report, list_reports
+
+__all__ = ["AckRequest", "skew_api_controller"]
+
+
+@dataclass(frozen=True, slots=True)
+class AckRequest:
+    """Who acknowledges a report, and why."""
+
+    by: str
+    comment: str = ""
+
+
+def _not_found(exc: NotFoundError) -> NotFoundException:
+    return NotFoundException(detail=str(exc))
+
+
+def skew_api_controller(
+    *, write_guards: Sequence[Guard] = (), write_security: Sequence[SecurityRequirement] | None = None
+) -> type[Controller]:
+    """The controller class; `write_guards` protect the acknowledgement route (e.g. the API-key guard) and
+    `write_security` documents it in the OpenAPI schema (e.g. `[{"apiKey": []}]`)."""
+
+    class SkewApiController(Controller):
+        """Skew reports as JSON."""
+
+        path = "/v1/skew/reports"
+        tags = ["skew"]  # noqa: RUF012 - Litestar reads a plain class attribute
+
+        @get("/", sync_to_thread=True, summary="Skew reports, newest first")
+        def list_skew_reports(
+            self,
+            db_engine: NamedDependency[Engine],
+            limit: Annotated[int, QueryParameter(ge=1, le=500, description="How many reports")] = 50,
+        ) -> dict[str, Any]:
+            """Each report's status, mismatch rates (overall and worst feature), parity status and ack."""
+            with Session(db_engine) as session:
+                reports = list_reports(session, limit=limit)
+            return {"reports": [report.to_json() for report in reports]}
+
+        @get("/{report_id:int}", sync_to_thread=True, summary="One skew report")
+        def get_skew_report(
+            self, db_engine: NamedDependency[Engine], report_id: FromPath[int]
+        ) -> dict[str, Any]:
+            """The report with per-feature findings (counts, distances, examples, histograms) and parity."""
+            try:
+                with Session(db_engine) as session:
+                    return get_report(session, report_id=report_id).to_json()
+            except NotFoundError as exc:
+                raise _not_found(exc) from None
+
+        @post(
+            "/{report_id:int}/ack",
+            guards=list(write_guards),
+            security=write_security,
+            sync_to_thread=True,
+            status_code=200,
+            summary="Acknowledge a skew report",
+        )
+        def ack_skew_report(
+            self, db_engine: NamedDependency[Engine], report_id: FromPath[int], data: JSONBody[AckRequest]
+        ) -> dict[str, Any]:
+            """Record who acknowledged the report and a comment (a later ack replaces an earlier one)."""
+            if not data.by.strip():
+                raise ValidationException(detail="field 'by' must name who acknowledges the report")
+            try:
+                with Session(db_engine) as session, session.begin():
+                    return ack_report(
+                        session, report_id=report_id, by=data.by, comment=data.comment
+                    ).to_json()
+            except NotFoundError as exc:
+                raise _not_found(exc) from None
+
+    return SkewApiController

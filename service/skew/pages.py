@@ -1,0 +1,126 @@
+"""HTML review pages of skew reports: `GET /skew` (reports, status badges, mismatch-rate trend) and
+`GET /skew/{id}` (per-feature bars, offline vs online histograms, examples, parity, acknowledgement).
+
+Server-rendered with Litestar's Jinja templates (`service/templates/skew/`); charts are inline SVG whose
+geometry `service.skew.charts` computes. The app provides a SQLAlchemy `Engine` as dependency `db_engine`
+and a template config on `TEMPLATES_DIR` (see `skew_template_config`).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from litestar import Controller, MediaType, get
+from litestar.di import NamedDependency
+from litestar.exceptions import NotFoundException
+from litestar.params import FromPath
+from litestar.plugins.jinja import JinjaTemplateEngine
+from litestar.response import Template
+from litestar.template.config import TemplateConfig
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session
+
+from core.errors import NotFoundError
+from core.records.skew_models import CLASSES, SKEW_CLASSES, SkewReportInfo
+from core.records.skew_reports import get_report, list_reports
+from service.skew.charts import histogram_chart, mismatch_bars, percent, trend_chart
+
+__all__ = ["TEMPLATES_DIR", "SkewPagesController", "report_context", "skew_template_config"]
+
+TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
+_TREND_REPORTS = 60
+
+
+def skew_template_config() -> TemplateConfig[JinjaTemplateEngine]:
+    """Jinja templates from `service/templates` (the app may use its own config on the same folder)."""
+    return TemplateConfig(directory=TEMPLATES_DIR, engine=JinjaTemplateEngine)
+
+
+def _format(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value)
+
+
+def _moment(iso: str | None) -> str:
+    """An ISO time from an example as `YYYY-MM-DD HH:MM:SS[.ffffff]` UTC, '-' for none."""
+    if not iso:
+        return "-"
+    return (
+        datetime.fromisoformat(iso).astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f").removesuffix(".000000")
+    )
+
+
+def report_context(report: SkewReportInfo) -> dict[str, Any]:
+    """Everything the report template draws."""
+    thresholds = report.summary.get("thresholds", {})
+    findings = [
+        {
+            "info": finding,
+            "rate": percent(finding.mismatch_rate),
+            "skewed": sum(finding.counts.get(name, 0) for name in SKEW_CLASSES),
+            "chart": histogram_chart(finding.histogram),
+        }
+        for finding in report.findings
+    ]
+    examples = [
+        {
+            "ref": finding.ref,
+            **example,
+            "offline_text": _format(example.get("offline")),
+            "online_text": _format(example.get("online")),
+            "offline_ts_text": _moment(example.get("offline_ts")),
+            "online_ts_text": _moment(example.get("online_ts")),
+        }
+        for finding in report.findings
+        for example in finding.examples
+    ]
+    return {
+        "report": report,
+        "classes": CLASSES,
+        "skew_classes": SKEW_CLASSES,
+        "totals": report.summary.get("counts", {}),
+        "mismatch_rate": percent(report.mismatch_rate),
+        "findings": findings,
+        "bars": mismatch_bars(
+            [(f.ref, f.mismatch_rate, f.status) for f in report.findings],
+            warn=float(thresholds.get("mismatch_rate_warn", 0.001)),
+            breach=float(thresholds.get("mismatch_rate_breach", 0.01)),
+        ),
+        "thresholds": thresholds,
+        "examples": examples,
+        "parity": report.parity,
+        "fmt": _format,
+    }
+
+
+class SkewPagesController(Controller):
+    """The skew review pages (HTML; not part of the OpenAPI schema)."""
+
+    path = "/skew"
+    include_in_schema = False
+
+    @get("/", media_type=MediaType.HTML, sync_to_thread=True)
+    def reports_page(self, db_engine: NamedDependency[Engine]) -> Template:
+        """Newest reports first, with status badges and a mismatch-rate trend."""
+        with Session(db_engine) as session:
+            reports = list_reports(session, limit=_TREND_REPORTS)
+        trend = trend_chart([(r.id, r.created_at, r.mismatch_rate, r.status) for r in reports])
+        return Template(
+            template_name="skew/list.html",
+            context={"reports": reports, "trend": trend, "percent": percent},
+        )
+
+    @get("/{report_id:int}", media_type=MediaType.HTML, sync_to_thread=True)
+    def report_page(self, db_engine: NamedDependency[Engine], report_id: FromPath[int]) -> Template:
+        """One report: bars, histograms, examples, parity and its acknowledgement."""
+        try:
+            with Session(db_engine) as session:
+                report = get_report(session, report_id=report_id)
+        except NotFoundError as exc:
+            raise NotFoundException(detail=str(exc)) from None
+        return Template(template_name="skew/report.html", context=report_context(report))

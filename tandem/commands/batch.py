@@ -1,0 +1,94 @@
+"""`tandem batch-predict`: score every entity, store the run, publish it online."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+
+import click
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from core.batch.predict import BatchRunResult, run_batch_predict
+from tandem.context import CliContext
+
+__all__ = ["batch_predict_cmd"]
+
+pass_cli = click.make_pass_decorator(CliContext)
+
+
+class _Reporter:
+    """A progress bar on a terminal, a plain line per stage change otherwise."""
+
+    def __init__(self, cli: CliContext) -> None:
+        self.console = cli.console
+        self.bar: Progress | None = None
+        self.tasks: dict[str, TaskID] = {}
+        self.last_stage = ""
+        if self.console.is_terminal:
+            self.bar = Progress(
+                TextColumn("{task.description:<8}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                console=self.console,
+                transient=True,
+            )
+
+    def __call__(self, stage: str, done: int, total: int | None) -> None:
+        if self.bar is None:
+            if stage != self.last_stage:
+                self.console.print(f"batch-predict: {stage} ...")
+                self.last_stage = stage
+            return
+        if stage not in self.tasks:
+            self.tasks[stage] = self.bar.add_task(stage, total=total)
+        self.bar.update(self.tasks[stage], completed=done, total=total)
+
+
+def _summary(result: BatchRunResult) -> Table:
+    table = Table(title=f"run {result.run_id}: {result.rows:,} entities, model {result.model_version}")
+    table.add_column("stage")
+    table.add_column("seconds", justify="right")
+    table.add_column("rows/s", justify="right")
+    for stage, seconds in result.stage_seconds.items():
+        rate = f"{result.rows / seconds:,.0f}" if seconds > 0 else "-"
+        table.add_row(stage, f"{seconds:.2f}", rate)
+    total = sum(result.stage_seconds.values())
+    table.add_row("total", f"{total:.2f}", f"{result.rows / total:,.0f}" if total > 0 else "-")
+    return table
+
+
+@click.command("batch-predict")
+@click.option(
+    "--as-of",
+    type=click.DateTime(formats=["%Y-%m-%dT%H:%M:%S", "%Y-%m-%d"]),
+    default=None,
+    help="Score as of this UTC time (default: now). Features dated after it are never used.",
+)
+@click.option("--run-id", type=click.UUID, default=None, help="Rerun this run id (replaces its rows).")
+@click.option("--model-version", default=None, help="Score with this version instead of the promoted one.")
+@pass_cli
+def batch_predict_cmd(
+    cli: CliContext, as_of: datetime | None, run_id: uuid.UUID | None, model_version: str | None
+) -> None:
+    """Score every entity as of a time, store the run in PostgreSQL and publish it to the online store."""
+    stores = cli.stores()
+    reporter = _Reporter(cli)
+    moment = as_of.replace(tzinfo=UTC) if as_of is not None else None
+    if reporter.bar is not None:
+        with reporter.bar:
+            result = run_batch_predict(
+                cli.settings,
+                stores,
+                as_of=moment,
+                run_id=run_id,
+                model_version=model_version,
+                progress=reporter,
+            )
+    else:
+        result = run_batch_predict(
+            cli.settings, stores, as_of=moment, run_id=run_id, model_version=model_version, progress=reporter
+        )
+    cli.console.print(_summary(result))
+    cli.console.print(f"published run {result.run_id} (as of {result.as_of:%Y-%m-%d %H:%M:%S} UTC)")

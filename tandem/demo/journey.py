@@ -1,0 +1,112 @@
+"""`tandem demo`: the user's journey in one command, on the embedded stack unless store URLs are set.
+
+up -> apply -> seed -> train + promote -> materialize -> batch-predict -> scheduler + API -> push fresh
+transactions -> predictions (batch-served vs live re-scored, with reasons) -> skew check -> URLs -> serve
+until Ctrl-C (or stop at once with --once). Everything it starts, it stops.
+"""
+
+from __future__ import annotations
+
+import secrets
+import signal
+import time
+from datetime import UTC, datetime
+from types import FrameType
+
+import click
+import httpx
+
+from core.errors import StackError
+from tandem.context import CliContext
+from tandem.demo.processes import children, port_is_free, wait_ready
+from tandem.demo.steps import Timeline, prepare_data, show_predictions, show_skew
+
+__all__ = ["demo_cmd"]
+
+pass_cli = click.make_pass_decorator(CliContext)
+
+
+def _push_fresh(url: str, key: str, customer_ids: list[int]) -> None:
+    now = datetime.now(UTC).isoformat()
+    rows = [
+        {
+            "customer_id": customer,
+            "event_timestamp": now,
+            "txn_count_24h": 35,
+            "txn_amount_24h": 7400.0,
+            "max_amount_24h": 3900.0,
+            "txn_count_7d": 80,
+            "avg_amount_30d": 140.0,
+            "foreign_txn_ratio_7d": 0.85,
+            "distinct_merchants_7d": 27,
+        }
+        for customer in customer_ids
+    ]
+    response = httpx.post(
+        f"{url}/v1/push/customer_txn_stats_push", json={"rows": rows}, headers={"X-API-Key": key}, timeout=10
+    )
+    if response.status_code != 200:
+        raise StackError(f"push failed with {response.status_code}: {response.text[:200]}")
+
+
+def _wait_for_ctrl_c(check: object) -> None:
+    stop = False
+
+    def handler(_signum: int, _frame: FrameType | None) -> None:
+        nonlocal stop
+        stop = True
+
+    previous = signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+    try:
+        while not stop:
+            check_children = getattr(check, "check", None)
+            if callable(check_children):
+                check_children()
+            time.sleep(0.5)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+@click.command("demo")
+@click.option("--customers", type=click.IntRange(min=50), default=20_000, show_default=True)
+@click.option("--days", type=click.IntRange(min=2, max=365), default=30, show_default=True)
+@click.option("--seed", "seed_value", type=int, default=7, show_default=True)
+@click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True, help="API port.")
+@click.option("--once", is_flag=True, help="Stop after the summary instead of serving until Ctrl-C.")
+@pass_cli
+def demo_cmd(cli: CliContext, customers: int, days: int, seed_value: int, port: int, once: bool) -> None:
+    """The whole journey: data, model, batch run, API, fresh events, blended predictions, skew check."""
+    console, settings = cli.console, cli.settings
+    if not port_is_free(port):
+        raise StackError(f"port {port} on 127.0.0.1 is already in use (another tandem demo?): use --port")
+    timeline = Timeline(console)
+    stores = prepare_data(cli, timeline, customers=customers, days=days, seed=seed_value)
+    url = f"http://127.0.0.1:{port}"
+    key = secrets.token_urlsafe(24)
+    env = {
+        "TANDEM_POSTGRES_URL": stores.postgres.url(),
+        "TANDEM_REDIS_URL": stores.redis.url(),
+        "TANDEM_FEAST_PROJECT": settings.feast_project,
+        "TANDEM_API_KEYS": key,
+    }
+    with children(settings.home / "demo-logs", env) as group:
+        group.start("scheduler", "scheduler")
+        group.start("api", "serve", "--port", str(port))
+        ready_s = wait_ready(url, group)
+        timeline.step(f"API ready in {ready_s:.1f} s at {url}; scheduler started")
+        pushed = [3, 5, 8]
+        _push_fresh(url, key, pushed)
+        timeline.step(f"pushed fresh transactions for customers {', '.join(map(str, pushed))}")
+        show_predictions(console, url, [*pushed, 1, 2, 4])
+        show_skew(cli, stores, timeline)
+        console.print(f"\nAPI docs      {url}/schema/swagger")
+        console.print(f"skew review   {url}/skew")
+        console.print(f"metrics       {url}/metrics")
+        console.print(f"API key       {key}   (header X-API-Key, for push and job runs)")
+        timeline.summary()
+        if once:
+            return
+        console.print("\nserving until Ctrl-C ...")
+        _wait_for_ctrl_c(group)
+        console.print("stopping the API and the scheduler")
