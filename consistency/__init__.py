@@ -1,1 +1,1 @@
-"""The skew checker: offline vs online values, distributions, batch vs live parity (issue 5 fills it)."""
+"""The skew checker: offline vs online values, distributions, batch vs live parity (`checker.run_skew_check`)."""

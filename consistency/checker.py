@@ -26,7 +26,6 @@ from typing import Any, cast
 import numpy as np
 import numpy.typing as npt
 import psycopg
-import redis
 from sqlalchemy.orm import Session
 
 from consistency.classify import CLASSES, SKEW_CLASSES, ValueColumn
@@ -40,6 +39,8 @@ from core.features.snapshots import service_specs
 from core.features.specs import ServiceSpec
 from core.features.watermarks import materialization_watermarks
 from core.model.registry import load_model
+from core.online.store import OnlineStore
+from core.online.wire import ReadLayout
 from core.records.skew_metrics import record_skew_metrics
 from core.records.skew_models import FindingInfo, NewSkewReport, SkewReportInfo
 from core.records.skew_reports import save_report
@@ -202,18 +203,17 @@ def run_skew_check(
     ids = choose_sample(population, size, seed=seed)
     everyone = len(ids) == len(population)
     lap("sample")
-    client = redis.Redis.from_url(stores.redis.url(), socket_timeout=60, socket_connect_timeout=5)
+    layout = ReadLayout(project=settings.feast_project, service=spec, predictions=predictions)
+    store = OnlineStore.connect(stores.redis, project=settings.feast_project)
     try:
         with ThreadPoolExecutor(max_workers=1) as pool:
             pending = pool.submit(_expected, url, spec, watermarks, ids, everyone=everyone)
-            online = read_online_sample(
-                client, project=settings.feast_project, service=spec, predictions=predictions, entity_ids=ids
-            )
+            online = read_online_sample(store, layout, ids)
             lap("online")
             expected = pending.result()
             lap("offline")
     finally:
-        client.close()
+        store.close()
     findings, totals = _findings(settings, spec, ids, expected, online, watermarks)
     lap("classify")
     engine = create_db_engine(stores.postgres, pool_size=1)

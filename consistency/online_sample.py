@@ -1,6 +1,7 @@
 """What the online store serves for the sampled entities: values, `_ts:` event times and stored scores.
 
-Reads with `core.online.reader` (one pipelined HMGET per entity), `batch_rows` entities per round trip, and
+Reads with the online store (`core.online.store`, one pipelined HMGET per entity), `batch_rows` entities per
+round trip, and
 turns the rows into columns the classifier compares with the offline side. Values are raw: no TTL applied,
 so a row past its TTL is still seen (and classified `expired_online`).
 """
@@ -13,11 +14,11 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import numpy.typing as npt
-import redis
 
 from consistency.classify import NO_TIME, ValueColumn
-from core.features.specs import ServiceSpec, ViewSpec
-from core.online.reader import OnlineReader, OnlineRow
+from core.online.rows import OnlineRow
+from core.online.store import OnlineStore
+from core.online.wire import ReadLayout
 
 __all__ = ["OnlineSample", "epoch_us", "read_online_sample"]
 
@@ -40,21 +41,19 @@ class OnlineSample:
 
 
 def read_online_sample(
-    client: redis.Redis,
-    *,
-    project: str,
-    service: ServiceSpec,
-    predictions: ViewSpec,
+    store: OnlineStore,
+    layout: ReadLayout,
     entity_ids: npt.NDArray[np.int64],
+    *,
     batch_rows: int = 1_000,
     progress: Callable[[int], None] | None = None,
 ) -> OnlineSample:
     """Read every entity of `entity_ids` from the online store, `batch_rows` per round trip."""
-    reader = OnlineReader(project=project, service=service, predictions=predictions)
+    service = layout.service
     ids = [int(i) for i in entity_ids.tolist()]
     rows: list[OnlineRow] = []
     for start in range(0, len(ids), batch_rows):
-        rows.extend(reader.read_sync(client, ids[start : start + batch_rows]))
+        rows.extend(store.read(layout, ids[start : start + batch_rows]))
         if progress is not None:
             progress(len(rows))
     event_us = {

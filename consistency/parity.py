@@ -1,7 +1,7 @@
 """Prediction parity: each sampled entity's stored batch score vs a live re-score of its online features now.
 
-Live scoring works as the service does: the promoted model on the online row with `apply_ttl` at `now`
-(views past their TTL count as absent). Each entity falls in one group:
+Live scoring is the service's own: `core.serving.answer.answer_rows` in mode `live`, the function the API
+runs for `mode: live` (the promoted model on the online row with views past their TTL counted as absent). Each entity falls in one group:
 
 - `no_stored`: no (complete) stored prediction online;
 - `other_model`: stored by another model version than the promoted one (scores may differ by design);
@@ -29,7 +29,9 @@ import numpy.typing as npt
 from consistency.classify import ValueColumn, values_equal
 from core.features.specs import ServiceSpec
 from core.model.registry import LoadedModel
-from core.online.reader import OnlineRow, apply_ttl
+from core.online.rows import OnlineRow, apply_ttl
+from core.serving.answer import answer_rows
+from core.serving.blend import Mode
 
 __all__ = ["GROUPS", "PARITY_TOLERANCE", "BatchInputs", "compute_parity", "skipped_parity"]
 
@@ -44,10 +46,6 @@ BatchInputs = Callable[[npt.NDArray[np.int64], datetime], dict[str, ValueColumn]
 def skipped_parity(reason: str) -> dict[str, Any]:
     """The parity section when it cannot be computed."""
     return {"status": "skipped", "reason": reason, "tolerance": PARITY_TOLERANCE}
-
-
-def _float(value: object) -> float:
-    return math.nan if value is None else float(value)  # type: ignore[arg-type]  # numeric model inputs
 
 
 def _group(row: OnlineRow, live: OnlineRow, model_version: str, views: Sequence[str]) -> str:
@@ -131,10 +129,15 @@ def compute_parity(
     comparable = [i for i, group in enumerate(groups) if group in ("unchanged", "changed")]
     if not comparable:
         return {**result, "status": "skipped", "reason": "no sampled entity has a stored score to compare"}
-    matrix = np.column_stack(
-        [np.array([_float(live[i].values.get(ref)) for i in comparable]) for ref in model.feature_refs]
+    answers = answer_rows(
+        [rows[i] for i in comparable],
+        service=service,
+        model=model,
+        now=now,
+        max_staleness_s=math.inf,
+        mode=Mode.LIVE,
     )
-    live_scores = model.predict_scores(matrix)
+    live_scores = np.array([math.nan if a.score is None else a.score for a in answers], dtype=np.float64)
     stored_scores = np.array([rows[i].stored.score for i in comparable])  # type: ignore[union-attr]  # comparable: stored
     diffs = live_scores - stored_scores
     unchanged = np.array([groups[i] == "unchanged" for i in comparable], dtype=np.bool_)

@@ -12,6 +12,9 @@ from litestar.openapi.spec import Components, SecurityScheme
 from litestar.plugins.prometheus import PrometheusConfig
 from sqlalchemy import Engine
 
+from core.errors import StoreUnavailableError
+from core.push.service import PushService
+from core.serving.service import PredictionService
 from core.settings import Settings
 from service.auth import API_KEY_HEADER, SECURITY, ApiKeys, require_api_key
 from service.errors import EXCEPTION_HANDLERS
@@ -23,20 +26,43 @@ from service.predict import PredictController
 from service.push import PushController
 from service.skew.api import skew_api_controller
 from service.skew.pages import SkewPagesController, skew_template_config
-from service.state import ServiceState
+from service.state import Services
 
 __all__ = ["create_app"]
 
 
+def _services(state: State) -> Services:
+    services: Services = state.tandem
+    return services
+
+
+def _prediction(state: State) -> PredictionService:
+    return _services(state).prediction
+
+
+def _push(state: State) -> PushService:
+    return _services(state).push
+
+
+def _settings(state: State) -> Settings:
+    return _services(state).settings
+
+
 def _db_engine(state: State) -> Engine:
     """The worker's SQLAlchemy engine, for handlers that read Tandem's tables."""
-    tandem: ServiceState = state.tandem
-    return tandem.engine
+    engine = _services(state).engine
+    if engine is None:
+        raise StoreUnavailableError("PostgreSQL is not configured for Tandem's tables")
+    return engine
 
 
-def create_app(settings: Settings | None = None) -> Litestar:
-    """A Tandem API for `settings` (read from the environment when omitted)."""
-    settings = settings or Settings()
+def create_app(settings: Settings | None = None, *, services: Services | None = None) -> Litestar:
+    """A Tandem API for `settings` (read from the environment when omitted).
+
+    The lifespan opens the configured stores and builds the services; `services` given here are used as
+    they are (handler tests on in-memory fakes), and stay the caller's to close.
+    """
+    settings = settings or (services.settings if services is not None else Settings())
     prometheus = PrometheusConfig(
         app_name="tandem", prefix="tandem_http", group_path=True, exclude=list(PREDICT_ROUTES)
     )
@@ -63,12 +89,24 @@ def create_app(settings: Settings | None = None) -> Litestar:
             metrics,
         ],
         exception_handlers=EXCEPTION_HANDLERS,
-        dependencies={"db_engine": Provide(_db_engine, sync_to_thread=False)},
+        dependencies={
+            "services": Provide(_services, sync_to_thread=False),
+            "prediction": Provide(_prediction, sync_to_thread=False),
+            "push_service": Provide(_push, sync_to_thread=False),
+            "settings": Provide(_settings, sync_to_thread=False),
+            "db_engine": Provide(_db_engine, sync_to_thread=False),
+        },
         template_config=skew_template_config(),
         lifespan=[lifespan],
         middleware=[prometheus.middleware],
         openapi_config=openapi,
-        state=State({"settings": settings, "api_keys": ApiKeys.parse(settings.api_keys.get_secret_value())}),
+        state=State(
+            {
+                "settings": settings,
+                "api_keys": ApiKeys.parse(settings.api_keys.get_secret_value()),
+                **({"tandem": services} if services is not None else {}),
+            }
+        ),
         request_max_body_size=settings.max_body_bytes,
     )
     return Litestar.from_config(config)

@@ -7,11 +7,11 @@ import os
 from typing import Any
 
 from litestar import Controller, Response, get
-from litestar.datastructures import State
+from litestar.di import NamedDependency
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from service.state import ServiceState
+from service.state import Services
 
 __all__ = ["METRICS_DIR_ENV", "HealthController", "check_stores", "metrics"]
 
@@ -32,25 +32,10 @@ def metrics() -> Response[bytes]:
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
 
-async def check_stores(tandem: ServiceState) -> None:
+async def check_stores(services: Services) -> None:
     """Ping both stores with their short timeouts and record the answers."""
-
-    async def redis_ok() -> bool:
-        try:
-            answer: Any = tandem.redis.ping()
-            return bool(await answer)
-        except Exception:  # noqa: BLE001 - any failure means "not answering"
-            return False
-
-    async def postgres_ok() -> bool:
-        try:
-            async with tandem.pg.connection(timeout=tandem.settings.postgres_timeout_s) as conn:
-                await conn.execute("SELECT 1")
-        except Exception:  # noqa: BLE001 - any failure means "not answering"
-            return False
-        return True
-
-    tandem.health.redis_ok, tandem.health.postgres_ok = await asyncio.gather(redis_ok(), postgres_ok())
+    online, offline = await asyncio.gather(services.probe.online_ok(), services.probe.offline_ok())
+    services.prediction.health.mark(online=online, offline=offline)
 
 
 class HealthController(Controller):
@@ -64,26 +49,27 @@ class HealthController(Controller):
         return {"status": "live"}
 
     @get("/health/ready", summary="Ready to serve: model loaded and warmed, stores answering or degraded")
-    async def ready(self, state: State) -> Response[dict[str, Any]]:
+    async def ready(self, services: NamedDependency[Services]) -> Response[dict[str, Any]]:
         """200 when the model is loaded and warmed up and at least one store answers (degraded if one is down)."""
-        tandem: ServiceState = state.tandem
-        await check_stores(tandem)
-        health = tandem.health
+        await check_stores(services)
+        health = services.prediction.health
+        model = services.prediction.model
         down = [
-            name for name, ok in (("redis", health.redis_ok), ("postgresql", health.postgres_ok)) if not ok
+            name for name, ok in (("redis", health.online_ok), ("postgresql", health.offline_ok)) if not ok
         ]
         problems = []
-        if tandem.model is None:
+        if model is None:
             problems.append("no promoted model is loaded")
-        elif not tandem.warmed_up:
+        elif not services.warmed_up:
             problems.append("warming up")
         if len(down) == 2:
             problems.append("both stores are unreachable")
         body: dict[str, Any] = {
             "ready": not problems,
-            "model_version": tandem.model.version if tandem.model is not None else None,
-            "redis": "ok" if health.redis_ok else "down",
-            "postgresql": "ok" if health.postgres_ok else "down",
+            "model_version": model.version if model is not None else None,
+            "redis": "ok" if health.online_ok else "down",
+            "postgresql": "ok" if health.offline_ok else "down",
+            "checked_at": health.checked_at.isoformat(),
             "degraded": bool(down),
             "degraded_mode": (
                 "online_unavailable: stored predictions from PostgreSQL"

@@ -6,13 +6,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 from litestar import Controller, get, post
-from litestar.datastructures import State
+from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery
+from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from core.records.job_runs import JobRunInfo, forecast_batch_deadline, list_job_runs, request_job_run
+from core.settings import Settings
 from service.auth import SECURITY, require_api_key
-from service.state import ServiceState
 
 __all__ = ["JobsController"]
 
@@ -44,12 +45,14 @@ class JobsController(Controller):
 
     @get("/v1/jobs/runs", sync_to_thread=True, summary="Job run history and the batch deadline forecast")
     def runs(
-        self, state: State, job: FromQuery[str | None] = None, limit: FromQuery[int] = 50
+        self,
+        db_engine: NamedDependency[Engine],
+        settings: NamedDependency[Settings],
+        job: FromQuery[str | None] = None,
+        limit: FromQuery[int] = 50,
     ) -> dict[str, Any]:
         """Newest runs first, with durations, rows, status; and when batch predictions will be ready."""
-        tandem: ServiceState = state.tandem
-        settings = tandem.settings
-        with Session(tandem.engine) as session:
+        with Session(db_engine) as session:
             runs = list_job_runs(session, job=job, limit=max(1, min(limit, 500)))
             forecast = forecast_batch_deadline(session, settings=settings, now=datetime.now(UTC))
         return {
@@ -72,9 +75,8 @@ class JobsController(Controller):
         status_code=202,
         summary="Ask the scheduler to run a job now",
     )
-    def request_run(self, state: State, name: FromPath[str]) -> dict[str, Any]:
+    def request_run(self, db_engine: NamedDependency[Engine], name: FromPath[str]) -> dict[str, Any]:
         """Records a request; the scheduler's leader claims and runs it within seconds."""
-        tandem: ServiceState = state.tandem
-        with Session(tandem.engine) as session, session.begin():
+        with Session(db_engine) as session, session.begin():
             run_id = request_job_run(session, job=name, requested_by="api")
         return {"id": run_id, "job": name, "status": "requested"}

@@ -1,26 +1,25 @@
-"""`POST /v1/predict` and `GET /v1/predict/{entity_key}`: one online read, the blend, provenance."""
+"""`POST /v1/predict` and `GET /v1/predict/{entity_key}`: thin handlers over the prediction service.
+
+The use case (read, blend, live score, degraded fallback) is `core.serving.service.PredictionService`; here:
+the request's shape, the answer's JSON, metrics. Both routes are timed here (the HTTP middleware skips them).
+"""
 
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any
 
 import msgspec
-import redis
 from litestar import Controller, get, post
-from litestar.datastructures import State
+from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
-from core.errors import NotFoundError, StoreUnavailableError
-from core.online.reader import OnlineRow
-from core.serving.answer import Answer, answer_rows
+from core.serving.answer import Answer
 from core.serving.blend import Mode, Reason, Source
-from core.serving.published import verify_stored
-from core.serving.stored import stored_predictions
 from service.errors import RequestError
 from service.metrics import DEGRADED, FEATURE_AGE, PREDICT_LATENCY, PREDICTIONS
-from service.state import ServiceState
+from service.state import Services
 
 __all__ = ["PredictController", "PredictRequest"]
 
@@ -55,9 +54,9 @@ def _item(join_key: str, answer: Answer) -> dict[str, Any]:
     }
 
 
-def _entity_ids(tandem: ServiceState, entities: list[dict[str, int]]) -> list[int]:
-    key = tandem.service.join_key
-    limit = tandem.settings.max_entities_per_request
+def _entity_ids(services: Services, entities: list[dict[str, int]]) -> list[int]:
+    key = services.prediction.service.join_key
+    limit = services.settings.max_entities_per_request
     if len(entities) > limit:
         raise RequestError(f"entities: at most {limit} entities per request, got {len(entities)}")
     ids = []
@@ -70,51 +69,11 @@ def _entity_ids(tandem: ServiceState, entities: list[dict[str, int]]) -> list[in
     return ids
 
 
-async def _rows(tandem: ServiceState, ids: list[int]) -> tuple[list[OnlineRow], bool]:
-    """Online rows, or stored rows from PostgreSQL when Redis does not answer (online_available False)."""
-    try:
-        rows = await tandem.reader.read_via(tandem.reads.request, ids)
-        tandem.health.redis_ok = True
-    except (TimeoutError, redis.RedisError, OSError):
-        tandem.health.redis_ok = False
-    else:
-        timeout = tandem.settings.postgres_timeout_s
-        return await verify_stored(rows, tandem.published, tandem.pg, timeout_s=timeout), True
-    try:
-        async with tandem.pg.connection(timeout=tandem.settings.postgres_timeout_s) as conn:
-            found = await stored_predictions(conn, ids, feature_service=tandem.service.name)
-        tandem.health.postgres_ok = True
-    except Exception as exc:
-        tandem.health.postgres_ok = False
-        raise StoreUnavailableError(
-            "both stores are unreachable: Redis (online features) and PostgreSQL (stored predictions)"
-        ) from exc
-    return [OnlineRow(i, {}, {}, found.get(i)) for i in ids], False
-
-
 async def predict_entities(
-    tandem: ServiceState, ids: list[int], *, mode: Mode, max_staleness_s: float | None
+    services: Services, ids: list[int], *, mode: Mode, max_staleness_s: float | None
 ) -> list[dict[str, Any]]:
-    """Answer every id in order, or raise NotFoundError / StoreUnavailableError naming the unanswerable."""
-    rows, online = await _rows(tandem, ids)
-    answers = answer_rows(
-        rows,
-        service=tandem.service,
-        model=tandem.model,
-        now=datetime.now(UTC),
-        max_staleness_s=tandem.settings.max_staleness_s if max_staleness_s is None else max_staleness_s,
-        mode=mode,
-        online_available=online,
-    )
-    key = tandem.service.join_key
-    missing = [answer.entity_id for answer in answers if answer.decision is None]
-    if missing:
-        names = ", ".join(str(i) for i in missing[:20])
-        if not online:
-            raise StoreUnavailableError(f"Redis is unreachable and {key} {names} has no stored prediction")
-        if mode is Mode.LIVE and tandem.model is None:
-            raise StoreUnavailableError("no model is loaded: live scoring is unavailable")
-        raise NotFoundError(f"unknown {key}: {names}" + (" (and more)" if len(missing) > 20 else ""))
+    """Answer every id in order (the prediction service), count the answers, render them."""
+    answers = await services.prediction.predict(ids, mode=mode, max_staleness_s=max_staleness_s)
     batch = 0
     for answer in answers:
         decision = answer.decision
@@ -131,7 +90,8 @@ async def predict_entities(
         if answer.staleness_s is not None:
             FEATURE_AGE.observe(answer.staleness_s)
         batch += decision.source is Source.BATCH
-    tandem.coverage.add(batch=batch, total=len(answers))
+    services.coverage.add(batch=batch, total=len(answers))
+    key = services.prediction.service.join_key
     return [_item(key, answer) for answer in answers]
 
 
@@ -150,13 +110,16 @@ class PredictController(Controller):
     tags = ["predict"]  # noqa: RUF012 - Litestar reads class attributes
 
     @post("/v1/predict", status_code=200, summary="Predict for up to 1,000 entities")
-    async def predict(self, state: State, data: JSONBody[PredictRequest]) -> dict[str, Any]:
+    async def predict(
+        self, services: NamedDependency[Services], data: JSONBody[PredictRequest]
+    ) -> dict[str, Any]:
         """One item per entity, in order, each with its source, reason and provenance."""
         started, status = time.perf_counter(), "error"
         try:
-            tandem: ServiceState = state.tandem
-            ids = _entity_ids(tandem, data.entities)
-            items = await predict_entities(tandem, ids, mode=data.mode, max_staleness_s=data.max_staleness_s)
+            ids = _entity_ids(services, data.entities)
+            items = await predict_entities(
+                services, ids, mode=data.mode, max_staleness_s=data.max_staleness_s
+            )
             status = "ok"
             return {"predictions": items}
         finally:
@@ -164,16 +127,19 @@ class PredictController(Controller):
 
     @get("/v1/predict/{entity_key:str}", summary="Predict for one entity")
     async def predict_one(
-        self, state: State, entity_key: FromPath[str], mode: FromQuery[Mode] = Mode.AUTO,
+        self, services: NamedDependency[Services], entity_key: FromPath[str], mode: FromQuery[Mode] = Mode.AUTO,
         max_staleness_s: Annotated[float | None, QueryParameter(ge=0)] = None,
     ) -> dict[str, Any]:  # fmt: skip
         """The same answer as POST /v1/predict for a single entity id."""
-        tandem: ServiceState = state.tandem
+        started, status = time.perf_counter(), "error"
         try:
-            entity_id = int(entity_key)
-        except ValueError:
-            raise RequestError(
-                f"entity_key: {tandem.service.join_key} must be an integer, got {entity_key!r}"
-            ) from None
-        items = await predict_entities(tandem, [entity_id], mode=mode, max_staleness_s=max_staleness_s)
-        return items[0]
+            try:
+                entity_id = int(entity_key)
+            except ValueError:
+                key = services.prediction.service.join_key
+                raise RequestError(f"entity_key: {key} must be an integer, got {entity_key!r}") from None
+            items = await predict_entities(services, [entity_id], mode=mode, max_staleness_s=max_staleness_s)
+            status = "ok"
+            return items[0]
+        finally:
+            _LATENCY[("GET", status)].observe(time.perf_counter() - started)

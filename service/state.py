@@ -1,54 +1,53 @@
-"""The service's long-lived state: store clients, the feature specs, the reader and the live model.
+"""What the handlers use, one per worker: the prediction and push services, a store probe, Tandem's tables.
 
-Everything is opened in the lifespan (service/lifespan.py) and reached by handlers through `app.state`.
+`service.lifespan.open_services` builds it from the configured stores; a test may build it from fakes and
+hand it to `create_app(services=...)`. Handlers receive its parts through Litestar's dependency injection
+(service/app.py), never by reaching into `app.state`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from typing import Protocol
 
-import redis.asyncio as aioredis
-from psycopg_pool import AsyncConnectionPool
-from redis import Redis
 from sqlalchemy import Engine
 
-from core.features.specs import ServiceSpec, ViewSpec
-from core.model.registry import LoadedModel
-from core.online.coalesce import Coalescer
-from core.online.reader import OnlineReader
-from core.serving.published import PublishedRuns
+from core.push.service import PushService
+from core.serving.service import PredictionService
 from core.settings import Settings
 from service.metrics import Coverage
 
-__all__ = ["Health", "ServiceState"]
+__all__ = ["Services", "StoreProbe"]
+
+
+class StoreProbe(Protocol):
+    """Asks each store whether it answers (short timeouts, never raises)."""
+
+    async def online_ok(self) -> bool:
+        """True when Redis answers."""
+        ...
+
+    async def offline_ok(self) -> bool:
+        """True when PostgreSQL answers."""
+        ...
 
 
 @dataclass(slots=True)
-class Health:
-    """What readiness reports: whether each store answered last time we asked."""
-
-    redis_ok: bool = False
-    postgres_ok: bool = False
-    checked_at: datetime = field(default_factory=lambda: datetime.now(UTC))
-
-
-@dataclass(slots=True)
-class ServiceState:
-    """One per worker process."""
+class Services:
+    """One worker's services and what they hold open."""
 
     settings: Settings
-    service: ServiceSpec
-    predictions: ViewSpec
-    reader: OnlineReader
-    redis: aioredis.Redis  # pings and anything but the hot read
-    reads: Coalescer  # the hot read: pre-packed HMGETs, concurrent requests share a round trip
-    redis_sync: Redis  # pushes go through the byte-identical Feast writer, which is synchronous
-    pg: AsyncConnectionPool
-    engine: Engine  # SQLAlchemy, for the registry and job history (run in threads)
-    published: PublishedRuns  # run ids whose stored scores may be served
-    model: LoadedModel | None = None
-    health: Health = field(default_factory=Health)
+    prediction: PredictionService
+    push: PushService
+    probe: StoreProbe
+    engine: Engine | None = None  # Tandem's tables (jobs, skew reports, models); None: not configured
     warmed_up: bool = False
     skew_report_id: int | None = None  # the report whose gauges /metrics shows
     coverage: Coverage = field(default_factory=Coverage)
+    closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+
+    async def close(self) -> None:
+        """Close everything the services hold, newest first."""
+        while self.closers:
+            await self.closers.pop()()

@@ -18,7 +18,7 @@ import redis
 from psycopg import sql
 
 from core.endpoints import PostgresEndpoint, RedisEndpoint, parse_postgres_url, parse_redis_url
-from core.online.admin import purge_project
+from core.online.store import OnlineStore
 from core.settings import Settings
 
 __all__ = ["free_port", "private_database", "purge_feast_project", "server_endpoints", "store_env"]
@@ -92,11 +92,11 @@ def private_database(admin: PostgresEndpoint) -> Iterator[PostgresEndpoint]:
 
 def purge_feast_project(endpoint: RedisEndpoint, project: str) -> int:
     """Delete the Redis keys of one Feast project; returns how many."""
-    client = redis.Redis.from_url(endpoint.url())
+    online = OnlineStore.connect(endpoint, project=project)
     try:
-        return purge_project(client, project)
+        return online.purge()
     finally:
-        client.close()
+        online.close()
 
 
 def store_env(settings: Settings) -> dict[str, str]:

@@ -152,7 +152,7 @@ def run_materialize(
     """Materialize the feature service's views (or `feature_views`) incrementally up to `end` (default now).
 
     With `start`, materialize the whole window [start, end] instead (after re-seeding, with the project's
-    online keys purged first: see core.online.admin).
+    online keys purged first: see core.online.store.OnlineStore.purge).
     """
     if end is not None and end.tzinfo is None:
         raise ValueError(f"end must be timezone-aware (UTC), got naive {end.isoformat()}")

@@ -16,23 +16,23 @@ from datetime import UTC, datetime
 import numpy as np
 import numpy.typing as npt
 import psycopg
-import redis
 from sqlalchemy.orm import Session
 
 from core.batch.copy import COPY_COLUMNS, COPY_HEADER, COPY_TRAILER, copy_tuples
-from core.batch.publish import InjectedFailureError, PublishBatch, publish_rows, restore_previous
+from core.batch.publish import PublishBatch, publish_rows, restore_previous
 from core.batch.snapshots import Collected, snapshot_codes, snapshot_json
 from core.errors import ConfigurationError, TandemError
 from core.features.snapshots import service_specs
 from core.features.specs import ServiceSpec, ViewSpec
 from core.model.registry import LoadedModel, load_model
 from core.offline.point_in_time import FeatureChunk, stream_point_in_time
+from core.online.store import OnlineStore
 from core.records.prediction_runs import create_run, get_run, latest_published_run, set_run_status
 from core.settings import Settings
 from core.stores.database import create_db_engine
 from core.stores.resolve import Stores
 
-__all__ = ["BatchRunResult", "FailurePoint", "Progress", "run_batch_predict"]
+__all__ = ["BatchRunResult", "Progress", "run_batch_predict"]
 
 Progress = Callable[[str, int, int | None], None]
 """progress(stage, rows done in this stage so far, total rows or None while unknown)."""
@@ -68,7 +68,6 @@ def _load_and_copy(
     as_of: datetime,
     timings: dict[str, float],
     progress: Progress | None,
-    fail_at: FailurePoint | None,
 ) -> tuple[Collected, tuple[str, ...]]:
     """Stream features, score and COPY every chunk in one transaction; returns what publishing needs."""
     views = tuple(view.name for view in spec.views)
@@ -109,8 +108,6 @@ def _load_and_copy(
                 done += len(chunk)
                 if progress is not None:
                     progress("score", done, None)
-                if fail_at is not None and fail_at.stage == "copy" and done >= fail_at.rows:
-                    raise InjectedFailureError(f"injected failure after {done} rows were scored")
                 mark = _lap(timings, "copy", mark)
             copy.write(COPY_TRAILER)
         mark = _lap(timings, "copy", mark)
@@ -127,6 +124,7 @@ def _lap(timings: dict[str, float], stage: str, since: float) -> float:
 def _publish(
     settings: Settings,
     stores: Stores,
+    online: OnlineStore,
     *,
     run_id: uuid.UUID,
     model: LoadedModel,
@@ -136,7 +134,6 @@ def _publish(
     views: tuple[str, ...],
     previous_run_id: uuid.UUID | None,
     progress: Progress | None,
-    fail_at: FailurePoint | None,
 ) -> int:
     """Publish every row online; on failure restore the previous run's scores for what was written."""
     ids = np.concatenate(collected.ids) if collected.ids else np.empty(0, dtype=np.int64)
@@ -157,38 +154,16 @@ def _publish(
         if progress is not None:
             progress("publish", written, len(ids))
 
-    client = redis.Redis.from_url(stores.redis.url(), socket_timeout=30, socket_connect_timeout=5)
     try:
         return publish_rows(
-            client,
-            project=settings.feast_project,
-            view=view,
-            batch=batch,
-            chunk_rows=settings.batch_chunk_rows // 4 or 1,
-            progress=advance,
-            fail_after_rows=fail_at.rows if fail_at is not None and fail_at.stage == "publish" else None,
+            online, view=view, batch=batch, chunk_rows=settings.batch_chunk_rows // 4 or 1, progress=advance
         )
     except BaseException:
         with psycopg.connect(stores.postgres.url()) as conn:
             restore_previous(
-                client,
-                conn,
-                project=settings.feast_project,
-                view=view,
-                entity_ids=ids[:written],
-                previous_run_id=previous_run_id,
+                online, conn, view=view, entity_ids=ids[:written], previous_run_id=previous_run_id
             )
         raise
-    finally:
-        client.close()
-
-
-@dataclass(frozen=True, slots=True)
-class FailurePoint:
-    """Test hook: raise after `rows` rows in stage `copy` or `publish`."""
-
-    stage: str
-    rows: int
 
 
 def run_batch_predict(
@@ -199,15 +174,19 @@ def run_batch_predict(
     run_id: uuid.UUID | None = None,
     model_version: str | None = None,
     progress: Progress | None = None,
-    fail_at: FailurePoint | None = None,
+    online: OnlineStore | None = None,
 ) -> BatchRunResult:
     """Score every entity as of `as_of` (default now) with the promoted model (or `model_version`).
 
-    Rerunning an existing `run_id` replaces its rows (no duplicates) and reuses its as-of time.
+    Rerunning an existing `run_id` replaces its rows (no duplicates) and reuses its as-of time. `online` is
+    the store to publish to (default: one on `stores.redis`, closed at the end). An exception raised by
+    `progress` fails the run like any other failure of its stage.
     """
     if as_of is not None and as_of.tzinfo is None:
         raise ConfigurationError("as_of must be timezone-aware (UTC)")
     engine = create_db_engine(stores.postgres, pool_size=1)
+    own_store = online is None
+    store = online or OnlineStore.connect(stores.redis, project=settings.feast_project, timeout_s=30)
     timings: dict[str, float] = {"features": 0.0, "score": 0.0, "copy": 0.0, "publish": 0.0}
     try:
         with Session(engine) as session, session.begin():
@@ -239,7 +218,6 @@ def run_batch_predict(
                 as_of=as_of,
                 timings=timings,
                 progress=progress,
-                fail_at=fail_at,
             )
             rows = sum(len(ids) for ids in collected.ids)
             if rows == 0:
@@ -252,6 +230,7 @@ def run_batch_predict(
             _publish(
                 settings,
                 stores,
+                store,
                 run_id=run_id,
                 model=model,
                 view=view,
@@ -260,7 +239,6 @@ def run_batch_predict(
                 views=views,
                 previous_run_id=previous_run_id,
                 progress=progress,
-                fail_at=fail_at,
             )
             _lap(timings, "publish", mark)
             with Session(engine) as session, session.begin():
@@ -272,6 +250,8 @@ def run_batch_predict(
             raise
     finally:
         engine.dispose()
+        if own_store:
+            store.close()
     return BatchRunResult(
         run_id=run_id, model_version=model.version, as_of=as_of, rows=rows, stage_seconds=timings
     )

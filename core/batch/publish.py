@@ -1,8 +1,9 @@
 """Publish a run's stored predictions to the online store, and undo a publish that failed half-way.
 
-Rows go to Redis as the Feast view of stored scores, byte-identical to Feast's own writer. If the write
-fails part-way, the entities already written get their previous published score back (or lose the stored
-score if they had none), so a failed run leaves the online store as the previous published run left it.
+Rows go to the online store as the Feast view of stored scores (always overwriting: a run is the newest
+publication). If the write fails part-way, the entities already written get their previous published score
+back (or lose the stored score if they had none), so a failed run leaves the online store as the previous
+published run left it.
 """
 
 from __future__ import annotations
@@ -16,17 +17,12 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import psycopg
-import redis
 
 from core.features.specs import ViewSpec
-from core.online.encoding import FeatureColumn, encode_entity_keys, feature_field, timestamp_field
-from core.online.writer import write_feature_rows
+from core.online.rows import STORED_FEATURES, FeatureColumn, FeatureRows
+from core.online.store import OnlineStore
 
-__all__ = ["InjectedFailureError", "PublishBatch", "publish_rows", "restore_previous"]
-
-
-class InjectedFailureError(RuntimeError):
-    """Raised on purpose by tests (`fail_after_rows`) to prove a half-done run publishes nothing."""
+__all__ = ["PublishBatch", "publish_rows", "restore_previous"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,63 +36,45 @@ class PublishBatch:
     snapshots: npt.NDArray[np.object_]  # JSON text per row
     scored_at: datetime
 
-
-def _columns(batch: PublishBatch, start: int, stop: int) -> list[FeatureColumn]:
-    size = stop - start
-    return [
-        FeatureColumn("score", "float64", batch.scores[start:stop]),
-        FeatureColumn("model_version", "string", np.full(size, batch.model_version, dtype=object)),
-        FeatureColumn("run_id", "string", np.full(size, batch.run_id, dtype=object)),
-        FeatureColumn("feature_snapshot_ts", "string", batch.snapshots[start:stop]),
-    ]
+    def rows(self, view: ViewSpec) -> FeatureRows:
+        """The batch as rows of `view` (which must have exactly the stored-score features)."""
+        names = {feature.name for feature in view.features}
+        if names != set(STORED_FEATURES):
+            raise ValueError(
+                f"view {view.name!r} must have exactly the features {sorted(STORED_FEATURES)}, has {sorted(names)}"
+            )
+        size = len(self.entity_ids)
+        return FeatureRows(
+            view=view.name,
+            join_key=view.join_key,
+            entity_ids=self.entity_ids,
+            columns=(
+                FeatureColumn("score", "float64", self.scores),
+                FeatureColumn("model_version", "string", np.full(size, self.model_version, dtype=object)),
+                FeatureColumn("run_id", "string", np.full(size, self.run_id, dtype=object)),
+                FeatureColumn("feature_snapshot_ts", "string", self.snapshots),
+            ),
+            event_timestamps=self.scored_at,
+        )
 
 
 def publish_rows(
-    client: redis.Redis,
+    store: OnlineStore,
     *,
-    project: str,
     view: ViewSpec,
     batch: PublishBatch,
     chunk_rows: int,
     progress: Callable[[int], None] | None = None,
-    fail_after_rows: int | None = None,
 ) -> int:
-    """Write every row; returns how many. On failure raises, having written a prefix of the rows."""
-    names = {feature.name for feature in view.features}
-    expected = {"score", "model_version", "run_id", "feature_snapshot_ts"}
-    if names != expected:
-        raise ValueError(
-            f"view {view.name!r} must have exactly the features {sorted(expected)}, has {sorted(names)}"
-        )
-    total = len(batch.entity_ids)
-    written = 0
-    start = 0
-    while start < total:
-        stop = min(start + chunk_rows, total)
-        if fail_after_rows is not None:
-            if written >= fail_after_rows:
-                raise InjectedFailureError(f"injected failure after {written} of {total} rows were published")
-            stop = min(stop, fail_after_rows)
-        write_feature_rows(
-            client,
-            project=project,
-            view=view.name,
-            join_key=view.join_key,
-            entity_ids=batch.entity_ids[start:stop],
-            columns=_columns(batch, start, stop),
-            event_timestamps=batch.scored_at,
-        )
-        if progress is not None:
-            progress(stop - start)
-        written = start = stop
-    return written
+    """Write every row; returns how many. On failure raises, having written a prefix of the rows
+    (`progress(rows)` has been told of each acknowledged chunk)."""
+    return store.write(batch.rows(view), batch_rows=chunk_rows, progress=progress)
 
 
 def restore_previous(
-    client: redis.Redis,
+    store: OnlineStore,
     conn: psycopg.Connection[Any],
     *,
-    project: str,
     view: ViewSpec,
     entity_ids: npt.NDArray[np.int64],
     previous_run_id: uuid.UUID | None,
@@ -121,14 +99,8 @@ def restore_previous(
                 snapshots=np.array([row[4] for row in group], dtype=object),
                 scored_at=scored_at,
             )
-            publish_rows(client, project=project, view=view, batch=batch, chunk_rows=10_000)
+            publish_rows(store, view=view, batch=batch, chunk_rows=10_000)
             restored.update(int(row[0]) for row in group)
     orphans = np.array(sorted(set(entity_ids.tolist()) - restored), dtype=np.int64)
-    if len(orphans):
-        fields = [feature_field(view.name, f.name) for f in view.features] + [timestamp_field(view.name)]
-        keys = encode_entity_keys(join_key=view.join_key, entity_ids=orphans, project=project)
-        with client.pipeline(transaction=False) as pipe:
-            for key in keys:
-                pipe.execute_command("HDEL", key, *fields)  # type: ignore[no-untyped-call]  # redis-py: bytes fields
-            pipe.execute()
+    store.delete(view, orphans)
     return len(restored) + len(orphans)

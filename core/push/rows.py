@@ -1,8 +1,7 @@
 """Pushed rows: validated against the push source's view, appended offline, then written online.
 
-Feast cannot push offline to PostgreSQL, so Tandem appends the rows to the view's source table itself,
-then writes them online with the byte-identical writer, skipping rows whose event time is not newer than
-what is online (as Feast's own online write does). Validation happens before anything is written.
+Validation happens before anything is written: every row is checked against the push source's view and
+turned into columns (`ValidRows`); `online_rows` keeps each entity's newest row for the online write.
 """
 
 from __future__ import annotations
@@ -13,12 +12,22 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from psycopg import AsyncConnection, sql
+import numpy as np
 
 from core.errors import NotFoundError
 from core.features.specs import FeatureSpec, ServiceSpec, ViewSpec
+from core.offline.append import OfflineRows
+from core.online.rows import FeatureColumn, FeatureRows
 
-__all__ = ["PushError", "ValidRows", "find_push_view", "insert_offline", "newest_per_entity", "validate_rows"]
+__all__ = [
+    "PushError",
+    "ValidRows",
+    "find_push_view",
+    "newest_per_entity",
+    "offline_rows",
+    "online_rows",
+    "validate_rows",
+]
 
 
 class PushError(ValueError):
@@ -107,31 +116,6 @@ def validate_rows(view: ViewSpec, rows: Sequence[Mapping[str, Any]], *, now: dat
     return ValidRows(view=view, entity_ids=ids, event_ts=stamps, created=created, values=values)
 
 
-async def insert_offline(conn: AsyncConnection[Any], rows: ValidRows) -> None:
-    """Append the rows to the view's offline source table (inside the caller's transaction)."""
-    view = rows.view
-    if view.table.startswith("("):
-        raise NotFoundError(f"view {view.name!r} reads a query, not a table: pushed rows cannot be appended")
-    columns = [view.join_key, view.timestamp_field]
-    if view.created_field:
-        columns.append(view.created_field)
-    columns += [f.name for f in view.features]
-    statement = sql.SQL("INSERT INTO {table} ({columns}) VALUES ({values})").format(
-        table=sql.SQL(view.table),  # from Feast's registry, not from the request
-        columns=sql.SQL(", ").join(sql.Identifier(c) for c in columns),
-        values=sql.SQL(", ").join(sql.Placeholder() for _ in columns),
-    )
-    params = []
-    for i, entity in enumerate(rows.entity_ids):
-        row: list[Any] = [entity, rows.event_ts[i]]
-        if view.created_field:
-            row.append(rows.created[i])
-        row += [rows.values[f.name][i] for f in view.features]
-        params.append(row)
-    async with conn.cursor() as cur:
-        await cur.executemany(statement, params)
-
-
 def newest_per_entity(rows: ValidRows) -> list[int]:
     """Indexes of the rows to write online: the newest event per entity (ties: the later row)."""
     best: dict[int, int] = {}
@@ -140,3 +124,38 @@ def newest_per_entity(rows: ValidRows) -> list[int]:
         if j is None or rows.event_ts[i] >= rows.event_ts[j]:
             best[entity] = i
     return sorted(best.values())
+
+
+def online_rows(rows: ValidRows) -> FeatureRows:
+    """Each entity's newest pushed row, as rows of the view for the online store."""
+    view = rows.view
+    chosen = newest_per_entity(rows)
+    return FeatureRows(
+        view=view.name,
+        join_key=view.join_key,
+        entity_ids=np.array([rows.entity_ids[i] for i in chosen], dtype=np.int64),
+        columns=tuple(
+            FeatureColumn(f.name, f.kind, np.array([rows.values[f.name][i] for i in chosen], dtype=object))
+            for f in view.features
+        ),
+        event_timestamps=np.array(
+            [rows.event_ts[i].replace(tzinfo=None) for i in chosen], dtype="datetime64[us]"
+        ),
+    )
+
+
+def offline_rows(rows: ValidRows) -> OfflineRows:
+    """Every pushed row, for the view's offline source table."""
+    view = rows.view
+    columns = [view.join_key, view.timestamp_field]
+    if view.created_field:
+        columns.append(view.created_field)
+    columns += [f.name for f in view.features]
+    records = []
+    for i, entity in enumerate(rows.entity_ids):
+        record: list[Any] = [entity, rows.event_ts[i]]
+        if view.created_field:
+            record.append(rows.created[i])
+        record += [rows.values[f.name][i] for f in view.features]
+        records.append(record)
+    return OfflineRows(view=view, columns=tuple(columns), records=records)

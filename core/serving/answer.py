@@ -14,7 +14,7 @@ import numpy as np
 
 from core.features.specs import ServiceSpec
 from core.model.registry import LoadedModel
-from core.online.reader import OnlineRow, StoredPrediction, apply_ttl
+from core.online.rows import OnlineRow, StoredPrediction, apply_ttl
 from core.serving.blend import BlendDecision, BlendInput, Mode, Source, StoredScore, decide
 
 __all__ = ["Answer", "answer_rows"]

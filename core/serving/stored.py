@@ -1,17 +1,22 @@
-"""Stored predictions straight from PostgreSQL: what the API serves (degraded) when Redis is down."""
+"""Stored scores straight from PostgreSQL: which runs are published, and an entity's newest published score.
+
+What the API serves (degraded) when Redis is down, and how it checks that a stored score read online comes
+from a run that finished publishing. Every failure to reach PostgreSQL raises StoreUnavailableError.
+"""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
-from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from psycopg import AsyncConnection
+from psycopg_pool import AsyncConnectionPool
 
-from core.online.reader import StoredPrediction
+from core.errors import StoreUnavailableError
+from core.online.decoding import decode_snapshot
+from core.online.rows import StoredPrediction
 
-__all__ = ["parse_snapshot", "stored_predictions"]
+__all__ = ["PgStoredScores", "StoredScores", "stored_predictions"]
 
 _LATEST_PUBLISHED = """
 SELECT DISTINCT ON (p.entity_id) p.entity_id, p.score, p.model_version, p.run_id::text, p.scored_at,
@@ -21,12 +26,21 @@ JOIN tandem.prediction_runs r ON r.run_id = p.run_id AND r.status = 'published' 
 WHERE p.entity_id = ANY(%s)
 ORDER BY p.entity_id, r.published_at DESC
 """
+_PUBLISHED_RUNS = (
+    "SELECT run_id::text FROM tandem.prediction_runs WHERE status = 'published' AND feature_service = %s"
+)
 
 
-def parse_snapshot(text: str) -> dict[str, datetime | None]:
-    """`{"view": "ISO time" | null}` -> aware datetimes."""
-    raw = json.loads(text) if text else {}
-    return {view: (datetime.fromisoformat(stamp) if stamp else None) for view, stamp in raw.items()}
+class StoredScores(Protocol):
+    """PostgreSQL's view of stored scores, as the prediction service needs it."""
+
+    async def published_runs(self) -> frozenset[str]:
+        """Ids of the published runs."""
+        ...
+
+    async def latest(self, entity_ids: Sequence[int]) -> dict[int, StoredPrediction]:
+        """The newest published stored score of each entity that has one."""
+        ...
 
 
 async def stored_predictions(
@@ -41,6 +55,38 @@ async def stored_predictions(
             model_version=str(version),
             run_id=str(run_id),
             scored_at=scored_at,
-            feature_snapshot_ts=parse_snapshot(str(snapshot)),
+            # the same rules as the online copy of the snapshot (naive means UTC)
+            feature_snapshot_ts=decode_snapshot(str(snapshot)) or {},
         )
     return found
+
+
+class PgStoredScores:
+    """StoredScores over an asyncio connection pool, each call bounded by `timeout_s`."""
+
+    def __init__(self, pool: AsyncConnectionPool, *, feature_service: str, timeout_s: float) -> None:
+        self.pool = pool
+        self.feature_service = feature_service
+        self.timeout_s = timeout_s
+
+    async def published_runs(self) -> frozenset[str]:
+        """Ids of the feature service's published runs."""
+        try:
+            async with self.pool.connection(timeout=self.timeout_s) as conn:
+                cursor = await conn.execute(_PUBLISHED_RUNS, (self.feature_service,))
+                return frozenset(str(row[0]) for row in await cursor.fetchall())
+        except Exception as exc:
+            raise _unavailable(exc) from exc
+
+    async def latest(self, entity_ids: Sequence[int]) -> dict[int, StoredPrediction]:
+        """The newest published stored prediction of each entity that has one."""
+        try:
+            async with self.pool.connection(timeout=self.timeout_s) as conn:
+                return await stored_predictions(conn, entity_ids, feature_service=self.feature_service)
+        except Exception as exc:
+            raise _unavailable(exc) from exc
+
+
+def _unavailable(exc: BaseException) -> StoreUnavailableError:
+    text = str(exc).strip().splitlines()
+    return StoreUnavailableError(f"PostgreSQL (stored scores): {text[0] if text else type(exc).__name__}")

@@ -109,15 +109,13 @@ def materialize_cmd(cli: CliContext, reset_days: int | None) -> None:
     stores = cli.stores()
     start = None
     if reset_days is not None:
-        import redis  # lazy import: only --reset touches Redis directly
+        from core.online.store import OnlineStore  # lazy import: only --reset touches Redis directly
 
-        from core.online.admin import purge_project
-
-        client = redis.Redis.from_url(stores.redis.url())
+        online = OnlineStore.connect(stores.redis, project=cli.settings.feast_project)
         try:
-            purged = purge_project(client, cli.settings.feast_project)
+            purged = online.purge()
         finally:
-            client.close()
+            online.close()
         start = datetime.now(UTC) - timedelta(days=reset_days)
         cli.console.print(f"purged {purged:,} online keys of project {cli.settings.feast_project}")
     engine = create_db_engine(stores.postgres, pool_size=1)

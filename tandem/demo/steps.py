@@ -7,7 +7,6 @@ from datetime import UTC, datetime
 
 import httpx
 import psycopg
-import redis
 from rich.console import Console
 from rich.table import Table
 
@@ -16,7 +15,7 @@ from core.batch.predict import run_batch_predict
 from core.features.feast_repo import apply_feature_repo, open_feature_store
 from core.features.snapshots import service_specs
 from core.model.lifecycle import train_and_promote
-from core.online.admin import purge_project
+from core.online.store import OnlineStore
 from core.stores.database import create_db_engine, upgrade_schema
 from core.stores.resolve import Stores
 from tandem.context import CliContext
@@ -78,11 +77,11 @@ def prepare_data(cli: CliContext, timeline: Timeline, *, customers: int, days: i
         engine.dispose()
     with console.status("materializing features to Redis"):
         # The offline tables were just replaced: rebuild the project's online rows from them.
-        client = redis.Redis.from_url(stores.redis.url())
+        online = OnlineStore.connect(stores.redis, project=settings.feast_project)
         try:
-            purge_project(client, settings.feast_project)
+            online.purge()
         finally:
-            client.close()
+            online.close()
         materialized = run_materialize(settings, stores, start=seeded.start)
     timeline.step(f"materialize: {materialized.rows or 0:,} entities online")
     with console.status("batch-predicting every customer"):

@@ -15,8 +15,7 @@ import pytest
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
-from core.batch.predict import FailurePoint, run_batch_predict
-from core.batch.publish import InjectedFailureError
+from core.batch.predict import Progress, run_batch_predict
 from core.errors import NotFoundError, TandemError
 from core.features.feast_repo import apply_feature_repo, open_feature_store
 from core.model.lifecycle import train_and_promote
@@ -118,6 +117,22 @@ def create_engine_for(stores: Stores) -> Engine:
     return create_db_engine(stores.postgres, pool_size=1)
 
 
+class InjectedFailureError(RuntimeError):
+    """Raised by a test's progress callback to fail a run half-way."""
+
+
+def _fail_after(stage: str, rows: int) -> Progress:
+    """A progress callback that fails the run once `rows` rows of `stage` are done ("copy": scored and
+    copied; "publish": acknowledged by Redis)."""
+    progress_stage = {"copy": "score", "publish": "publish"}[stage]
+
+    def progress(name: str, done: int, _total: int | None) -> None:
+        if name == progress_stage and done >= rows:
+            raise InjectedFailureError(f"injected failure after {done} rows")
+
+    return progress
+
+
 @pytest.mark.parametrize("stage", ["copy", "publish"])
 def test_failure_half_way_publishes_nothing(
     world: World, settings: Settings, stores: Stores, stage: str
@@ -134,7 +149,7 @@ def test_failure_half_way_publishes_nothing(
             stores,
             as_of=world.as_of + timedelta(minutes=5),
             run_id=run_id,
-            fail_at=FailurePoint(stage, CUSTOMERS // 2),
+            progress=_fail_after(stage, CUSTOMERS // 2),
         )
     after = _online(world, ids)
     assert after == before

@@ -12,12 +12,12 @@ from typing import Any
 import numpy as np
 import psycopg
 import pytest
-import redis
 from litestar.testing import TestClient
 from sqlalchemy import Engine
 
 from core.batch.publish import PublishBatch, publish_rows
 from core.features.snapshots import service_specs
+from core.online.store import OnlineStore
 from core.settings import Settings
 from core.stores.resolve import Stores
 from service.app import create_app
@@ -267,11 +267,10 @@ def test_scores_of_a_run_killed_mid_publish_are_never_served(
             (killed, world.run.run_id),
         )
     _, view = service_specs(world.settings, stores)
-    client_redis = redis.Redis.from_url(stores.redis.url())
+    online = OnlineStore.connect(stores.redis, project=world.settings.feast_project)
     try:
         publish_rows(
-            client_redis,
-            project=world.settings.feast_project,
+            online,
             view=view,
             batch=PublishBatch(
                 entity_ids=np.array([11], dtype=np.int64),
@@ -284,7 +283,7 @@ def test_scores_of_a_run_killed_mid_publish_are_never_served(
             chunk_rows=10,
         )
     finally:
-        client_redis.close()
+        online.close()
     after = client.get("/v1/predict/11").json()
     assert (after["source"], after["reason"]) == ("batch", "batch_fresh")
     assert after["batch_run_id"] == str(world.run.run_id)

@@ -7,20 +7,19 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import redis.asyncio as aioredis
 from litestar.testing import TestClient
 from pydantic import SecretStr
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 from sqlalchemy import Engine
 
 from core.endpoints import RedisEndpoint
 from core.online.coalesce import Coalescer
 from core.online.resp_pool import RespPool
+from core.online.store import AsyncOnlineStore
+from core.serving.stored import PgStoredScores
 from core.settings import Settings
 from core.stores.resolve import Stores
 from service.app import create_app
-from service.state import ServiceState
+from service.state import Services
 from tests.integration.service_world import World, build_world
 from tests.servers import free_port
 
@@ -38,22 +37,23 @@ def client(world: World) -> Iterator[TestClient[Any]]:
         yield test_client
 
 
-def _dead_redis() -> aioredis.Redis:
-    """A client for a port nobody listens on, with the service's own timeouts and retry budget."""
-    return aioredis.Redis(
-        host="127.0.0.1",
-        port=free_port(),
-        socket_connect_timeout=0.5,
-        socket_timeout=0.5,
-        retry=Retry(NoBackoff(), 1),
-    )
+def _kill_redis(services: Services) -> None:
+    """Point the worker's one online store (reads, pushes, pings) at a port nobody listens on."""
+    online = services.prediction.online
+    assert isinstance(online, AsyncOnlineStore)
+    online.transport = Coalescer(RespPool(RedisEndpoint("127.0.0.1", free_port()), timeout_s=0.5))
+
+
+def _kill_postgres(client: TestClient[Any]) -> None:
+    """Close the worker's PostgreSQL pool: every later use fails."""
+    stored = client.app.state.tandem.prediction.stored
+    assert isinstance(stored, PgStoredScores)
+    client.blocking_portal.call(stored.pool.close)
 
 
 def test_redis_down_serves_stored_scores_from_postgres(client: TestClient[Any], world: World) -> None:
     """Redis unreachable: every answer is the stored score from PostgreSQL, degraded, online_unavailable."""
-    tandem: ServiceState = client.app.state.tandem
-    tandem.redis = _dead_redis()
-    tandem.reads = Coalescer(RespPool(RedisEndpoint("127.0.0.1", free_port()), timeout_s=0.5))
+    _kill_redis(client.app.state.tandem)
     response = client.post("/v1/predict", json={"entities": [{"customer_id": 1}, {"customer_id": 2}]})
     assert response.status_code == 200, response.text
     for item in response.json()["predictions"]:
@@ -81,8 +81,7 @@ def test_redis_down_from_the_start_still_serves(world: World) -> None:
 
 def test_postgres_down_keeps_the_live_path(client: TestClient[Any]) -> None:
     """PostgreSQL unreachable (pool closed): predictions keep coming from Redis and the loaded model."""
-    tandem: ServiceState = client.app.state.tandem
-    client.blocking_portal.call(tandem.pg.close)
+    _kill_postgres(client)
     live = client.get("/v1/predict/4", params={"mode": "live"})
     assert live.status_code == 200, live.text
     assert live.json()["source"] == "live"
@@ -95,10 +94,8 @@ def test_postgres_down_keeps_the_live_path(client: TestClient[Any]) -> None:
 
 def test_both_stores_down_is_503_with_a_message(client: TestClient[Any]) -> None:
     """Neither store answers: 503 naming both, and readiness is 503."""
-    tandem: ServiceState = client.app.state.tandem
-    client.blocking_portal.call(tandem.pg.close)
-    tandem.redis = _dead_redis()
-    tandem.reads = Coalescer(RespPool(RedisEndpoint("127.0.0.1", free_port()), timeout_s=0.5))
+    _kill_postgres(client)
+    _kill_redis(client.app.state.tandem)
     response = client.get("/v1/predict/6")
     assert response.status_code == 503
     assert "both stores are unreachable" in response.json()["detail"]

@@ -14,7 +14,7 @@ from consistency.classify import ValueColumn
 from consistency.parity import PARITY_TOLERANCE, compute_parity
 from core.features.specs import FeatureSpec, ServiceSpec, ViewSpec
 from core.model.registry import LoadedModel
-from core.online.reader import OnlineRow, StoredPrediction
+from core.online.rows import OnlineRow, StoredPrediction
 
 NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
 RUN_AT = NOW - timedelta(hours=6)

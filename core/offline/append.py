@@ -1,0 +1,74 @@
+"""Appending pushed rows to a feature view's offline source table (Feast can't push offline to PostgreSQL).
+
+Feast's PostgreSQL offline store rejects pushes (feast-dev/feast#3759), so Tandem inserts the rows into the
+view's source table itself. The table name comes from Feast's registry, never from a request.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from psycopg import AsyncConnection, sql
+from psycopg_pool import AsyncConnectionPool
+
+from core.errors import NotFoundError, StoreUnavailableError
+from core.features.specs import ViewSpec
+
+__all__ = ["OfflineRows", "PgAppender", "insert_offline"]
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class OfflineRows:
+    """Rows for a view's source table: its join key, event time, created time (if any) and features."""
+
+    view: ViewSpec
+    columns: tuple[str, ...]
+    records: list[list[Any]]
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+
+async def insert_offline(conn: AsyncConnection[Any], rows: OfflineRows) -> None:
+    """Append the rows to the view's offline source table (inside the caller's transaction)."""
+    view = rows.view
+    if view.table.startswith("("):
+        raise NotFoundError(f"view {view.name!r} reads a query, not a table: pushed rows cannot be appended")
+    statement = sql.SQL("INSERT INTO {table} ({columns}) VALUES ({values})").format(
+        table=sql.SQL(view.table),  # from Feast's registry, not from the request
+        columns=sql.SQL(", ").join(sql.Identifier(c) for c in rows.columns),
+        values=sql.SQL(", ").join(sql.Placeholder() for _ in rows.columns),
+    )
+    async with conn.cursor() as cur:
+        await cur.executemany(statement, rows.records)
+
+
+class PgAppender:
+    """Appends rows in a transaction on an asyncio pool; `then()` runs before the commit (its failure rolls
+    the insert back). PostgreSQL failures raise StoreUnavailableError."""
+
+    def __init__(self, pool: AsyncConnectionPool, *, timeout_s: float) -> None:
+        self.pool = pool
+        self.timeout_s = timeout_s
+
+    async def append(self, rows: OfflineRows, then: Callable[[], Awaitable[T]]) -> T:
+        """Insert `rows`, run `then()`, commit; returns what `then()` returned."""
+        inserted = False
+        try:
+            async with self.pool.connection(timeout=self.timeout_s) as conn, conn.transaction():
+                await insert_offline(conn, rows)
+                inserted = True
+                return await then()
+        except (NotFoundError, StoreUnavailableError):
+            raise
+        except Exception as exc:
+            if inserted:
+                raise  # `then()` failed after the insert: rolled back, its own error stands
+            text = str(exc).strip().splitlines()
+            raise StoreUnavailableError(
+                f"PostgreSQL (offline append): {text[0] if text else type(exc).__name__}"
+            ) from exc

@@ -1,0 +1,201 @@
+"""The online store: Feast's Redis layout for one project, read and written by every part of Tandem.
+
+One interface, two colours: `OnlineStore` (synchronous, for the batch publish, the checker and the command
+line) and `AsyncOnlineStore` (asyncio, for the API's reads and pushes). Both do the same operations with
+the same bytes, produced in `core.online.wire`:
+
+- `read(layout, ids)`: a feature service's values, their event times and the stored score, one round trip
+  per `batch` entities (a contract test compares every transport with Feast's own reader);
+- `write(rows)`: rows of one view, always overwriting (a batch run is the newest publication);
+- `write_newer(rows)`: Feast's rule, a row replaces the online one only with a newer event time;
+- `delete(view, ids)` / `purge()`: a view's fields of some entities / every key of the project.
+
+Any failure to talk to Redis (connection, timeout, protocol, error reply) raises StoreUnavailableError
+naming Redis, with the library's error chained: callers map that one error (the API to 503 or a degraded
+answer, the command line to one line).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, Protocol
+
+import hiredis
+import numpy as np
+import numpy.typing as npt
+import redis
+
+from core.endpoints import RedisEndpoint
+from core.errors import StoreUnavailableError
+from core.features.specs import ViewSpec
+from core.online.rows import FeatureRows, OnlineRow
+from core.online.transport import SyncTransport
+from core.online.wire import (
+    ReadLayout,
+    command,
+    newer_positions,
+    pack_hdels,
+    pack_hgets,
+    pack_hsets,
+    view_fields,
+)
+
+__all__ = ["AsyncOnlineStore", "AsyncTransport", "OnlineStore", "redis_failures"]
+
+redis_failures: tuple[type[BaseException], ...] = (
+    redis.RedisError,
+    OSError,
+    TimeoutError,
+    hiredis.ProtocolError,
+)
+"""What a Redis client raises when Redis is down, slow, or answers something unexpected."""
+
+
+def _unavailable(exc: BaseException) -> StoreUnavailableError:
+    text = str(exc).strip().splitlines()
+    return StoreUnavailableError(f"Redis (online store): {text[0] if text else type(exc).__name__}")
+
+
+@contextmanager
+def _mapped() -> Iterator[None]:
+    try:
+        yield
+    except redis_failures as exc:
+        raise _unavailable(exc) from exc
+
+
+def _decoded(layout: ReadLayout, entity_ids: Sequence[int], replies: Sequence[Any]) -> list[OnlineRow]:
+    """Rows from replies; bytes that are not Feast's layout mean the online store can't be trusted."""
+    try:
+        return layout.decode_all(entity_ids, replies)
+    except (ValueError, TypeError) as exc:
+        raise StoreUnavailableError(
+            f"Redis (online store) holds data that is not Feast's layout: {exc}"
+        ) from exc
+
+
+class OnlineStore:
+    """The online store over redis-py's synchronous client (see the module docstring)."""
+
+    def __init__(self, client: redis.Redis, *, project: str) -> None:
+        self.transport = SyncTransport(client)
+        self.project = project
+
+    @classmethod
+    def connect(cls, endpoint: RedisEndpoint, *, project: str, timeout_s: float = 60.0) -> OnlineStore:
+        """A store on its own client for `endpoint` (close it with `close()`)."""
+        client = redis.Redis.from_url(endpoint.url(), socket_timeout=timeout_s, socket_connect_timeout=5)
+        return cls(client, project=project)
+
+    def read(self, layout: ReadLayout, entity_ids: Sequence[int], *, batch: int = 1_000) -> list[OnlineRow]:
+        """Rows for `entity_ids`, in order, `batch` entities per round trip."""
+        rows: list[OnlineRow] = []
+        with _mapped():
+            for start in range(0, len(entity_ids), batch):
+                ids = entity_ids[start : start + batch]
+                rows.extend(_decoded(layout, ids, self.transport.request(layout.request(ids), len(ids))))
+        return rows
+
+    def write(
+        self, rows: FeatureRows, *, batch_rows: int = 5_000, progress: Callable[[int], None] | None = None
+    ) -> int:
+        """Write every row, overwriting; returns how many. `progress(rows)` after each acknowledged batch.
+
+        Batches are independent: on an error the batches before the failing one are written.
+        """
+        if batch_rows < 1:
+            raise ValueError("batch_rows must be positive")
+
+        def batches() -> Iterator[tuple[bytes, int, int]]:
+            for start in range(0, len(rows), batch_rows):
+                part = rows.part(start, min(start + batch_rows, len(rows)))
+                payload, commands = pack_hsets(self.project, part)
+                yield payload, commands, len(part)
+
+        with _mapped():
+            self.transport.stream(batches(), progress)
+        return len(rows)
+
+    def write_newer(self, rows: FeatureRows) -> int:
+        """Write the rows whose event time is newer than the online one; returns how many were written."""
+        with _mapped():
+            stored = self.transport.request(pack_hgets(self.project, rows), len(rows))
+            keep = newer_positions(rows, stored)
+            if keep:
+                payload, commands = pack_hsets(self.project, rows.take(keep))
+                self.transport.request(payload, commands)
+        return len(keep)
+
+    def delete(self, view: ViewSpec, entity_ids: npt.NDArray[np.int64]) -> int:
+        """Remove `view`'s fields (values and `_ts`) from the entities' hashes; returns the entities."""
+        if len(entity_ids) == 0:
+            return 0
+        with _mapped():
+            payload = pack_hdels(self.project, view.join_key, entity_ids, view_fields(view))
+            self.transport.request(payload, len(entity_ids))
+        return len(entity_ids)
+
+    def purge(self, *, batch: int = 1_000) -> int:
+        """Delete every key of the project (Feast's keys end with the project name); returns how many.
+
+        Used when the offline data was replaced wholesale (re-seeding): Feast's online write never replaces
+        a row with an older or equal event time, so stale rows would otherwise survive materialization.
+        """
+        deleted, cursor = 0, b"0"
+        pattern = b"*" + self.project.encode("utf-8")
+        with _mapped():
+            while True:
+                scan = command(b"SCAN", cursor, b"MATCH", pattern, b"COUNT", b"%d" % batch)
+                cursor, keys = self.transport.request(scan, 1)[0]
+                if keys:
+                    deleted += int(self.transport.request(command(b"DEL", *keys), 1)[0])
+                if cursor in (b"0", 0):
+                    return deleted
+
+    def close(self) -> None:
+        """Close the client."""
+        self.transport.close()
+
+
+class AsyncTransport(Protocol):
+    """Pre-packed RESP out, replies in; error replies raise ResponseError (RespPool, Coalescer)."""
+
+    def request(self, payload: bytes, replies: int) -> Awaitable[list[Any]]: ...
+
+
+class AsyncOnlineStore:
+    """The online store for the API, over an asyncio transport (see the module docstring)."""
+
+    def __init__(self, transport: AsyncTransport, *, project: str) -> None:
+        self.transport = transport
+        self.project = project
+
+    async def read(self, layout: ReadLayout, entity_ids: Sequence[int]) -> list[OnlineRow]:
+        """Rows for `entity_ids`, in order, from one round trip (none for no ids)."""
+        payload = layout.request(entity_ids)
+        if not payload:
+            return []
+        with _mapped():
+            replies = await self.transport.request(payload, len(entity_ids))
+        return _decoded(layout, entity_ids, replies)
+
+    async def write_newer(self, rows: FeatureRows) -> int:
+        """Write the rows whose event time is newer than the online one; returns how many were written."""
+        if len(rows) == 0:
+            return 0
+        with _mapped():
+            stored = await self.transport.request(pack_hgets(self.project, rows), len(rows))
+            keep = newer_positions(rows, stored)
+            if keep:
+                payload, commands = pack_hsets(self.project, rows.take(keep))
+                await self.transport.request(payload, commands)
+        return len(keep)
+
+    async def ping(self) -> bool:
+        """True when Redis answers PING."""
+        try:
+            reply = await self.transport.request(command(b"PING"), 1)
+        except redis_failures:
+            return False
+        return reply == [b"PONG"] or reply == ["PONG"]

@@ -1,0 +1,256 @@
+"""Every Redis command Tandem sends to the online store, as pre-packed RESP bytes, and their replies decoded.
+
+The one place that produces the wire format. Keys, fields and values are Feast's (`core.online.encoding`);
+this module lays them out as commands, the same ones Feast sends:
+
+- read: per entity one `HMGET <key> <features...> <_ts:views...> <stored-score fields...> <_ts:scores>`,
+  k entities in one buffer (`ReadLayout`); redis-py's pipeline would pack each command anew, ~2x slower;
+- write: per row `HSET <key> _ts:<view> <Timestamp> <mmh3 field> <Value> ...` (Feast's field order), then
+  `EXPIRE <key> <ttl>` when a key TTL is set (`pack_hsets`); other views' fields in the hash stay;
+- newer-wins: `HGET <key> _ts:<view>` per row first (`pack_hgets`), then only rows whose event time is
+  newer than the stored one (`newer_positions`), Feast's rule for its own online write;
+- delete: `HDEL <key> <fields...>` (`pack_hdels`), and `SCAN`/`DEL` for a project's keys.
+
+Pure: no I/O. Transports (`core.online.transport`, `core.online.resp_pool`) move the bytes.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from itertools import chain, repeat
+from operator import call
+from typing import Any, cast
+
+import numpy as np
+import numpy.typing as npt
+
+from core.errors import ConfigurationError
+from core.features.specs import ServiceSpec, ViewSpec
+from core.online.decoding import decode_snapshot, decode_timestamp, value_decoder
+from core.online.encoding import (
+    encode_entity_keys,
+    encode_timestamps,
+    encode_values,
+    entity_key_prefix,
+    feature_field,
+    timestamp_field,
+)
+from core.online.rows import STORED_FEATURES, FeatureRows, OnlineRow, StoredPrediction
+
+__all__ = [
+    "ReadLayout",
+    "command",
+    "newer_positions",
+    "pack_hdels",
+    "pack_hgets",
+    "pack_hsets",
+    "view_fields",
+]
+
+_ENTITY_ID = struct.Struct("<q")
+_decode_score, _decode_string = value_decoder("float64"), value_decoder("string")
+
+
+def _bulk(data: bytes) -> bytes:
+    """One RESP bulk string, with its trailing CRLF."""
+    return b"$%d\r\n%b\r\n" % (len(data), data)
+
+
+def command(*parts: bytes) -> bytes:
+    """One RESP command."""
+    return b"*%d\r\n" % len(parts) + b"".join(_bulk(part) for part in parts)
+
+
+def _entity_id(entity_id: int) -> bytes:
+    try:
+        return _ENTITY_ID.pack(entity_id)
+    except struct.error:
+        raise ValueError(f"entity id {entity_id!r} is not an int64") from None
+
+
+def _stored_prediction(raw: Sequence[bytes | None]) -> StoredPrediction | None:
+    """The stored prediction from its view's four fields and `_ts`; None unless all five are there."""
+    score_raw, version_raw, run_raw, snapshot_raw, ts_raw = raw
+    if ts_raw is None:
+        return None
+    score = _decode_score(score_raw)
+    version, run_id, snapshot = map(_decode_string, (version_raw, run_raw, snapshot_raw))
+    if (
+        not isinstance(score, float | int)
+        or isinstance(score, bool)
+        or not isinstance(version, str)
+        or not isinstance(run_id, str)
+        or not isinstance(snapshot, str)
+    ):
+        return None
+    snapshot_ts = decode_snapshot(snapshot)
+    if snapshot_ts is None:
+        return None
+    return StoredPrediction(
+        score=float(score),
+        model_version=version,
+        run_id=run_id,
+        scored_at=decode_timestamp(ts_raw),
+        feature_snapshot_ts=snapshot_ts,
+    )
+
+
+class ReadLayout:
+    """The HMGET of one feature service and its stored scores: request bytes for k entities, rows from replies.
+
+    Built once per service (thread- and task-safe). The field list is the same for every entity: each
+    service feature's `mmh3("view:feature")`, each view's `_ts:view`, then the stored-scores view's four
+    features and its `_ts`.
+    """
+
+    def __init__(self, *, project: str, service: ServiceSpec, predictions: ViewSpec) -> None:
+        if predictions.join_key != service.join_key:
+            raise ConfigurationError(
+                f"view {predictions.name!r} joins on {predictions.join_key!r}, "
+                f"service {service.name!r} on {service.join_key!r}"
+            )
+        for name in STORED_FEATURES:
+            predictions.feature(name)  # NotFoundError naming a missing one
+        features = [(view.name, feature) for view in service.views for feature in view.features]
+        self.service = service
+        self.predictions = predictions
+        self._refs = tuple(f"{view}:{feature.name}" for view, feature in features)
+        self._decoders = tuple(value_decoder(feature.kind) for _, feature in features)
+        self._views = tuple(view.name for view in service.views)
+        self._fields = (
+            [feature_field(view, feature.name) for view, feature in features]
+            + [timestamp_field(view) for view in self._views]
+            + [feature_field(predictions.name, name) for name in STORED_FEATURES]
+            + [timestamp_field(predictions.name)]
+        )
+        self._ts_start = len(self._refs)
+        self._stored_start = self._ts_start + len(self._views)
+        # Per entity: `*N $5 HMGET $len <prefix>` + 8 id bytes + `<project> CRLF <fields>`.
+        prefix, suffix = entity_key_prefix(service.join_key), project.encode("utf-8")
+        self._key_parts = (prefix, suffix)
+        head = b"*%d\r\n$5\r\nHMGET\r\n$%d\r\n" % (2 + len(self._fields), len(prefix) + 8 + len(suffix))
+        tail = b"\r\n" + b"".join(_bulk(field) for field in self._fields)
+        self._head, self._tail = head + prefix, suffix + tail
+        self._between = self._tail + self._head
+
+    def fields(self) -> list[bytes]:
+        """The HMGET field list, the same for every entity."""
+        return list(self._fields)
+
+    def key(self, entity_id: int) -> bytes:
+        """Feast's Redis key of an entity (v3 serialized entity key + project)."""
+        prefix, suffix = self._key_parts
+        return prefix + _entity_id(entity_id) + suffix
+
+    def request(self, entity_ids: Sequence[int]) -> bytes:
+        """The RESP bytes of one `HMGET <key> <fields...>` per entity (empty for no ids)."""
+        ids = [_entity_id(entity_id) for entity_id in entity_ids]
+        return self._head + self._between.join(ids) + self._tail if ids else b""
+
+    def decode(self, entity_id: int, raw: Sequence[bytes | None]) -> OnlineRow:
+        """One entity's row from its HMGET reply (one item per field of `fields()`, None where absent).
+
+        A value or timestamp that isn't what Feast writes raises ValueError (see core.online.decoding).
+        """
+        if not isinstance(raw, list | tuple) or len(raw) != len(self._fields):
+            raise ValueError(f"expected {len(self._fields)} field values, got {raw!r:.80}")
+        ts_start, stored_start = self._ts_start, self._stored_start
+        values = dict(zip(self._refs, map(call, self._decoders, raw[:ts_start]), strict=True))
+        event_ts = {
+            view: None if data is None else decode_timestamp(data)
+            for view, data in zip(self._views, raw[ts_start:stored_start], strict=True)
+        }
+        return OnlineRow(entity_id, values, event_ts, _stored_prediction(raw[stored_start:]))
+
+    def decode_all(self, entity_ids: Sequence[int], replies: Sequence[Any]) -> list[OnlineRow]:
+        """Rows for `entity_ids` from their replies, in order."""
+        return [self.decode(entity_id, reply) for entity_id, reply in zip(entity_ids, replies, strict=True)]
+
+
+_LENGTH_HEADERS = np.array([b"$%d\r\n" % size for size in range(4_096)], dtype=object)
+
+
+def _length_headers(values: list[bytes]) -> list[bytes]:
+    """The RESP length header in front of each value, by table lookup (no per-value formatting)."""
+    sizes = np.fromiter(map(len, values), dtype=np.intp, count=len(values))
+    if len(values) and int(sizes.max()) >= len(_LENGTH_HEADERS):
+        return [b"$%d\r\n" % size for size in sizes.tolist()]
+    return cast("list[bytes]", _LENGTH_HEADERS[sizes].tolist())
+
+
+def pack_hsets(project: str, rows: FeatureRows) -> tuple[bytes, int]:
+    """The RESP bytes of every HSET (and EXPIRE) that writes `rows`, and how many commands they are."""
+    count = len(rows)
+    if count == 0:
+        return b"", 0
+    keys = encode_entity_keys(join_key=rows.join_key, entity_ids=rows.entity_ids, project=project)
+    key_size = len(keys[0])
+    # Feast's field order: the timestamp first, then the features.
+    fields = [timestamp_field(rows.view)] + [feature_field(rows.view, column.name) for column in rows.columns]
+    values = [encode_timestamps(rows.event_timestamps, count)]
+    values += [encode_values(column.kind, column.values) for column in rows.columns]
+    # Per row: HSET header + key, then (field, length header, value) triples, each value's CRLF opening
+    # the next constant piece; constant pieces repeat, the others are one list per column.
+    head = b"*%d\r\n$4\r\nHSET\r\n$%d\r\n" % (2 + 2 * len(fields), key_size)
+    parts: list[Iterable[bytes]] = [repeat(head, count), keys]
+    for field, column_values in zip(fields, values, strict=True):
+        parts += [repeat(b"\r\n" + _bulk(field), count), _length_headers(column_values), column_values]
+    parts.append(repeat(b"\r\n", count))
+    commands = count
+    if rows.key_ttl_s:
+        expire = b"*3\r\n$6\r\nEXPIRE\r\n$%d\r\n" % key_size
+        parts += [repeat(expire, count), keys, repeat(b"\r\n" + _bulk(b"%d" % rows.key_ttl_s), count)]
+        commands += count
+    return b"".join(chain.from_iterable(zip(*parts))), commands  # noqa: B905 - repeat() is endless
+
+
+def _keys(project: str, join_key: str, entity_ids: npt.NDArray[np.int64]) -> list[bytes]:
+    return encode_entity_keys(join_key=join_key, entity_ids=entity_ids, project=project)
+
+
+def pack_hgets(project: str, rows: FeatureRows) -> bytes:
+    """`HGET <key> _ts:<view>` for every row: the stored event times newer-wins compares against."""
+    field = timestamp_field(rows.view)
+    return b"".join(command(b"HGET", key, field) for key in _keys(project, rows.join_key, rows.entity_ids))
+
+
+def newer_positions(rows: FeatureRows, stored: Sequence[bytes | None]) -> list[int]:
+    """Positions of the rows whose event time is newer than the stored `_ts` (None: nothing stored).
+
+    Feast's rule: an older or equal event time never replaces the online row. Compared at microseconds, the
+    precision Feast keeps.
+    """
+    if len(stored) != len(rows):
+        raise ValueError(f"{len(stored)} stored timestamps for {len(rows)} rows")
+    stamps = rows.event_timestamps
+    micros = (
+        np.full(len(rows), _micros(stamps), dtype=np.int64)
+        if isinstance(stamps, datetime)
+        else np.asarray(stamps).astype("datetime64[us]").astype(np.int64)
+    )
+    keep = []
+    for position, (ours, theirs) in enumerate(zip(micros.tolist(), stored, strict=True)):
+        if theirs is None or ours > _micros(decode_timestamp(theirs)):
+            keep.append(position)
+    return keep
+
+
+def _micros(moment: datetime) -> int:
+    """Microseconds since the epoch; naive means UTC."""
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(UTC).replace(tzinfo=None)
+    return int(np.datetime64(moment, "us").astype(np.int64))
+
+
+def view_fields(view: ViewSpec) -> list[bytes]:
+    """Every hash field of a view: its features and its `_ts`."""
+    return [feature_field(view.name, f.name) for f in view.features] + [timestamp_field(view.name)]
+
+
+def pack_hdels(
+    project: str, join_key: str, entity_ids: npt.NDArray[np.int64], fields: Sequence[bytes]
+) -> bytes:
+    """`HDEL <key> <fields...>` for every entity."""
+    return b"".join(command(b"HDEL", key, *fields) for key in _keys(project, join_key, entity_ids))

@@ -1,0 +1,277 @@
+"""The API's handlers over the prediction and push services on in-memory fakes: routing, JSON, status codes
+and the use cases' decisions, without PostgreSQL or Redis (integration tests run the same on real stores)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+from litestar.testing import TestClient
+from pydantic import SecretStr
+
+from core.errors import StoreUnavailableError
+from core.features.specs import FeatureSpec, ServiceSpec, ViewSpec
+from core.model.registry import LoadedModel
+from core.offline.append import OfflineRows
+from core.online.rows import FeatureRows, OnlineRow, StoredPrediction
+from core.online.wire import ReadLayout
+from core.push.service import PushService
+from core.serving.service import PredictionService
+from core.settings import Settings
+from service.app import create_app
+from service.metrics import PREDICT_LATENCY
+from service.state import Services
+
+T = TypeVar("T")
+NOW = datetime(2026, 5, 4, 12, 0, tzinfo=UTC)
+RUN_AT = NOW - timedelta(hours=3)
+STATS_TS = RUN_AT - timedelta(hours=1)
+KEY = "API-KEY-handlers"
+STATS = ViewSpec(
+    "driver_stats", "stats", "driver_id", "ts", None, 0,
+    (FeatureSpec("trips", "int64"), FeatureSpec("rating", "float64")), push_source="stats_push",
+)  # fmt: skip
+SCORES = ViewSpec(
+    "eta_scores", "(select 1)", "driver_id", "scored_at", None, 0,
+    (FeatureSpec("score", "float64"), FeatureSpec("model_version", "string"), FeatureSpec("run_id", "string"),
+     FeatureSpec("feature_snapshot_ts", "string")),
+)  # fmt: skip
+SERVICE = ServiceSpec("eta_v2", (STATS,), ("driver_stats:trips", "driver_stats:rating"))
+
+
+class _Sum:
+    """P(class 1) = sigmoid(trips / 10 + rating), nulls as 0."""
+
+    classes_ = np.array([0, 1])
+
+    def predict_proba(self, matrix: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        total = np.nan_to_num(matrix[:, 0]) / 10 + np.nan_to_num(matrix[:, 1])
+        positive = 1 / (1 + np.exp(-total))
+        return np.column_stack([1 - positive, positive])
+
+
+MODEL = LoadedModel(
+    version="eta-v7", model_name="eta", feature_refs=SERVICE.refs, estimator=_Sum(), sha256="", metrics={},
+    created_at=NOW,
+)  # fmt: skip
+
+
+def _live(trips: int, rating: float) -> float:
+    return float(1 / (1 + np.exp(-(trips / 10 + rating))))
+
+
+@dataclass
+class FakeOnline:
+    """Online rows by driver id; `down` makes every call fail like an unreachable Redis."""
+
+    rows: dict[int, OnlineRow] = field(default_factory=dict)
+    down: bool = False
+    written: list[FeatureRows] = field(default_factory=list)
+
+    async def read(self, layout: ReadLayout, entity_ids: Sequence[int]) -> list[OnlineRow]:
+        if self.down:
+            raise StoreUnavailableError("Redis (online store): connection refused")
+        empty = dict.fromkeys(layout.service.refs)
+        return [self.rows.get(i, OnlineRow(i, dict(empty), {"driver_stats": None}, None)) for i in entity_ids]
+
+    async def write_newer(self, rows: FeatureRows) -> int:
+        if self.down:
+            raise StoreUnavailableError("Redis (online store): connection refused")
+        self.written.append(rows)
+        return len(rows)
+
+
+@dataclass
+class FakeStored:
+    """PostgreSQL's stored scores and published runs; `down` fails like an unreachable PostgreSQL."""
+
+    latest_scores: dict[int, StoredPrediction] = field(default_factory=dict)
+    published: set[str] = field(default_factory=lambda: {"run-1"})
+    down: bool = False
+    appended: list[OfflineRows] = field(default_factory=list)
+
+    async def published_runs(self) -> frozenset[str]:
+        if self.down:
+            raise StoreUnavailableError("PostgreSQL (stored scores): connection refused")
+        return frozenset(self.published)
+
+    async def latest(self, entity_ids: Sequence[int]) -> dict[int, StoredPrediction]:
+        if self.down:
+            raise StoreUnavailableError("PostgreSQL (stored scores): connection refused")
+        return {i: self.latest_scores[i] for i in entity_ids if i in self.latest_scores}
+
+    async def append(self, rows: OfflineRows, then: Callable[[], Awaitable[T]]) -> T:
+        if self.down:
+            raise StoreUnavailableError("PostgreSQL (offline append): connection refused")
+        result = await then()  # a failure here leaves nothing appended, like a rolled-back transaction
+        self.appended.append(rows)
+        return result
+
+
+class FakeProbe:
+    def __init__(self, online: FakeOnline, stored: FakeStored) -> None:
+        self.online, self.stored = online, stored
+
+    async def online_ok(self) -> bool:
+        return not self.online.down
+
+    async def offline_ok(self) -> bool:
+        return not self.stored.down
+
+
+def _stored(score: float, run_id: str = "run-1", snapshot_ts: datetime = STATS_TS) -> StoredPrediction:
+    return StoredPrediction(score, "eta-v7", run_id, RUN_AT, {"driver_stats": snapshot_ts})
+
+
+def _row(
+    driver: int, trips: int, rating: float, *, ts: datetime = STATS_TS, stored: StoredPrediction | None
+) -> OnlineRow:
+    return OnlineRow(
+        driver, {"driver_stats:trips": trips, "driver_stats:rating": rating}, {"driver_stats": ts}, stored
+    )
+
+
+@dataclass
+class World:
+    client: TestClient[Any]
+    online: FakeOnline
+    stored: FakeStored
+    services: Services
+
+
+@pytest.fixture
+def world() -> Iterator[World]:
+    online, stored = FakeOnline(), FakeStored()
+    online.rows = {
+        1: _row(1, 20, 0.5, stored=_stored(0.25)),  # fresh stored score
+        2: _row(2, 30, 0.1, ts=STATS_TS + timedelta(minutes=5), stored=_stored(0.4)),  # features newer
+        3: _row(3, 10, 0.2, stored=_stored(0.9, run_id="run-killed")),  # a run that never finished publishing
+    }
+    stored.latest_scores = {1: _stored(0.25), 3: _stored(0.3)}
+    settings = Settings(api_keys=SecretStr(KEY), max_entities_per_request=5)
+    prediction = PredictionService(
+        online=online, stored=stored, layout=ReadLayout(project="p", service=SERVICE, predictions=SCORES),
+        max_staleness_s=86_400, model=MODEL, clock=lambda: NOW,
+    )  # fmt: skip
+    push = PushService(service=SERVICE, offline=stored, online=online, clock=lambda: NOW)
+    services = Services(settings=settings, prediction=prediction, push=push, probe=FakeProbe(online, stored))
+    with TestClient(create_app(services=services)) as client:
+        yield World(client, online, stored, services)
+
+
+def test_fresh_stored_score_is_served_as_batch(world: World) -> None:
+    item = world.client.post("/v1/predict", json={"entities": [{"driver_id": 1}]}).json()["predictions"][0]
+    assert (item["score"], item["source"], item["reason"], item["degraded"]) == (
+        0.25,
+        "batch",
+        "batch_fresh",
+        False,
+    )
+    assert item["entity"] == {"driver_id": 1}
+    assert item["batch_run_id"] == "run-1"
+    assert item["staleness_s"] == (NOW - RUN_AT).total_seconds()
+
+
+def test_newer_features_are_rescored_live_with_the_loaded_model(world: World) -> None:
+    item = world.client.get("/v1/predict/2").json()
+    assert (item["source"], item["reason"], item["model_version"]) == ("live", "features_newer", "eta-v7")
+    assert item["score"] == pytest.approx(_live(30, 0.1), abs=1e-15)
+
+
+def test_a_stored_score_of_an_unpublished_run_is_replaced_from_postgresql(world: World) -> None:
+    item = world.client.get("/v1/predict/3").json()
+    assert (item["score"], item["batch_run_id"], item["reason"]) == (0.3, "run-1", "batch_fresh")
+
+
+def test_unknown_entity_is_404_naming_it(world: World) -> None:
+    response = world.client.post("/v1/predict", json={"entities": [{"driver_id": 1}, {"driver_id": 77}]})
+    assert response.status_code == 404
+    assert response.json()["detail"] == "unknown driver_id: 77"
+
+
+def test_online_store_down_serves_stored_scores_degraded(world: World) -> None:
+    world.online.down = True
+    item = world.client.get("/v1/predict/1").json()
+    assert (item["source"], item["reason"], item["degraded"]) == ("batch", "online_unavailable", True)
+    ready = world.client.get("/health/ready").json()
+    assert (ready["redis"], ready["postgresql"], ready["ready"]) == ("down", "ok", True)
+    assert datetime.fromisoformat(ready["checked_at"]) > NOW - timedelta(days=365)
+    missing = world.client.get("/v1/predict/2")
+    assert missing.status_code == 503
+    assert "Redis is unreachable" in missing.json()["detail"]
+
+
+def test_both_stores_down_is_503(world: World) -> None:
+    world.online.down = world.stored.down = True
+    response = world.client.get("/v1/predict/1")
+    assert response.status_code == 503
+    assert "both stores are unreachable" in response.json()["detail"]
+    assert world.client.get("/health/ready").status_code == 503
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"entities": [{"customer_id": 1}]}, "entities[0]"),
+        ({"entities": [{"driver_id": i} for i in range(6)]}, "entities"),
+        ({"entities": []}, "entities"),
+        ({"entities": [{"driver_id": 1}], "mode": "sometimes"}, "mode"),
+    ],
+)
+def test_bad_requests_are_400_naming_the_field(world: World, body: dict[str, Any], field: str) -> None:
+    response = world.client.post("/v1/predict", json=body)
+    assert response.status_code == 400, response.text
+    assert field in response.json()["detail"]
+
+
+def test_both_prediction_routes_record_their_latency(world: World) -> None:
+    def count(method: str, status: str) -> float:
+        histogram = PREDICT_LATENCY.labels(f"{method} /v1/predict", status)
+        return sum(
+            sample.value
+            for sample in next(iter(histogram.collect())).samples
+            if sample.name.endswith("_count")
+        )
+
+    before = count("GET", "ok"), count("GET", "error"), count("POST", "ok")
+    world.client.get("/v1/predict/1")
+    world.client.get("/v1/predict/abc")
+    world.client.post("/v1/predict", json={"entities": [{"driver_id": 1}]})
+    assert (count("GET", "ok"), count("GET", "error"), count("POST", "ok")) == (
+        before[0] + 1, before[1] + 1, before[2] + 1,
+    )  # fmt: skip
+
+
+def test_push_appends_offline_then_writes_online(world: World) -> None:
+    row = {"driver_id": 9, "ts": "2026-05-04T11:59:00+00:00", "trips": 3, "rating": 4.5}
+    response = world.client.post("/v1/push/stats_push", json={"rows": [row]}, headers={"X-API-Key": KEY})
+    assert response.status_code == 200, response.text
+    assert response.json() == {
+        "push_source": "stats_push",
+        "view": "driver_stats",
+        "rows": 1,
+        "written_online": 1,
+    }
+    assert world.stored.appended[0].records[0][0] == 9
+    assert world.online.written[0].entity_ids.tolist() == [9]
+
+
+def test_push_faults_write_nothing(world: World) -> None:
+    headers = {"X-API-Key": KEY}
+    bad = {"driver_id": 9, "ts": "2026-05-04T11:59:00+00:00", "trips": "three", "rating": 4.5}
+    response = world.client.post("/v1/push/stats_push", json={"rows": [bad]}, headers=headers)
+    assert response.status_code == 400
+    assert "rows[0].trips" in response.json()["detail"]
+    assert world.client.post("/v1/push/nope", json={"rows": [bad]}, headers=headers).status_code == 404
+    assert world.client.post("/v1/push/stats_push", json={"rows": [bad]}).status_code == 401
+    world.online.down = True
+    good = {**bad, "trips": 3}
+    down = world.client.post("/v1/push/stats_push", json={"rows": [good]}, headers=headers)
+    assert down.status_code == 503
+    assert world.stored.appended == []
+    assert world.online.written == []
