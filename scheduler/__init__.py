@@ -1,1 +1,7 @@
-"""The APScheduler process: materialize, batch-predict and check-skew jobs (issue 3 fills it)."""
+"""The scheduler process: one leader runs the jobs of one registry (materialize, batch-predict, check-skew).
+
+scheduler.registry describes jobs, scheduler.jobs builds Tandem's registry (`default_jobs`),
+scheduler.job_runner runs them (retries, no self-overlap, requested runs), scheduler.app puts them on
+APScheduler, scheduler.entry is the hand-off from APScheduler's persisted jobs to the runner,
+scheduler.leader holds the leader lock and scheduler.runner ties these together until stopped.
+"""

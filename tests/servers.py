@@ -14,7 +14,6 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import psycopg
-import redis
 from psycopg import sql
 
 from core.endpoints import PostgresEndpoint, RedisEndpoint, parse_postgres_url, parse_redis_url

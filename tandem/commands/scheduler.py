@@ -36,7 +36,7 @@ _STATUS_STYLE = {
     "job_names",
     default=None,
     envvar="TANDEM_SCHEDULER_JOBS",
-    help="Comma-separated jobs to schedule (default: all: materialize, batch_predict).",
+    help="Comma-separated jobs to schedule (default: all: materialize, batch_predict, check_skew).",
 )
 @click.option(
     "--metrics-port", type=click.IntRange(1, 65535), default=None, help="Serve Prometheus metrics here."
@@ -47,10 +47,10 @@ def scheduler_cmd(
     cli: CliContext, job_names: str | None, metrics_port: int | None, metrics_host: str
 ) -> None:
     """Run the job scheduler: lead (one process per database) or wait as a standby; stop with Ctrl-C/SIGTERM."""
-    from scheduler.app import select_jobs
+    from scheduler.jobs import default_jobs
     from scheduler.runner import LEADERSHIP_LOST, exit_now, install_stop_signals, run_scheduler
 
-    jobs = select_jobs(job_names)
+    registry = default_jobs(cli.settings).select(job_names)
     stores = cli.stores()
     if metrics_port is not None:
         from prometheus_client import start_http_server
@@ -59,7 +59,7 @@ def scheduler_cmd(
         cli.console.print(f"metrics on http://{metrics_host}:{metrics_port}/metrics")
     stop = threading.Event()
     install_stop_signals(stop)
-    code = run_scheduler(cli.settings, stores, jobs=jobs, stop=stop, notify=cli.console.print)
+    code = run_scheduler(cli.settings, stores, registry=registry, stop=stop, notify=cli.console.print)
     if code == LEADERSHIP_LOST:
         cli.console.print("[red]leader lock lost: exiting so that only one scheduler runs jobs[/red]")
         exit_now(code)

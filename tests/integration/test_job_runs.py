@@ -1,4 +1,5 @@
-"""Job-run records on a real PostgreSQL: tracked runs, retries, requests claimed once, dead runs repaired."""
+"""Job-run records on a real PostgreSQL: tracked runs, requests claimed once, dead runs repaired (the
+scheduler's retries and requested runs: tests/integration/test_scheduler.py)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,6 @@ from sqlalchemy.orm import Session
 from core.errors import NotFoundError
 from core.records.job_runs import (
     JOB_NAMES,
-    RunHandle,
     claim_requested_run,
     finish_job_run,
     forecast_batch_deadline,
@@ -29,8 +29,6 @@ from core.records.job_runs import (
 )
 from core.records.tables import JobRun
 from core.settings import Settings
-from core.stores.resolve import Stores
-from scheduler import jobs
 
 
 @pytest.fixture
@@ -98,50 +96,6 @@ def test_tracked_run_records_a_failure_with_a_one_line_error(engine: Engine, job
     assert row.finished_at is not None
 
 
-def _fake_context(settings: Settings, stores: Stores, engine: Engine, *, attempts: int) -> jobs.JobContext:
-    fast = settings.model_copy(update={"job_max_attempts": attempts, "job_retry_backoff_s": 0.01})
-    return jobs.JobContext(settings=fast, stores=stores, engine=engine)
-
-
-def test_retries_are_recorded_one_row_per_attempt(
-    engine: Engine, settings: Settings, stores: Stores, job_name: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A job failing twice then succeeding leaves rows for attempts 1, 2 (failed) and 3 (succeeded)."""
-    calls: list[int] = []
-
-    def flaky(_ctx: jobs.JobContext, run: RunHandle) -> None:
-        calls.append(run.attempt)
-        if len(calls) < 3:
-            raise ConnectionError(f"try {len(calls)} failed")
-        run.rows = 7
-
-    monkeypatch.setattr(jobs, "job_context", lambda: _fake_context(settings, stores, engine, attempts=3))
-    monkeypatch.setitem(jobs.BODIES, job_name, flaky)
-    assert jobs.run_with_retries(job_name, trigger="schedule") == 7
-    rows = _rows(engine, job_name)
-    assert [(r.attempt, r.status, r.error) for r in rows] == [
-        (1, "failed", "ConnectionError: try 1 failed"),
-        (2, "failed", "ConnectionError: try 2 failed"),
-        (3, "succeeded", None),
-    ]
-    assert calls == [1, 2, 3]
-
-
-def test_a_job_failing_every_attempt_raises_after_the_last(
-    engine: Engine, settings: Settings, stores: Stores, job_name: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """With two attempts allowed, two failed rows are left and the last error propagates."""
-
-    def broken(_ctx: jobs.JobContext, _run: RunHandle) -> None:
-        raise ValueError("bad data")
-
-    monkeypatch.setattr(jobs, "job_context", lambda: _fake_context(settings, stores, engine, attempts=2))
-    monkeypatch.setitem(jobs.BODIES, job_name, broken)
-    with pytest.raises(ValueError, match="bad data"):
-        jobs.run_with_retries(job_name, trigger="schedule")
-    assert [(r.attempt, r.status) for r in _rows(engine, job_name)] == [(1, "failed"), (2, "failed")]
-
-
 def test_unknown_job_request_is_not_found_naming_the_known_jobs(session: Session) -> None:
     """Requesting a job that does not exist raises NotFoundError naming it and every known job."""
     with pytest.raises(NotFoundError) as caught:
@@ -175,30 +129,6 @@ def test_a_request_is_claimed_by_one_session_only(engine: Engine) -> None:
             finish_job_run(after, run_id=second, status="failed", error="x")
     finally:
         _delete(engine, [first, second])
-
-
-def test_requested_runs_are_run_by_the_poll_job(
-    engine: Engine, settings: Settings, stores: Stores, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """`run_requests` claims a requested run and finishes that same row, trigger api, requester kept."""
-
-    def skew_check(_ctx: jobs.JobContext, run: RunHandle) -> None:
-        run.rows = 3
-
-    monkeypatch.setattr(jobs, "job_context", lambda: _fake_context(settings, stores, engine, attempts=1))
-    monkeypatch.setitem(jobs.BODIES, "check_skew", skew_check)
-    with Session(engine) as session, session.begin():
-        run_id = request_job_run(session, job="check_skew", requested_by="carol")
-    try:
-        assert jobs.run_requests(["check_skew"]) == 1
-        assert jobs.run_requests(["check_skew"]) == 0  # nothing left to claim
-        with Session(engine) as session:
-            row = session.get(JobRun, run_id)
-            assert row is not None
-            assert (row.status, row.trigger, row.requested_by, row.rows) == ("succeeded", "api", "carol", 3)
-            assert row.started_at is not None
-    finally:
-        _delete(engine, [run_id])
 
 
 def _dead_pid() -> int:

@@ -1,4 +1,5 @@
-"""The scheduler on real stores: one leader among two processes, failover on SIGKILL, clean SIGTERM;
+"""The scheduler on real stores: one leader among two processes, failover on SIGKILL, clean SIGTERM; the
+job store kept across leaders; a runner's retries, follow-ups, self-exclusion and requested runs;
 `tandem materialize` and `tandem runs` record and show job runs."""
 
 from __future__ import annotations
@@ -7,9 +8,11 @@ import io
 import itertools
 import math
 import os
+import pickle
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -21,6 +24,8 @@ from typing import IO, TypeVar
 import click
 import psycopg
 import pytest
+from apscheduler.events import EVENT_SCHEDULER_STARTED
+from apscheduler.triggers.interval import IntervalTrigger
 from click.testing import CliRunner
 from prometheus_client import REGISTRY
 from rich.console import Console
@@ -30,11 +35,16 @@ from sqlalchemy.orm import Session
 from core.features.feast_repo import apply_feature_repo, open_feature_store
 from core.metrics import BATCH_DEADLINE_SLACK
 from core.model.lifecycle import train_and_promote
+from core.records.job_runs import RunHandle, request_job_run
 from core.records.tables import JobRun
 from core.settings import PROJECT_ROOT, Settings
 from core.stores.resolve import Stores
-from scheduler import jobs
+from scheduler.app import create_scheduler
+from scheduler.entry import run_job, serving
+from scheduler.job_runner import JobRunner
+from scheduler.jobs import default_jobs
 from scheduler.leader import LeaderLock, leader_lock_key
+from scheduler.registry import Body, Job, JobContext, JobRegistry, RetryPolicy
 from tandem.commands.data import materialize_cmd
 from tandem.commands.scheduler import runs_cmd
 from tandem.context import CliContext
@@ -179,12 +189,72 @@ def test_a_leader_whose_session_ends_notices_and_another_can_lead(stores: Stores
 
 
 def test_the_job_store_lives_in_its_own_schema(feature_data: None, engine: Engine) -> None:
-    """APScheduler's table is tandem_scheduler.apscheduler_jobs and holds only the selected job."""
+    """APScheduler's table is tandem_scheduler.apscheduler_jobs and holds only the selected job, stored as
+    the `scheduler.entry:run_job` trampoline with the job's name as argument."""
     with engine.connect() as conn:
-        ids = conn.execute(text("SELECT id FROM tandem_scheduler.apscheduler_jobs")).scalars().all()
+        rows = conn.execute(text("SELECT id, job_state FROM tandem_scheduler.apscheduler_jobs")).all()
         misplaced = conn.execute(text("SELECT to_regclass('tandem.apscheduler_jobs')")).scalar_one()
-    assert ids == ["materialize"]
+    assert [row.id for row in rows] == ["materialize"]
+    state = pickle.loads(rows[0].job_state)  # noqa: S301 - APScheduler's own row, written by this test run
+    assert (state["func"], tuple(state["args"])) == ("scheduler.entry:run_job", ("materialize",))
     assert misplaced is None
+
+
+@pytest.fixture
+def job_name() -> str:
+    """A job name no other test uses, so each test sees only its own rows."""
+    return f"test_{uuid.uuid4().hex[:8]}"
+
+
+def _job(
+    name: str, body: Body, *, attempts: int = 1, backoff_s: float = 0.01, then: str | None = None
+) -> Job:
+    return Job(
+        name=name,
+        body=body,
+        trigger=IntervalTrigger(hours=1, timezone=UTC),
+        misfire_grace_s=60,
+        retry=RetryPolicy(max_attempts=attempts, backoff_s=backoff_s),
+        then=then,
+    )
+
+
+def _runner(settings: Settings, stores: Stores, engine: Engine, *jobs: Job) -> JobRunner:
+    return JobRunner(JobRegistry(jobs), JobContext(settings=settings, stores=stores, engine=engine))
+
+
+def _runs(engine: Engine, *names: str) -> list[JobRun]:
+    with Session(engine, expire_on_commit=False) as session:
+        query = select(JobRun).where(JobRun.job.in_(names)).order_by(JobRun.id)
+        return list(session.scalars(query))
+
+
+def _succeed(_ctx: JobContext, run: RunHandle) -> None:
+    run.rows = 1
+
+
+def test_a_new_leader_keeps_an_earlier_stored_run_and_drops_jobs_it_does_not_run(
+    feature_data: None, settings: Settings, stores: Stores, engine: Engine
+) -> None:
+    """create_scheduler keeps a stored next run time earlier than the trigger's next one (a run missed
+    during failover) and deletes stored jobs that are not in its registry."""
+    both = _runner(settings, stores, engine, _job("materialize", _succeed), _job("retired_job", _succeed))
+    first = create_scheduler(both)
+    first.add_listener(lambda _event: first.shutdown(wait=False), EVENT_SCHEDULER_STARTED)
+    with serving(both):
+        first.start(paused=True)  # stores both jobs, then stops at once
+    missed = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=10)
+    stored_ids = text("SELECT id FROM tandem_scheduler.apscheduler_jobs ORDER BY id")
+    with engine.begin() as conn:
+        assert conn.execute(stored_ids).scalars().all() == ["materialize", "retired_job"]
+        conn.execute(
+            text("UPDATE tandem_scheduler.apscheduler_jobs SET next_run_time = :at WHERE id = 'materialize'"),
+            {"at": missed.timestamp()},
+        )
+    second = create_scheduler(_runner(settings, stores, engine, _job("materialize", _succeed)))
+    with engine.connect() as conn:
+        assert conn.execute(stored_ids).scalars().all() == ["materialize"]
+    assert second.get_job("materialize").next_run_time == missed
 
 
 @pytest.fixture(scope="module")
@@ -198,15 +268,16 @@ def promoted(feature_data: None, settings: Settings, stores: Stores, engine: Eng
 
 
 def test_batch_predict_job_records_its_run_and_sets_the_deadline_gauge(
-    promoted: Settings, stores: Stores, engine: Engine, monkeypatch: pytest.MonkeyPatch
+    promoted: Settings, stores: Stores, engine: Engine
 ) -> None:
-    """The scheduled batch_predict job scores every customer, records rows and the prediction run id, then
-    sets the deadline slack gauge from a forecast that now has history."""
-    monkeypatch.setattr(
-        jobs, "job_context", lambda: jobs.JobContext(settings=promoted, stores=stores, engine=engine)
-    )
+    """The scheduled batch_predict job (fired through the persisted entry point) scores every customer,
+    records rows and the prediction run id, then sets the deadline slack gauge from a forecast that now has
+    history."""
+    context = JobContext(settings=promoted, stores=stores, engine=engine)
+    runner = JobRunner(default_jobs(promoted).select("batch_predict"), context)
     BATCH_DEADLINE_SLACK.set(math.nan)
-    rows = jobs.batch_predict()
+    with serving(runner):
+        rows = run_job("batch_predict")
     with Session(engine) as session:
         query = select(JobRun).where(JobRun.job == "batch_predict", JobRun.pid == os.getpid())
         run = session.scalars(query.order_by(JobRun.id.desc())).first()
@@ -219,6 +290,150 @@ def test_batch_predict_job_records_its_run_and_sets_the_deadline_gauge(
     slack = REGISTRY.get_sample_value("tandem_batch_deadline_slack_seconds")
     assert slack is not None
     assert not math.isnan(slack)
+
+
+def test_retries_are_recorded_one_row_per_attempt(
+    engine: Engine, settings: Settings, stores: Stores, job_name: str
+) -> None:
+    """A job failing twice then succeeding leaves rows for attempts 1, 2 (failed) and 3 (succeeded)."""
+    calls: list[int] = []
+
+    def flaky(_ctx: JobContext, run: RunHandle) -> None:
+        calls.append(run.attempt)
+        if len(calls) < 3:
+            raise ConnectionError(f"try {len(calls)} failed")
+        run.rows = 7
+
+    runner = _runner(settings, stores, engine, _job(job_name, flaky, attempts=3))
+    assert runner.run(job_name, trigger="schedule") == 7
+    assert [(r.attempt, r.status, r.error) for r in _runs(engine, job_name)] == [
+        (1, "failed", "ConnectionError: try 1 failed"),
+        (2, "failed", "ConnectionError: try 2 failed"),
+        (3, "succeeded", None),
+    ]
+    assert calls == [1, 2, 3]
+
+
+def test_a_job_failing_every_attempt_raises_after_the_last(
+    engine: Engine, settings: Settings, stores: Stores, job_name: str
+) -> None:
+    """With two attempts allowed, two failed rows are left and the last error propagates."""
+
+    def broken(_ctx: JobContext, _run: RunHandle) -> None:
+        raise ValueError("bad data")
+
+    runner = _runner(settings, stores, engine, _job(job_name, broken, attempts=2))
+    with pytest.raises(ValueError, match="bad data"):
+        runner.run(job_name, trigger="schedule")
+    assert [(r.attempt, r.status) for r in _runs(engine, job_name)] == [(1, "failed"), (2, "failed")]
+
+
+def test_stopping_ends_a_backoff_wait_without_another_attempt(
+    engine: Engine, settings: Settings, stores: Stores, job_name: str
+) -> None:
+    """`stop()` during a 60 s backoff makes the run raise at once, after its one failed attempt."""
+    failed = threading.Event()
+
+    def broken(_ctx: JobContext, _run: RunHandle) -> None:
+        failed.set()
+        raise ConnectionError("store away")
+
+    runner = _runner(settings, stores, engine, _job(job_name, broken, attempts=3, backoff_s=60))
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            runner.run(job_name, trigger="schedule")
+        except ConnectionError as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    assert failed.wait(10)
+    runner.stop()
+    thread.join(timeout=10)
+    assert not thread.is_alive()
+    assert len(errors) == 1
+    assert [(r.attempt, r.status) for r in _runs(engine, job_name)] == [(1, "failed")]
+
+
+def test_a_follow_up_job_runs_after_a_success_only_when_registered(
+    engine: Engine, settings: Settings, stores: Stores, job_name: str
+) -> None:
+    """A scheduled tick of a job with `then` runs the follow-up right after it succeeds when the registry
+    holds the follow-up (as check_skew after materialize), never when it does not or when the job fails."""
+    first, follow_up = f"{job_name}_first", f"{job_name}_then"
+    with_follow_up = _runner(
+        settings, stores, engine, _job(first, _succeed, then=follow_up), _job(follow_up, _succeed)
+    )
+    assert with_follow_up.run_scheduled(first) == 1
+    ran = _runs(engine, first, follow_up)
+    assert [run.job for run in ran] == [first, follow_up]
+    assert ran[0].finished_at is not None
+    assert ran[1].started_at is not None
+    assert ran[1].started_at >= ran[0].finished_at
+
+    alone = _runner(settings, stores, engine, _job(first, _succeed, then=follow_up))
+    alone.run_scheduled(first)
+    assert [run.job for run in _runs(engine, first, follow_up)] == [first, follow_up, first]
+
+    def broken(_ctx: JobContext, _run: RunHandle) -> None:
+        raise ValueError("no data")
+
+    failing = _runner(
+        settings, stores, engine, _job(first, broken, then=follow_up), _job(follow_up, _succeed)
+    )
+    with pytest.raises(ValueError, match="no data"):
+        failing.run_scheduled(first)
+    assert [run.job for run in _runs(engine, first, follow_up)] == [first, follow_up, first, first]
+
+
+def test_a_job_never_overlaps_itself_in_a_process(
+    engine: Engine, settings: Settings, stores: Stores, job_name: str
+) -> None:
+    """A scheduled tick that finds its job still running is skipped (None, no row); after it ends, the
+    next tick runs."""
+    started, release = threading.Event(), threading.Event()
+
+    def slow(_ctx: JobContext, run: RunHandle) -> None:
+        started.set()
+        assert release.wait(10)
+        run.rows = 5
+
+    runner = _runner(settings, stores, engine, _job(job_name, slow))
+    first = threading.Thread(target=runner.run_scheduled, args=[job_name])
+    first.start()
+    try:
+        assert started.wait(10)
+        assert runner.run_scheduled(job_name) is None
+        assert [run.status for run in _runs(engine, job_name)] == ["running"]
+    finally:
+        release.set()
+        first.join(timeout=10)
+    assert runner.run_scheduled(job_name) == 5
+    assert [run.status for run in _runs(engine, job_name)] == ["succeeded", "succeeded"]
+
+
+def test_requested_runs_are_run_by_the_poll_job(engine: Engine, settings: Settings, stores: Stores) -> None:
+    """`run_requests` claims a requested run and finishes that same row, trigger api, requester kept."""
+
+    def skew_check(_ctx: JobContext, run: RunHandle) -> None:
+        run.rows = 3
+
+    runner = _runner(settings, stores, engine, _job("check_skew", skew_check))
+    with Session(engine) as session, session.begin():
+        run_id = request_job_run(session, job="check_skew", requested_by="carol")
+    try:
+        assert runner.run_requests() == 1
+        assert runner.run_requests() == 0  # nothing left to claim
+        with Session(engine) as session:
+            row = session.get(JobRun, run_id)
+            assert row is not None
+            assert (row.status, row.trigger, row.requested_by, row.rows) == ("succeeded", "api", "carol", 3)
+            assert row.started_at is not None
+    finally:
+        with Session(engine) as session, session.begin():
+            session.execute(delete(JobRun).where(JobRun.id == run_id))
 
 
 def _invoke(command: click.Command, settings: Settings, *args: str) -> str:
