@@ -1,4 +1,5 @@
-"""Online read latency: Tandem's `OnlineReader` vs Feast's `get_online_features` vs a bare HMGET pipeline.
+"""Online read latency: Tandem's `OnlineStore` / `AsyncOnlineStore` vs Feast's `get_online_features` vs a bare
+HMGET pipeline.
 
     .venv/bin/python bench/online_read.py [--customers 5000] [--reads 1000] [--feast-reads 300]
 
@@ -6,11 +7,12 @@ Seeds the demo data in a throw-away database and Feast project (bench.common.ben
 with Feast and publishes a stored prediction for every customer. Then, for k in (1, 10, 100) random
 customers per read, times each path over N reads (same id lists for every path, warmed up first):
 
-- `floor: packed HMGETs, no decode`: the reader's request bytes on one pooled connection, replies read
-  but not decoded — the round trip itself;
+- `floor: packed HMGETs, no decode`: the `ReadLayout`'s request bytes on one pooled connection, replies
+  read but not decoded — the round trip itself;
 - `redis-py pipeline, no decode`: the same HMGETs through `pipeline(transaction=False)`;
-- `OnlineReader.read_sync` / `OnlineReader.read (asyncio)`: the same round trip, decoded into `OnlineRow`s
-  (features, event times, parsed stored prediction);
+- `OnlineStore.read` (redis-py) / `AsyncOnlineStore.read` over `RespPool` and over `Coalescer` (what the
+  API uses): the same round trip, decoded into `OnlineRow`s (features, event times, parsed stored
+  prediction);
 - `feast (service + stored)`: `get_online_features` of the same data (the feature service's refs plus the
   four stored-prediction refs), `.to_dict()`;
 - `feast (service object)`: `get_online_features(features=<FeatureService looked up once>)`, `.to_dict()`:
@@ -29,7 +31,7 @@ import statistics
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -37,15 +39,18 @@ from typing import Any
 import numpy as np
 import psycopg
 import redis
-import redis.asyncio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import bench_stores, print_table
+from core.endpoints import RedisEndpoint
 from core.features.feast_repo import apply_feature_repo, open_feature_store
 from core.features.snapshots import service_specs
-from core.online.reader import OnlineReader
-from core.online.writer import FeatureColumn, write_feature_rows
+from core.online.coalesce import Coalescer
+from core.online.resp_pool import RespPool
+from core.online.rows import FeatureColumn, FeatureRows
+from core.online.store import AsyncOnlineStore, AsyncTransport, OnlineStore
+from core.online.wire import ReadLayout
 from core.settings import Settings
 from core.stores.database import create_db_engine, upgrade_schema
 from core.stores.resolve import Stores
@@ -68,22 +73,22 @@ def _prepare(settings: Settings, stores: Stores, *, customers: int) -> Any:
     store.materialize(start_date=end - timedelta(days=4), end_date=now)
     ids = np.arange(1, customers + 1, dtype=np.int64)
     snapshot = json.dumps({"customer_profile": end.isoformat(), "customer_txn_stats": end.isoformat()})
-    client = redis.Redis.from_url(stores.redis.url())
-    write_feature_rows(
-        client,
-        project=settings.feast_project,
-        view=settings.predictions_view,
-        join_key="customer_id",
-        entity_ids=ids,
-        columns=[
-            FeatureColumn("score", "float64", np.random.default_rng(1).random(customers)),
-            FeatureColumn("model_version", "string", ["bench-v1"] * customers),
-            FeatureColumn("run_id", "string", [str(uuid.uuid4())] * customers),
-            FeatureColumn("feature_snapshot_ts", "string", [snapshot] * customers),
-        ],
-        event_timestamps=now - timedelta(minutes=10),
+    online = OnlineStore.connect(stores.redis, project=settings.feast_project)
+    online.write(
+        FeatureRows(
+            view=settings.predictions_view,
+            join_key="customer_id",
+            entity_ids=ids,
+            columns=(
+                FeatureColumn("score", "float64", np.random.default_rng(1).random(customers)),
+                FeatureColumn("model_version", "string", ["bench-v1"] * customers),
+                FeatureColumn("run_id", "string", [str(uuid.uuid4())] * customers),
+                FeatureColumn("feature_snapshot_ts", "string", [snapshot] * customers),
+            ),
+            event_timestamps=now - timedelta(minutes=10),
+        )
     )
-    client.close()
+    online.close()
     return store
 
 
@@ -99,22 +104,27 @@ def _time(run: Callable[[list[int]], object], batches: list[list[int]]) -> list[
     return out
 
 
-def _time_async(url: str, reader: OnlineReader, batches: list[list[int]]) -> list[float]:
-    """As `_time`, for `reader.read`: one event loop, and a client made in it (its connections belong to it)."""
+def _time_async(
+    endpoint: RedisEndpoint, project: str, layout: ReadLayout, batches: Sequence[list[int]], *, coalesce: bool
+) -> list[float]:
+    """As `_time`, for `AsyncOnlineStore.read`: one event loop, and a pool made in it (its connections
+    belong to it), used directly or behind a Coalescer."""
 
     async def loop() -> list[float]:
-        client = redis.asyncio.Redis.from_url(url)
+        pool = RespPool(endpoint, timeout_s=5.0)
+        transport: AsyncTransport = Coalescer(pool) if coalesce else pool
+        store = AsyncOnlineStore(transport, project=project)
         try:
             for ids in batches[:5]:
-                await reader.read(client, ids)
+                await store.read(layout, ids)
             out = []
             for ids in batches:
                 start = time.perf_counter_ns()
-                await reader.read(client, ids)
+                await store.read(layout, ids)
                 out.append((time.perf_counter_ns() - start) / 1e6)
             return out
         finally:
-            await client.aclose()
+            await pool.close()
 
     return asyncio.run(loop())
 
@@ -138,14 +148,15 @@ def main() -> None:
         store = _prepare(settings, stores, customers=args.customers)
         print(f"prepared {args.customers:,} customers in {time.perf_counter() - mark:.1f} s")
         service, predictions = service_specs(settings, stores)
-        reader = OnlineReader(project=settings.feast_project, service=service, predictions=predictions)
+        layout = ReadLayout(project=settings.feast_project, service=service, predictions=predictions)
         feature_service = store.get_feature_service(settings.feature_service)
         refs = [*service.refs, *(f"{predictions.name}:{f.name}" for f in predictions.features)]
         client = redis.Redis.from_url(stores.redis.url())
-        fields = reader.fields()
+        online = OnlineStore(client, project=settings.feast_project)
+        fields = layout.fields()
 
         def packed(ids: list[int]) -> object:
-            payload = reader.request(ids)
+            payload = layout.request(ids)
             connection = client.connection_pool.get_connection()
             try:
                 connection.send_packed_command([payload])  # type: ignore[no-untyped-call]  # untyped
@@ -156,7 +167,7 @@ def main() -> None:
         def raw(ids: list[int]) -> object:
             with client.pipeline(transaction=False) as pipe:
                 for entity_id in ids:
-                    pipe.execute_command("HMGET", reader.key(entity_id), *fields)  # type: ignore[no-untyped-call]  # untyped in redis-py
+                    pipe.execute_command("HMGET", layout.key(entity_id), *fields)  # type: ignore[no-untyped-call]  # untyped in redis-py
                 return pipe.execute()
 
         def feast(features: Any) -> Callable[[list[int]], object]:
@@ -166,13 +177,23 @@ def main() -> None:
 
             return run
 
-        paths: list[tuple[str, Callable[[list[int]], object] | None]] = [
-            ("floor: packed HMGETs, no decode", packed),
-            ("redis-py pipeline, no decode", raw),
-            ("OnlineReader.read_sync", lambda ids: reader.read_sync(client, ids)),
-            ("OnlineReader.read (asyncio)", None),
-            ("feast (service + stored)", feast(refs)),
-            ("feast (service object)", feast(feature_service)),
+        def in_loop(*, coalesce: bool) -> Callable[[list[list[int]]], list[float]]:
+            def run(batches: list[list[int]]) -> list[float]:
+                return _time_async(stores.redis, settings.feast_project, layout, batches, coalesce=coalesce)
+
+            return run
+
+        def timed(run: Callable[[list[int]], object]) -> Callable[[list[list[int]]], list[float]]:
+            return lambda batches: _time(run, batches)
+
+        paths: list[tuple[str, Callable[[list[list[int]]], list[float]]]] = [
+            ("floor: packed HMGETs, no decode", timed(packed)),
+            ("redis-py pipeline, no decode", timed(raw)),
+            ("OnlineStore.read (redis-py)", timed(lambda ids: online.read(layout, ids))),
+            ("AsyncOnlineStore.read (RespPool)", in_loop(coalesce=False)),
+            ("AsyncOnlineStore.read (Coalescer)", in_loop(coalesce=True)),
+            ("feast (service + stored)", timed(feast(refs))),
+            ("feast (service object)", timed(feast(feature_service))),
         ]
         table = []
         for k in KS:
@@ -180,7 +201,7 @@ def main() -> None:
             floor = 0.0
             for name, run in paths:
                 used = batches[: args.feast_reads] if name.startswith("feast") else batches
-                times = _time(run, used) if run else _time_async(stores.redis.url(), reader, used)
+                times = run(used)
                 median = statistics.median(times)
                 floor = floor or median
                 table.append(
@@ -191,7 +212,7 @@ def main() -> None:
             ["k", "path", "reads", "median", "p99", "ratio"],
             table,
         )
-        client.close()
+        online.close()
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Publishing `batch_predictions` rows to Redis: Feast's writer vs `core.online.writer.write_feature_rows`.
+"""Publishing `batch_predictions` rows to Redis: Feast's writer vs Tandem's `OnlineStore.write` / `write_newer`.
 
     .venv/bin/python -m bench.online_write [--rows 200000] [--redis-url URL] [--skip-feast]
 
@@ -12,7 +12,8 @@ null scores) under its own throw-away Feast project, whose keys are deleted afte
 - `feast online_write_batch`: the same write with the protobuf rows built beforehand (not timed);
 - `feast skip_dedup`: as above with `skip_dedup: true`, Feast's fastest path and our writer's semantics;
 - `pipeline.hset(mapping)`: our bytes, sent through redis-py's pipeline API instead of pre-packed RESP;
-- `write_feature_rows`: Tandem's writer.
+- `OnlineStore.write`: Tandem's writer (always overwrites, as `skip_dedup`), pre-packed batches streamed;
+- `OnlineStore.write_newer`: Tandem's newer-wins write (Feast's dedup rule: one HGET pass first).
 
 `ratio` is each path's rows/s over the first path's.
 """
@@ -39,8 +40,15 @@ from feast.infra.passthrough_provider import PassthroughProvider
 from feast.types import Float64, Int64, String
 
 from core.endpoints import parse_redis_url
-from core.online.encoding import encode_timestamps, encode_values, feature_field, timestamp_field
-from core.online.writer import FeatureColumn, encode_entity_keys, write_feature_rows
+from core.online.encoding import (
+    encode_entity_keys,
+    encode_timestamps,
+    encode_values,
+    feature_field,
+    timestamp_field,
+)
+from core.online.rows import FeatureColumn, FeatureRows
+from core.online.store import OnlineStore
 
 VIEW = "batch_predictions"
 JOIN_KEY = "customer_id"
@@ -87,19 +95,26 @@ def _config(project: str, connection_string: str, registry: Path, *, skip_dedup:
     )
 
 
-def _ours(client: redis.Redis, project: str, df: pd.DataFrame) -> None:
-    write_feature_rows(
-        client,
-        project=project,
+def _feature_rows(df: pd.DataFrame) -> FeatureRows:
+    return FeatureRows(
         view=VIEW,
         join_key=JOIN_KEY,
         entity_ids=df[JOIN_KEY].to_numpy(dtype=np.int64),
-        columns=[
+        columns=tuple(
             FeatureColumn(name, "float64" if name == "score" else "string", df[name].to_numpy())
             for name in FEATURES
-        ],
+        ),
         event_timestamps=df["event_timestamp"].to_numpy(dtype="datetime64[us]"),
     )
+
+
+def _ours(client: redis.Redis, project: str, df: pd.DataFrame, *, newer: bool) -> None:
+    """Tandem's store on the bench's client (not closed here: the client is shared)."""
+    store = OnlineStore(client, project=project)
+    if newer:
+        store.write_newer(_feature_rows(df))
+    else:
+        store.write(_feature_rows(df))
 
 
 def _hset_mapping(client: redis.Redis, project: str, df: pd.DataFrame, batch_rows: int = 5_000) -> None:
@@ -164,7 +179,8 @@ def main() -> None:
         ]
     paths += [
         ("pipeline.hset(mapping)", lambda project: _hset_mapping(client, project, df)),
-        ("write_feature_rows", lambda project: _ours(client, project, df)),
+        ("OnlineStore.write", lambda project: _ours(client, project, df, newer=False)),
+        ("OnlineStore.write_newer", lambda project: _ours(client, project, df, newer=True)),
     ]
 
     print(f"{'path':<26} {'rows':>9} {'seconds':>9} {'rows/s':>11} {'ratio':>7}")

@@ -219,8 +219,9 @@ def pack_hgets(project: str, rows: FeatureRows) -> bytes:
 def newer_positions(rows: FeatureRows, stored: Sequence[bytes | None]) -> list[int]:
     """Positions of the rows whose event time is newer than the stored `_ts` (None: nothing stored).
 
-    Feast's rule: an older or equal event time never replaces the online row. Compared at microseconds, the
-    precision Feast keeps.
+    Feast's rule: an older or equal event time never replaces the online row, nor a row of the same entity
+    written earlier in this batch (the rows are written in order). Compared at microseconds, the precision
+    Feast keeps.
     """
     if len(stored) != len(rows):
         raise ValueError(f"{len(stored)} stored timestamps for {len(rows)} rows")
@@ -230,10 +231,16 @@ def newer_positions(rows: FeatureRows, stored: Sequence[bytes | None]) -> list[i
         if isinstance(stamps, datetime)
         else np.asarray(stamps).astype("datetime64[us]").astype(np.int64)
     )
-    keep = []
-    for position, (ours, theirs) in enumerate(zip(micros.tolist(), stored, strict=True)):
-        if theirs is None or ours > _micros(decode_timestamp(theirs)):
+    keep: list[int] = []
+    queued: dict[int, int] = {}  # entity id -> event time of its last row kept in this batch
+    rows_seen = zip(rows.entity_ids.tolist(), micros.tolist(), stored, strict=True)
+    for position, (entity_id, ours, theirs) in enumerate(rows_seen):
+        latest = queued.get(entity_id)
+        if latest is None and theirs is not None:
+            latest = _micros(decode_timestamp(theirs))
+        if latest is None or ours > latest:
             keep.append(position)
+            queued[entity_id] = ours
     return keep
 
 

@@ -1,5 +1,6 @@
-"""The API's lean Redis pool against a real Redis: same replies as redis-py, db selection, error replies
-that leave the pool usable, and a fast failure when Redis is not there."""
+"""The API's lean Redis pool's own behaviour against a real Redis: same replies as redis-py, db selection,
+and the Coalescer's shared round trips. Reads through it (values, error replies, an unreachable Redis) are
+part of the online store's contract test, `test_online_store.py`."""
 
 from __future__ import annotations
 
@@ -7,13 +8,11 @@ import asyncio
 import uuid
 from typing import Any
 
-import pytest
 import redis
 
 from core.endpoints import RedisEndpoint
 from core.online.coalesce import Coalescer
 from core.online.resp_pool import RespPool
-from tests.servers import free_port
 
 
 def _hmget(key: bytes, *fields: bytes) -> bytes:
@@ -50,40 +49,6 @@ def test_replies_match_redis_py_and_db_is_selected(servers: tuple[object, RedisE
     finally:
         client.delete(*names)
         client.close()
-
-
-def test_error_reply_raises_and_pool_stays_usable(servers: tuple[object, RedisEndpoint]) -> None:
-    """HMGET on a string key is a Redis error: ResponseError, and the next request still works."""
-    _, endpoint = servers
-    client = redis.Redis.from_url(endpoint.url())
-    key = f"tandem-test:{uuid.uuid4().hex}".encode()
-    client.set(key, b"plain")
-
-    async def run() -> list[object]:
-        pool = RespPool(endpoint, timeout_s=1.0)
-        try:
-            with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
-                await pool.request(_hmget(key, b"a"), 1)
-            return await pool.request(_hmget(b"tandem-test:absent", b"a"), 1)
-        finally:
-            await pool.close()
-
-    try:
-        assert asyncio.run(run()) == [[None]]
-    finally:
-        client.delete(key)
-        client.close()
-
-
-def test_unreachable_redis_fails_fast() -> None:
-    """Nobody listening: an OSError after one retry, well within the timeout."""
-
-    async def run() -> None:
-        pool = RespPool(RedisEndpoint("127.0.0.1", free_port()), timeout_s=0.5)
-        await pool.request(_hmget(b"k", b"a"), 1)
-
-    with pytest.raises(OSError, match=r"(?i)connect|refused"):
-        asyncio.run(run())
 
 
 def test_concurrent_requests_share_round_trips_and_get_their_own_replies(

@@ -1,14 +1,18 @@
-"""The online reader's pure parts: field list, keys, decoding a reply, stored predictions, TTL (no I/O)."""
+"""The online store's pure parts (`core.online.wire`, `core.online.rows`): the read layout (field list,
+keys, request bytes, decoding a reply, stored predictions), TTL, the write and delete commands, and
+newer-wins. No I/O."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import pytest
 import redis
-import redis.asyncio
 
 from core.errors import ConfigurationError, NotFoundError
 from core.features.specs import FeatureSpec, ServiceSpec, ViewSpec
@@ -19,7 +23,9 @@ from core.online.encoding import (
     feature_field,
     timestamp_field,
 )
-from core.online.reader import OnlineReader, OnlineRow, StoredPrediction, apply_ttl
+from core.online.rows import FeatureColumn, FeatureRows, OnlineRow, StoredPrediction, apply_ttl
+from core.online.store import AsyncOnlineStore, OnlineStore
+from core.online.wire import ReadLayout, command, newer_positions, pack_hdels, pack_hgets, pack_hsets
 
 NOW = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
 
@@ -55,8 +61,8 @@ PREDICTIONS = _view(
 SNAPSHOT = '{"profile":"2026-04-30T00:00:00+00:00","txn":"2026-05-01T02:00:00+02:00","forever":null}'
 
 
-def _reader() -> OnlineReader:
-    return OnlineReader(project="proj", service=SERVICE, predictions=PREDICTIONS)
+def _reader() -> ReadLayout:
+    return ReadLayout(project="proj", service=SERVICE, predictions=PREDICTIONS)
 
 
 def _ts(moment: datetime) -> bytes:
@@ -216,24 +222,10 @@ def test_bad_configuration_is_named() -> None:
     """A predictions view on another join key, or lacking a stored feature, is refused when building."""
     other_key = _view("batch_predictions", 0, ("score", "float64"), join_key="account_id")
     with pytest.raises(ConfigurationError, match="account_id"):
-        OnlineReader(project="p", service=SERVICE, predictions=other_key)
+        ReadLayout(project="p", service=SERVICE, predictions=other_key)
     lacking = _view("batch_predictions", 0, ("score", "float64"), ("model_version", "string"))
     with pytest.raises(NotFoundError, match="run_id"):
-        OnlineReader(project="p", service=SERVICE, predictions=lacking)
-
-
-def test_clients_decoding_responses_are_refused() -> None:
-    """A client with decode_responses=True would hand back str: refused before any I/O."""
-    with pytest.raises(ConfigurationError, match="decode_responses"):
-        _reader().read_sync(redis.Redis(decode_responses=True), [1])
-    with pytest.raises(ConfigurationError, match="decode_responses"):
-        asyncio.run(_reader().read(redis.asyncio.Redis(decode_responses=True), [1]))
-
-
-def test_no_entities_no_read() -> None:
-    """Zero ids: an empty list and no connection (the client points nowhere)."""
-    assert _reader().read_sync(redis.Redis(port=1), []) == []
-    assert asyncio.run(_reader().read(redis.asyncio.Redis(port=1), [])) == []
+        ReadLayout(project="p", service=SERVICE, predictions=lacking)
 
 
 def _row() -> OnlineRow:
@@ -284,3 +276,202 @@ def test_request_is_what_redis_py_packs() -> None:
     assert reader.request([]) == b""
     with pytest.raises(ValueError, match="int64"):
         reader.request([1, -(2**63) - 1])
+
+
+def _packed(*commands: Sequence[object]) -> bytes:
+    """redis-py's own packing of `commands` (no I/O: a connection that is never opened)."""
+    connection = redis.Connection()  # type: ignore[no-untyped-call]  # untyped in redis-py
+    return b"".join(connection.pack_commands(commands))  # type: ignore[no-untyped-call]  # untyped
+
+
+class _NoTransport:
+    """An async transport that fails the test if anything is sent."""
+
+    async def request(self, payload: bytes, replies: int) -> list[Any]:
+        raise AssertionError(f"unexpected request of {replies} replies")
+
+
+def test_clients_decoding_responses_are_refused() -> None:
+    """A client with decode_responses=True would hand back str: refused when the store is built."""
+    with pytest.raises(ConfigurationError, match="decode_responses"):
+        OnlineStore(redis.Redis(decode_responses=True), project="proj")
+
+
+def test_no_entities_no_read() -> None:
+    """Zero ids: an empty list and no request (the sync client points nowhere, the async transport fails)."""
+    assert OnlineStore(redis.Redis(port=1), project="proj").read(_reader(), []) == []
+    assert asyncio.run(AsyncOnlineStore(_NoTransport(), project="proj").read(_reader(), [])) == []
+    empty = _rows([], [])
+    assert asyncio.run(AsyncOnlineStore(_NoTransport(), project="proj").write_newer(empty)) == 0
+
+
+SCORE = FeatureColumn("score", "float64", np.array([0.5, np.nan, -1.0]))
+LABEL = FeatureColumn("label", "string", ["a", None, "日本"])
+
+
+def _rows(
+    ids: Sequence[int],
+    stamps: Sequence[datetime] | datetime,
+    *,
+    columns: tuple[FeatureColumn, ...] | None = None,
+    key_ttl_s: int | None = None,
+) -> FeatureRows:
+    """Rows of view `v` with a zero score each (unless `columns`), event times given per row or for all."""
+    event_timestamps: npt.NDArray[np.datetime64] | datetime = (
+        stamps
+        if isinstance(stamps, datetime)
+        else np.array([s.astimezone(UTC).replace(tzinfo=None) for s in stamps], dtype="datetime64[us]")
+    )
+    return FeatureRows(
+        view="v",
+        join_key="customer_id",
+        entity_ids=np.array(ids, dtype=np.int64),
+        columns=columns or (FeatureColumn("score", "float64", np.zeros(len(ids))),),
+        event_timestamps=event_timestamps,
+        key_ttl_s=key_ttl_s,
+    )
+
+
+def test_pack_hsets_is_feasts_hset_then_expire() -> None:
+    """Per row `HSET <key> _ts:v <Timestamp> <mmh3 field> <Value>...` (Feast's field order), as redis-py
+    packs it; with a key TTL an `EXPIRE <key> <ttl>` after each HSET; the command count says how many."""
+    stamps = [NOW, NOW - timedelta(microseconds=1), NOW + timedelta(days=400)]
+    rows = _rows([7, -(2**63), 2**63 - 1], stamps, columns=(SCORE, LABEL))
+    keys = encode_entity_keys(join_key="customer_id", entity_ids=rows.entity_ids, project="proj")
+    hsets = [
+        (
+            "HSET",
+            key,
+            b"_ts:v",
+            encode_timestamps(stamp, 1)[0],
+            feature_field("v", "score"),
+            encode_values("float64", [score])[0],
+            feature_field("v", "label"),
+            encode_values("string", [label])[0],
+        )
+        for key, stamp, score, label in zip(keys, stamps, SCORE.values, LABEL.values, strict=True)
+    ]
+    assert pack_hsets("proj", rows) == (_packed(*hsets), 3)
+    with_ttl = _rows([7, -(2**63), 2**63 - 1], stamps, columns=(SCORE, LABEL), key_ttl_s=3_600)
+    expected = [part for hset in hsets for part in (hset, ("EXPIRE", hset[1], 3_600))]
+    assert pack_hsets("proj", with_ttl) == (_packed(*expected), 6)
+    assert pack_hsets("proj", rows.take([])) == (b"", 0)
+
+
+def test_pack_hsets_one_timestamp_for_all_rows() -> None:
+    """One event time for every row writes the same `_ts` bytes as that time given per row."""
+    assert pack_hsets("proj", _rows([1, 2], NOW)) == pack_hsets("proj", _rows([1, 2], [NOW, NOW]))
+
+
+def test_pack_hgets_hdels_and_command() -> None:
+    """HGET of each row's `_ts`, HDEL of the given fields per entity, any command: as redis-py packs them."""
+    rows = _rows([3, 4], NOW)
+    keys = encode_entity_keys(join_key="customer_id", entity_ids=rows.entity_ids, project="proj")
+    assert pack_hgets("proj", rows) == _packed(*(("HGET", key, b"_ts:v") for key in keys))
+    fields = [feature_field("v", "score"), timestamp_field("v")]
+    assert pack_hdels("proj", "customer_id", rows.entity_ids, fields) == _packed(
+        *(("HDEL", key, *fields) for key in keys)
+    )
+    assert command(b"SCAN", b"0", b"MATCH", b"*proj") == _packed(("SCAN", "0", "MATCH", "*proj"))
+
+
+def _stored(moment: datetime | None) -> bytes | None:
+    return None if moment is None else encode_timestamps(moment, 1)[0]
+
+
+@pytest.mark.parametrize(
+    ("stored", "ours", "written"),
+    [
+        (None, NOW, True),  # nothing stored: write
+        (NOW, NOW, False),  # equal: skip
+        (NOW, NOW - timedelta(days=1), False),  # older: skip
+        (NOW, NOW - timedelta(microseconds=1), False),  # older by a microsecond: skip
+        (NOW, NOW + timedelta(microseconds=1), True),  # newer by a microsecond: write
+        (NOW, NOW + timedelta(days=1), True),  # newer: write
+        (NOW, NOW.replace(tzinfo=None), False),  # naive is UTC: equal
+        (NOW, (NOW + timedelta(microseconds=1)).replace(tzinfo=None), True),  # naive, newer
+        (NOW, NOW.astimezone(timezone(timedelta(hours=-5))), False),  # another zone, same instant
+    ],
+)
+def test_newer_positions_is_feasts_rule(stored: datetime | None, ours: datetime, written: bool) -> None:
+    """A row replaces the online one only with a strictly newer event time (compared in microseconds);
+    nothing stored always writes; naive times are UTC. Same answer for one time for all rows or per row."""
+    expected = [0] if written else []
+    assert newer_positions(_rows([1], ours), [_stored(stored)]) == expected
+    per_row = FeatureRows(
+        view="v",
+        join_key="customer_id",
+        entity_ids=np.array([1], dtype=np.int64),
+        columns=(FeatureColumn("score", "float64", np.zeros(1)),),
+        event_timestamps=np.array([ours.astimezone(UTC).replace(tzinfo=None)], dtype="datetime64[ns]")
+        if ours.tzinfo
+        else np.array([ours], dtype="datetime64[ns]"),
+    )
+    assert newer_positions(per_row, [_stored(stored)]) == expected
+
+
+def test_newer_positions_ignores_nanoseconds() -> None:
+    """Feast keeps microseconds: 999 ns past the stored time is the same instant, and skipped."""
+    rows = FeatureRows(
+        view="v",
+        join_key="customer_id",
+        entity_ids=np.array([1, 2], dtype=np.int64),
+        columns=(FeatureColumn("score", "float64", np.zeros(2)),),
+        event_timestamps=np.array(
+            ["2026-05-01T12:00:00.000000999", "2026-05-01T12:00:00.000001"], "datetime64[ns]"
+        ),
+    )
+    assert newer_positions(rows, [_stored(NOW), _stored(NOW)]) == [1]
+
+
+def test_newer_positions_within_one_batch() -> None:
+    """Rows of one entity in one batch (written in order) follow Feast's rule too: a row that is not newer
+    than the entity's row kept earlier in the batch is skipped, so the newest one ends up online."""
+    day = timedelta(days=1)
+    rows = _rows([1, 1, 2, 2, 3, 3], [NOW + 2 * day, NOW + day, NOW, NOW + day, NOW - day, NOW + day])
+    stored = [_stored(NOW), _stored(NOW), None, None, _stored(NOW), _stored(NOW)]
+    assert newer_positions(rows, stored) == [0, 2, 3, 5]
+
+
+def test_newer_positions_checks_lengths() -> None:
+    """One stored timestamp per row, or ValueError."""
+    with pytest.raises(ValueError, match="stored timestamps"):
+        newer_positions(_rows([1, 2], NOW), [None])
+
+
+def test_feature_rows_are_validated() -> None:
+    """Column or timestamp lengths that do not match the ids, duplicate or no columns, 2-D ids: ValueError."""
+    ids = np.arange(1, 4, dtype=np.int64)
+    score = FeatureColumn("score", "float64", np.zeros(3))
+    cases: list[
+        tuple[npt.NDArray[np.int64], tuple[FeatureColumn, ...], npt.NDArray[np.datetime64] | datetime]
+    ] = [
+        (ids, (FeatureColumn("score", "float64", np.zeros(2)),), NOW),
+        (ids, (score, score), NOW),
+        (ids, (), NOW),
+        (ids, (score,), np.array(["2026-01-01"], dtype="datetime64[ns]")),
+        (ids.reshape(3, 1), (score,), NOW),
+    ]
+    for entity_ids, columns, stamps in cases:
+        with pytest.raises(ValueError, match=r"."):
+            FeatureRows(
+                view="v",
+                join_key="customer_id",
+                entity_ids=entity_ids,
+                columns=columns,
+                event_timestamps=stamps,
+            )
+
+
+def test_take_and_part_keep_rows_aligned() -> None:
+    """`take` (positions) and `part` (a range) pick the same rows from ids, every column and the times."""
+    stamps = [NOW, NOW + timedelta(seconds=1), NOW + timedelta(seconds=2)]
+    rows = _rows([10, 20, 30], stamps, columns=(SCORE, LABEL))
+    picked = rows.take([2, 0])
+    assert picked.entity_ids.tolist() == [30, 10]
+    assert list(picked.columns[1].values) == ["日本", "a"]
+    assert (
+        pack_hsets("p", picked)[0]
+        == pack_hsets("p", rows.part(2, 3))[0] + pack_hsets("p", rows.part(0, 1))[0]
+    )
+    assert len(rows.part(1, 3)) == 2
