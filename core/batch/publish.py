@@ -24,6 +24,8 @@ from core.online.store import OnlineStore
 
 __all__ = ["PublishBatch", "publish_rows", "restore_previous"]
 
+_PIPELINE_ROWS = 5_000
+
 
 @dataclass(frozen=True, slots=True)
 class PublishBatch:
@@ -68,7 +70,8 @@ def publish_rows(
 ) -> int:
     """Write every row; returns how many. On failure raises, having written a prefix of the rows
     (`progress(rows)` has been told of each acknowledged chunk)."""
-    return store.write(batch.rows(view), batch_rows=chunk_rows, progress=progress)
+    # Batches of at most 5,000 rows: the next batch is encoded while Redis executes the previous one.
+    return store.write(batch.rows(view), batch_rows=min(chunk_rows, _PIPELINE_ROWS), progress=progress)
 
 
 def restore_previous(
