@@ -27,6 +27,7 @@ from core.settings import Settings
 from core.stores.database import create_db_engine, upgrade_schema
 from core.stores.resolve import Stores
 from tandem.demo.data import seed_demo_data
+from tandem.demo.names import DEMO_FEATURE_SERVICE, DEMO_PREDICTIONS_VIEW
 
 CHILD = """
 import json, resource, sys
@@ -34,8 +35,9 @@ from datetime import datetime
 from core.batch.predict import run_batch_predict
 from core.stores.resolve import resolve_stores
 from core.settings import Settings
+from tandem.demo.names import DEMO_FEATURE_SERVICE, DEMO_MODEL, DEMO_PREDICTIONS_VIEW
 settings = Settings()
-result = run_batch_predict(settings, resolve_stores(settings), as_of=datetime.fromisoformat(sys.argv[1]))
+result = run_batch_predict(settings, resolve_stores(settings), model_name=DEMO_MODEL, as_of=datetime.fromisoformat(sys.argv[1]))
 print(json.dumps({"rows": result.rows, "stages": result.stage_seconds,
                   "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """
@@ -45,7 +47,9 @@ def _prepare(settings: Settings, stores: Stores, *, entities: int, days: int, en
     engine = create_db_engine(stores.postgres)
     upgrade_schema(engine)
     apply_feature_repo(settings, stores)
-    service_specs(settings, stores)  # as `tandem apply` does
+    service_specs(
+        settings, stores, feature_service=DEMO_FEATURE_SERVICE, predictions_view=DEMO_PREDICTIONS_VIEW
+    )  # as `tandem apply` does
     with psycopg.connect(stores.postgres.url()) as conn:
         seed_demo_data(conn, customers=entities, days=days, seed=1, end=end)
         conn.execute(
@@ -67,6 +71,7 @@ from core.features.feast_repo import open_feature_store
 from core.model.registry import load_model
 from core.stores.resolve import resolve_stores
 from core.settings import Settings
+from tandem.demo.names import DEMO_MODEL
 as_of = datetime.fromisoformat(sys.argv[1])
 settings = Settings()
 stores = resolve_stores(settings)

@@ -55,6 +55,7 @@ from core.settings import Settings
 from core.stores.database import create_db_engine, upgrade_schema
 from core.stores.resolve import Stores
 from tandem.demo.data import seed_demo_data
+from tandem.demo.names import DEMO_FEATURE_SERVICE, DEMO_PREDICTIONS_VIEW
 
 KS = (1, 10, 100)
 
@@ -76,7 +77,7 @@ def _prepare(settings: Settings, stores: Stores, *, customers: int) -> Any:
     online = OnlineStore.connect(stores.redis, project=settings.feast_project)
     online.write(
         FeatureRows(
-            view=settings.predictions_view,
+            view=DEMO_PREDICTIONS_VIEW,
             join_key="customer_id",
             entity_ids=ids,
             columns=(
@@ -147,7 +148,9 @@ def main() -> None:
         mark = time.perf_counter()
         store = _prepare(settings, stores, customers=args.customers)
         print(f"prepared {args.customers:,} customers in {time.perf_counter() - mark:.1f} s")
-        service, predictions = service_specs(settings, stores)
+        service, predictions = service_specs(
+            settings, stores, feature_service=DEMO_FEATURE_SERVICE, predictions_view=DEMO_PREDICTIONS_VIEW
+        )
         layout = ReadLayout(project=settings.feast_project, service=service, predictions=predictions)
         feature_service = store.get_feature_service(settings.feature_service)
         refs = [*service.refs, *(f"{predictions.name}:{f.name}" for f in predictions.features)]

@@ -86,7 +86,9 @@ def main() -> None:
     parser.add_argument("--cold-starts", type=int, default=3)
     parser.add_argument("--pushes", type=int, default=500)
     parser.add_argument(
-        "--skip-feast", action="store_true", help="leave out the feast serve reference (it is the slowest part)"
+        "--skip-feast",
+        action="store_true",
+        help="leave out the feast serve reference (it is the slowest part)",
     )
     args = parser.parse_args()
     live = (1, args.live_entities)

@@ -31,6 +31,7 @@ from core.settings import Settings
 from core.stores.database import create_db_engine, upgrade_schema
 from core.stores.resolve import Stores
 from tandem.demo.data import seed_demo_data
+from tandem.demo.names import DEMO_MODEL
 
 __all__ = [
     "BASE_ENV",
@@ -69,7 +70,7 @@ def prepare(settings: Settings, stores: Stores, *, entities: int, days: int) -> 
     store.materialize(start_date=end - timedelta(days=days + 1), end_date=now)
     train_and_promote(store, settings, engine=engine, label_table="features.bench_labels")
     engine.dispose()
-    return str(run_batch_predict(settings, stores).run_id)
+    return str(run_batch_predict(settings, stores, model_name=DEMO_MODEL).run_id)
 
 
 # ------------------------------------------------------------------------------------------- servers

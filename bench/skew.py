@@ -27,6 +27,7 @@ from bench.batch_predict import _prepare
 from bench.common import bench_stores, print_table, run_child
 from core.batch.materialize import run_materialize
 from core.batch.predict import run_batch_predict
+from tandem.demo.names import DEMO_MODEL
 
 TANDEM_CHILD = """
 import json, resource, time
@@ -34,9 +35,10 @@ started = time.perf_counter()
 from consistency.checker import run_skew_check
 from core.stores.resolve import resolve_stores
 from core.settings import Settings
+from tandem.demo.names import DEMO_MODEL
 settings = Settings()
 imported = time.perf_counter() - started
-report = run_skew_check(settings, resolve_stores(settings), all_entities=True)
+report = run_skew_check(settings, resolve_stores(settings), model_name=DEMO_MODEL, all_entities=True)
 print(json.dumps({"entities": report.entities_checked, "status": report.status, "imports": imported,
                   "stages": report.summary["seconds"], "counts": report.summary["counts"],
                   "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
@@ -49,6 +51,7 @@ import numpy as np, pandas as pd, psycopg
 from core.features.feast_repo import open_feature_store
 from core.stores.resolve import resolve_stores
 from core.settings import Settings
+from tandem.demo.names import DEMO_MODEL
 watermark = datetime.fromisoformat(sys.argv[1])
 settings = Settings()
 stores = resolve_stores(settings)
@@ -96,7 +99,7 @@ def main() -> None:
         mark = time.perf_counter()
         _prepare(settings, stores, entities=args.entities, days=args.days, end=end)
         run_materialize(settings, stores, end=watermark, count_rows=False)
-        run_batch_predict(settings, stores, as_of=watermark)
+        run_batch_predict(settings, stores, model_name=DEMO_MODEL, as_of=watermark)
         print(f"prepared {args.entities:,} entities x {args.days} days in {time.perf_counter() - mark:.1f} s")
         first_s, first = run_child(TANDEM_CHILD, settings, stores)
         second_s, second = run_child(TANDEM_CHILD, settings, stores)

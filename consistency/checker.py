@@ -35,9 +35,11 @@ from consistency.online_sample import OnlineSample, read_online_sample
 from consistency.parity import compute_parity, skipped_parity
 from consistency.stats import Status, Thresholds, worst
 from core.errors import ConfigurationError, NotFoundError, TandemError
+from core.features.registry import registry_schema
 from core.features.snapshots import service_specs
 from core.features.specs import ServiceSpec
 from core.features.watermarks import materialization_watermarks
+from core.model.promoted import promoted_models
 from core.model.registry import load_model
 from core.online.store import OnlineStore
 from core.online.wire import ReadLayout
@@ -73,9 +75,14 @@ def choose_sample(
     return np.sort(chosen.astype(np.int64))
 
 
-def _watermarks(conn: psycopg.Connection[Any], settings: Settings, spec: ServiceSpec) -> dict[str, datetime]:
+def _watermarks(
+    conn: psycopg.Connection[Any], settings: Settings, stores: Stores, spec: ServiceSpec
+) -> dict[str, datetime]:
     found = materialization_watermarks(
-        conn, project=settings.feast_project, views=[view.name for view in spec.views]
+        conn,
+        project=settings.feast_project,
+        views=[view.name for view in spec.views],
+        schema=registry_schema(settings, stores),
     )
     never = [view for view, moment in found.items() if moment is None]
     if never:
@@ -153,10 +160,10 @@ def _findings(
 
 
 def _parity(
-    settings: Settings, stores: Stores, session: Session, spec: ServiceSpec, online: OnlineSample
+    model_name: str, stores: Stores, session: Session, spec: ServiceSpec, online: OnlineSample
 ) -> tuple[dict[str, Any], str | None]:
     try:
-        model = load_model(session, model_name=settings.model_name)
+        model = load_model(session, model_name=model_name)
     except NotFoundError as exc:
         return skipped_parity(str(exc)), None
     parity = compute_parity(
@@ -173,13 +180,15 @@ def run_skew_check(
     settings: Settings,
     stores: Stores,
     *,
+    model_name: str,
     sample: int | None = 10_000,
     all_entities: bool = False,
     seed: int | None = None,
     job_run_id: int | None = None,
     progress: Progress | None = None,
 ) -> SkewReportInfo:
-    """Check a random sample of entities (or all of them), save the report, set the metrics; see above."""
+    """Check a random sample of entities (or all of them) of the promoted model `model_name`'s feature
+    service, save the report, set the metrics; see above."""
     size = validate_sample(sample, all_entities=all_entities)
     started_at = datetime.now(UTC)
     timings: dict[str, float] = {}
@@ -193,10 +202,18 @@ def run_skew_check(
         if progress is not None:
             progress(stage)
 
-    spec, predictions = service_specs(settings, stores)
+    engine = create_db_engine(stores.postgres, pool_size=1)
+    try:
+        with Session(engine) as session:
+            (model,) = promoted_models(session, [model_name])  # NotFoundError naming it
+    finally:
+        engine.dispose()
+    spec, predictions = service_specs(
+        settings, stores, feature_service=model.feature_service, predictions_view=model.predictions_view
+    )
     url = stores.postgres.url()
     with psycopg.connect(url) as conn:
-        watermarks = _watermarks(conn, settings, spec)
+        watermarks = _watermarks(conn, settings, stores, spec)
         population = entity_population(conn, as_of={v.name: (v, watermarks[v.name]) for v in spec.views})
     if len(population) == 0:
         raise TandemError(f"no entity of feature service {spec.name!r} has a feature row up to the watermark")
@@ -219,7 +236,7 @@ def run_skew_check(
     engine = create_db_engine(stores.postgres, pool_size=1)
     try:
         with Session(engine) as session:
-            parity, model_version = _parity(settings, stores, session, spec, online)
+            parity, model_version = _parity(model_name, stores, session, spec, online)
         lap("parity")
         pairs = sum(totals.values())
         skewed = sum(totals[name] for name in SKEW_CLASSES)
@@ -228,6 +245,7 @@ def run_skew_check(
         timings["total"] = round(time.perf_counter() - clock, 4)
         report = NewSkewReport(
             feature_service=spec.name,
+            model_name=model_name,
             model_version=model_version,
             watermark=min(watermarks.values()),
             sample_size=size if size is not None else len(population),

@@ -24,7 +24,9 @@ Redis holds it: no TTL applied). Rules, first match wins:
 Values are equal when both are null, or both non-null and:
 - float64: `|a - b| <= tolerance * max(1, |a|, |b|)` (absolute near zero, relative for large magnitudes;
   equal infinities are equal, an infinity equals nothing else; NaN is null);
-- int64, bool, string: exactly equal.
+- float32: the same, on both values rounded to float32 first: Feast stores a Float32 feature online as a
+  float32, so an offline double equals its float32 rounding (`comparable_values`);
+- int64, int32, bool, string: exactly equal.
 
 `value_mismatch`, `missing_online`, `stale_online` and `expired_online` are skew (`SKEW_CLASSES`) and count
 toward a feature's mismatch rate; `match` and `fresher_online` do not.
@@ -56,6 +58,7 @@ __all__ = [
     "class_counts",
     "classify_cell",
     "classify_column",
+    "comparable_values",
     "values_equal",
     "values_equal_column",
 ]
@@ -64,13 +67,14 @@ NO_TIME = np.iinfo(np.int64).min
 """The 'no row' event time of the vectorised form."""
 
 Scalar = float | int | str | bool | None
+_FLOAT_KINDS = ("float64", "float32")
 _CODE = {name: np.int8(index) for index, name in enumerate(CLASSES)}
 
 
 @dataclass(frozen=True, slots=True)
 class ValueColumn:
-    """One feature's values for n entities: float64 (kind float64), int64 (int64, bool) or object (string)
-    values, and a null mask (True: null; the value underneath is meaningless)."""
+    """One feature's values for n entities: float64 (kinds float64, float32), int64 (int64, int32, bool) or
+    object (string) values, and a null mask (True: null; the value underneath is meaningless)."""
 
     kind: Kind
     values: npt.NDArray[Any]
@@ -89,7 +93,7 @@ class ValueColumn:
         )
         present = [None if n else v for v, n in zip(items, null.tolist(), strict=True)]
         values: npt.NDArray[Any]
-        if kind == "float64":
+        if kind in _FLOAT_KINDS:
             values = np.array([np.nan if v is None else float(v) for v in present], dtype=np.float64)
         elif kind == "string":
             values = np.array([None if v is None else str(v) for v in present], dtype=object)
@@ -102,25 +106,37 @@ class ValueColumn:
         if self.null[index]:
             return None
         value = self.values[index]
-        if self.kind == "float64":
+        if self.kind in _FLOAT_KINDS:
             return float(value)
         if self.kind == "bool":
             return bool(value)
-        if self.kind == "int64":
-            return int(value)
-        return str(value)
+        if self.kind == "string":
+            return str(value)
+        return int(value)
 
 
 def _is_null(value: Scalar) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))
 
 
+def _float32(values: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    with np.errstate(over="ignore", invalid="ignore"):  # beyond float32's range: infinity, as Feast stores
+        return np.asarray(values, dtype=np.float64).astype(np.float32).astype(np.float64)
+
+
+def comparable_values(column: ValueColumn) -> npt.NDArray[Any]:
+    """The values as compared: float32 features rounded to float32 (then widened), other kinds as they are."""
+    return _float32(column.values) if column.kind == "float32" else column.values
+
+
 def values_equal(kind: Kind, expected: Scalar, online: Scalar, *, tolerance: float) -> bool:
     """Whether two values of one feature agree (see the module docstring)."""
     if expected is None or online is None or _is_null(expected) or _is_null(online):
         return _is_null(expected) and _is_null(online)
-    if kind == "float64":
+    if kind in _FLOAT_KINDS:
         a, b = float(expected), float(online)
+        if kind == "float32":
+            a, b = (float(x) for x in _float32(np.array([a, b])))
         if a == b:
             return True
         return math.isfinite(a) and math.isfinite(b) and abs(a - b) <= tolerance * max(1.0, abs(a), abs(b))
@@ -137,8 +153,8 @@ def values_equal_column(
         raise ValueError("columns must have the same kind and length")
     both_null = expected.null & online.null
     one_null = expected.null ^ online.null
-    if expected.kind == "float64":
-        a, b = expected.values, online.values
+    if expected.kind in _FLOAT_KINDS:
+        a, b = comparable_values(expected), comparable_values(online)
         with np.errstate(invalid="ignore"):
             scale = np.maximum(1.0, np.maximum(np.abs(a), np.abs(b)))
             finite = np.isfinite(a) & np.isfinite(b)

@@ -2,7 +2,7 @@
 
 - counts per class and the mismatch rate (skew classes over entities checked), see `consistency.classify`;
 - mean / max absolute difference over entities whose value was compared (class match or value_mismatch)
-  with both values present (numeric kinds; None for strings);
+  with both values present (numeric kinds, float32 ones at float32 precision; None for strings);
 - PSI and JS distance of the offline (expected, nulls where no row) vs online (served) samples, and an
   overlaid histogram for the chart, see `consistency.stats`;
 - up to `MAX_EXAMPLES` examples, skewed entities first (by id), then `fresher_online` ones.
@@ -18,7 +18,15 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from consistency.classify import CLASSES, NO_TIME, SKEW_CLASSES, ValueColumn, class_counts, classify_column
+from consistency.classify import (
+    CLASSES,
+    NO_TIME,
+    SKEW_CLASSES,
+    ValueColumn,
+    class_counts,
+    classify_column,
+    comparable_values,
+)
 from consistency.stats import Thresholds, chart_histogram, distribution_distances, feature_status
 from core.features.specs import FeatureSpec, ViewSpec
 from core.records.skew_models import FindingInfo
@@ -83,7 +91,10 @@ def _diffs(
     if not np.any(both):
         return None, None
     with np.errstate(invalid="ignore", over="ignore"):
-        diffs = np.abs(expected.values[both].astype(np.float64) - online.values[both].astype(np.float64))
+        diffs = np.abs(
+            comparable_values(expected)[both].astype(np.float64)
+            - comparable_values(online)[both].astype(np.float64)
+        )
     diffs = diffs[np.isfinite(diffs)]
     if len(diffs) == 0:
         return None, None

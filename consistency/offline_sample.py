@@ -27,7 +27,14 @@ from core.features.specs import Kind, ViewSpec
 
 __all__ = ["ExpectedView", "entity_population", "expected_view_rows"]
 
-_CASTS: dict[Kind, str] = {"float64": "float8", "int64": "int8", "bool": "bool", "string": "text"}
+_CASTS: dict[Kind, str] = {
+    "float64": "float8",
+    "float32": "float8",  # compared at float32 precision by the classifier
+    "int64": "int8",
+    "int32": "int8",
+    "bool": "bool",
+    "string": "text",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,7 +88,7 @@ def _column(kind: Kind, items: Sequence[Any], positions: npt.NDArray[np.intp], s
     found_null = np.fromiter((v is None for v in items), dtype=np.bool_, count=len(items))
     null[positions] = found_null
     values: npt.NDArray[Any]
-    if kind == "float64":
+    if kind in ("float64", "float32"):
         values = np.full(size, np.nan)
         values[positions] = np.array(items, dtype=np.float64)  # None -> NaN
     elif kind == "string":
@@ -139,10 +146,11 @@ def expected_view_rows(
 def entity_population(
     conn: psycopg.Connection[Any], *, as_of: Mapping[str, tuple[ViewSpec, datetime]]
 ) -> npt.NDArray[np.int64]:
-    """Sorted ids of every entity with a row at or before its view's time, in any of the views given
-    (view name -> (spec, time)). Rows past a TTL count: an expired entity is still checked."""
+    """Sorted, unique ids of every entity with a row at or before its view's time, in any of the views given
+    (view name -> (spec, time)). Rows past a TTL count: an expired entity is still checked. An entity has
+    many rows per view (one per event): one view alone needs DISTINCT as much as several need UNION."""
     parts = [
-        sql.SQL("SELECT {key}::int8 FROM {table} AS src WHERE src.{ts} <= {moment}").format(
+        sql.SQL("SELECT DISTINCT src.{key}::int8 FROM {table} AS src WHERE src.{ts} <= {moment}").format(
             key=sql.Identifier(spec.join_key),
             table=sql.SQL(spec.table),
             ts=sql.Identifier(spec.timestamp_field),
@@ -156,4 +164,4 @@ def entity_population(
     with conn.cursor(binary=True) as cur:
         cur.execute(sql.SQL(" UNION ").join(parts), params)
         ids = np.fromiter((row[0] for row in cur), dtype=np.int64)
-    return np.sort(ids)
+    return np.unique(ids)

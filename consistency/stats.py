@@ -3,7 +3,8 @@
 Pure: no I/O. Both distances compare the offline (expected) sample with the online (served) sample of one
 feature over the same bins:
 
-- numeric features (float64, int64): interior edges at the offline sample's deciles (duplicates dropped,
+- numeric features (float64, float32, int64, int32; float32 values rounded to float32 on both sides, as
+  the classifier compares them): interior edges at the offline sample's deciles (duplicates dropped,
   so a feature with few distinct values gets one bin per value); a value equal to an edge falls in the bin
   to its right; values beyond the outer edges fall in the outer bins. Without offline values the online
   sample's deciles are used;
@@ -29,7 +30,7 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
-from consistency.classify import ValueColumn
+from consistency.classify import ValueColumn, comparable_values
 from core.settings import Settings
 
 __all__ = [
@@ -145,7 +146,7 @@ def _proportions(counts: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
 
 
 def _numeric_counts(column: ValueColumn, edges: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-    values = column.values[~column.null].astype(np.float64)
+    values = comparable_values(column)[~column.null].astype(np.float64)
     bins = np.searchsorted(edges, values, side="right")
     counts = np.bincount(bins, minlength=len(edges) + 1).astype(np.float64)
     return np.append(counts, float(np.count_nonzero(column.null)))
@@ -173,7 +174,7 @@ def _categorical_counts(
 
 def _decile_edges(offline: ValueColumn, online: ValueColumn) -> npt.NDArray[np.float64]:
     source = offline if np.count_nonzero(~offline.null) else online
-    values = source.values[~source.null].astype(np.float64)
+    values = comparable_values(source)[~source.null].astype(np.float64)
     values = values[np.isfinite(values)]
     if len(values) == 0:
         return np.empty(0)
@@ -212,8 +213,8 @@ def chart_histogram(offline: ValueColumn, online: ValueColumn) -> Histogram:
             off.append(int(p[rest].sum()))
             on.append(int(q[rest].sum()))
         return Histogram("categorical", tuple(names), tuple(off), tuple(on), offline_null, online_null)
-    off_values = offline.values[~offline.null].astype(np.float64)
-    on_values = online.values[~online.null].astype(np.float64)
+    off_values = comparable_values(offline)[~offline.null].astype(np.float64)
+    on_values = comparable_values(online)[~online.null].astype(np.float64)
     both = np.concatenate([off_values, on_values])
     both = both[np.isfinite(both)]
     if len(both) == 0:

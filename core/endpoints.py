@@ -3,26 +3,32 @@
 `postgresql://user:password@host:port/dbname` gives SQLAlchemy's `postgresql+psycopg://` URL, libpq's
 conninfo and Feast's host/port/database fields; `redis://[user:password@]host:port/db` gives redis-py's URL
 and Feast's `host:port,db=N,password=...` connection string. Passwords never leave here unmasked in text
-meant for people.
+meant for people. `registry_schema_of_url` finds the schema of Feast's SQL registry in its URL.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from core.errors import ConfigurationError
 
 __all__ = [
+    "DEFAULT_REGISTRY_SCHEMA",
     "FEAST_REGISTRY_SCHEMA",
     "PostgresEndpoint",
     "RedisEndpoint",
     "feast_environment",
     "parse_postgres_url",
     "parse_redis_url",
+    "registry_schema_of_url",
 ]
 
 FEAST_REGISTRY_SCHEMA = "feast_registry"
+"""The schema of the registry of Tandem's own feature repo (`feature_repo/feature_store.yaml`)."""
+
+DEFAULT_REGISTRY_SCHEMA = "public"
+"""Where Feast's SQL registry creates its tables when its URL sets no search_path."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,3 +158,36 @@ def feast_environment(postgres: PostgresEndpoint, redis: RedisEndpoint, *, proje
         "TANDEM_FEAST_REGISTRY_URL": registry,
         "TANDEM_FEAST_REDIS": redis.feast_connection_string(),
     }
+
+
+def _search_path(options: str) -> str | None:
+    """The value of the last `-c search_path=...` (or `--search_path=...`) in libpq's `options`."""
+    found: str | None = None
+    words = options.split()
+    for index, word in enumerate(words):
+        setting = word
+        if word == "-c" and index + 1 < len(words):
+            setting = words[index + 1]
+        elif word.startswith("-c") or word.startswith("--"):
+            setting = word[2:]
+        name, sep, value = setting.partition("=")
+        if sep and name.strip().replace("-", "_") == "search_path":
+            found = value
+    return found
+
+
+def registry_schema_of_url(url: str) -> str:
+    """The schema Feast's SQL registry at `url` keeps its tables in: the first schema of the `search_path` set
+    in the URL's `options` (`?options=-csearch_path%3Dmy_schema`), skipping `$user`, folded to lower case
+    unless quoted, as PostgreSQL reads it; `public` when unset."""
+    query = parse_qs(urlsplit(url.strip()).query)
+    for options in reversed(query.get("options", [])):
+        path = _search_path(options)
+        if path is None:
+            continue
+        for entry in (item.strip() for item in path.split(",")):
+            quoted = len(entry) > 1 and entry[0] == entry[-1] == '"'
+            schema = entry[1:-1] if quoted else entry.lower()  # PostgreSQL folds unquoted names
+            if schema and schema != "$user":
+                return schema
+    return DEFAULT_REGISTRY_SCHEMA

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 __all__ = [
     "ConfigurationError",
+    "InvalidModelError",
     "NotFoundError",
     "StackError",
     "StoreUnavailableError",
@@ -35,6 +36,10 @@ class NotFoundError(TandemError):
 
 class TrainingError(TandemError):
     """A model cannot be trained from the data at hand (no labels, a single class, no holdout)."""
+
+
+class InvalidModelError(TandemError):
+    """An estimator cannot serve as a model of a feature service (unfitted, wrong task, wrong inputs)."""
 
 
 class TamperedArtifactError(TandemError):

@@ -29,7 +29,6 @@ class Settings(BaseSettings):
     feature_repo: Path = PROJECT_ROOT / "feature_repo"
     feast_project: str = Field(default="tandem", pattern=r"^[A-Za-z0-9_]+$")
     feature_service: str = "customer_risk_v1"
-    predictions_view: str = Field(default="batch_predictions", description="Feast view of stored scores")
 
     # Model
     model_name: str = "customer_risk"

@@ -1,28 +1,11 @@
-"""Feature view: Tandem's stored batch score per customer, published by `tandem batch-predict`.
+"""Feature view: the demo model's published scores per customer (`customer_risk_predictions`).
 
 Stored predictions are features: the service reads them with the model's inputs in one online read.
-`feature_snapshot_ts` is a JSON object {feature view: event time of the row the score used}.
+Declared with Tandem's helper, as any user's repo does (see docs/own-repo.md).
 """
 
-from datetime import timedelta
-
-from data_sources import batch_predictions_source
 from entities import customer
-from feast import FeatureView, Field
-from feast.types import Float64, Int64, String
 
-batch_predictions = FeatureView(
-    name="batch_predictions",
-    entities=[customer],
-    ttl=timedelta(days=7),
-    schema=[
-        Field(name="customer_id", dtype=Int64),
-        Field(name="score", dtype=Float64),
-        Field(name="model_version", dtype=String),
-        Field(name="run_id", dtype=String),
-        Field(name="feature_snapshot_ts", dtype=String),
-    ],
-    online=True,
-    source=batch_predictions_source,
-    tags={"owner": "tandem", "written_by": "tandem batch-predict"},
-)
+from tandem.repo import predictions_view
+
+customer_risk_predictions = predictions_view("customer_risk", entities=[customer])

@@ -28,16 +28,3 @@ customer_txn_stats_push = PushSource(
     name="customer_txn_stats_push",
     batch_source=customer_txn_stats_source,
 )
-
-# Stored batch scores: only rows of runs that finished publishing are visible to Feast.
-batch_predictions_source = PostgreSQLSource(
-    name="batch_predictions_source",
-    query=(
-        "SELECT p.entity_id AS customer_id, p.score, p.model_version, p.run_id::text AS run_id, "
-        "p.feature_snapshot_ts, p.scored_at "
-        "FROM tandem.batch_predictions p "
-        "JOIN tandem.prediction_runs r ON r.run_id = p.run_id AND r.status = 'published'"
-    ),
-    timestamp_field="scored_at",
-    description="Tandem's published batch predictions (written by `tandem batch-predict`).",
-)

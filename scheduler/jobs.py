@@ -14,16 +14,20 @@ from __future__ import annotations
 import importlib
 import logging
 import math
+from collections.abc import Callable
 from datetime import UTC
+from typing import Any
 
 from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from core.batch.materialize import run_materialize
+from core.errors import TandemError
 from core.metrics import BATCH_DEADLINE_SLACK
+from core.model.promoted import promoted_models
 from core.records.deadline import DeadlineForecast, cron_trigger
-from core.records.job_runs import RunHandle, forecast_batch_deadline
+from core.records.job_runs import RunHandle, forecast_batch_deadline, one_line
 from core.settings import Settings
 from scheduler.registry import Job, JobContext, JobRegistry, RetryPolicy
 
@@ -38,27 +42,55 @@ def _materialize(ctx: JobContext, run: RunHandle) -> None:
     run.details.update(result.details())
 
 
+def _per_model(ctx: JobContext, run: RunHandle, one: Callable[[str], tuple[int, dict[str, Any]]]) -> None:
+    """Run `one(model)` for every promoted model; each model's outcome goes to `details["models"]`. A
+    model's failure does not stop the others; the run fails afterwards naming the models that failed."""
+    with Session(ctx.engine) as session:
+        names = [model.name for model in promoted_models(session)]
+    outcomes: dict[str, dict[str, Any]] = {}
+    failed: list[str] = []
+    rows = 0
+    for name in names:
+        try:
+            count, details = one(name)
+        except Exception as exc:
+            logger.exception("%s failed for model %s", run.job, name)
+            outcomes[name] = {"status": "failed", "error": one_line(exc)}
+            failed.append(f"{name}: {one_line(exc, limit=200)}")
+        else:
+            outcomes[name] = {"status": "succeeded", "rows": count, **details}
+            rows += count
+    run.rows = rows
+    run.details["models"] = outcomes
+    if failed:
+        raise TandemError(f"{run.job} failed for {len(failed)} of {len(names)} model(s): {'; '.join(failed)}")
+
+
 def _batch_predict(ctx: JobContext, run: RunHandle) -> None:
     # Imported when run: schedulers that only materialize never load the scoring stack.
     from core.batch.predict import run_batch_predict
 
-    result = run_batch_predict(ctx.settings, ctx.stores)
-    run.rows = result.rows
-    run.details.update(
-        run_id=str(result.run_id),
-        model_version=result.model_version,
-        as_of=result.as_of.isoformat(),
-        stage_seconds=result.stage_seconds,
-    )
+    def one(name: str) -> tuple[int, dict[str, Any]]:
+        result = run_batch_predict(ctx.settings, ctx.stores, model_name=name)
+        return result.rows, {
+            "run_id": str(result.run_id),
+            "model_version": result.model_version,
+            "as_of": result.as_of.isoformat(),
+            "stage_seconds": result.stage_seconds,
+        }
+
+    _per_model(ctx, run, one)
 
 
 def _check_skew(ctx: JobContext, run: RunHandle) -> None:
     # Imported when run: the checker pulls in Feast and the model stack.
     from consistency.checker import run_skew_check
 
-    report = run_skew_check(ctx.settings, ctx.stores, job_run_id=run.run_id)
-    run.rows = report.entities_checked
-    run.details.update(report_id=report.id, status=report.status)
+    def one(name: str) -> tuple[int, dict[str, Any]]:
+        report = run_skew_check(ctx.settings, ctx.stores, model_name=name, job_run_id=run.run_id)
+        return report.entities_checked, {"report_id": report.id, "status": report.status}
+
+    _per_model(ctx, run, one)
 
 
 def update_deadline_gauge(engine: Engine, settings: Settings) -> DeadlineForecast:

@@ -14,7 +14,6 @@ from sqlalchemy import Engine
 
 from core.errors import StoreUnavailableError
 from core.push.service import PushService
-from core.serving.service import PredictionService
 from core.settings import Settings
 from service.auth import API_KEY_HEADER, SECURITY, ApiKeys, require_api_key
 from service.errors import EXCEPTION_HANDLERS
@@ -34,10 +33,6 @@ __all__ = ["create_app"]
 def _services(state: State) -> Services:
     services: Services = state.tandem
     return services
-
-
-def _prediction(state: State) -> PredictionService:
-    return _services(state).prediction
 
 
 def _push(state: State) -> PushService:
@@ -91,7 +86,6 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
         exception_handlers=EXCEPTION_HANDLERS,
         dependencies={
             "services": Provide(_services, sync_to_thread=False),
-            "prediction": Provide(_prediction, sync_to_thread=False),
             "push_service": Provide(_push, sync_to_thread=False),
             "settings": Provide(_settings, sync_to_thread=False),
             "db_engine": Provide(_db_engine, sync_to_thread=False),

@@ -35,7 +35,7 @@ def metrics() -> Response[bytes]:
 async def check_stores(services: Services) -> None:
     """Ping both stores with their short timeouts and record the answers."""
     online, offline = await asyncio.gather(services.probe.online_ok(), services.probe.offline_ok())
-    services.prediction.health.mark(online=online, offline=offline)
+    services.models.health.mark(online=online, offline=offline)
 
 
 class HealthController(Controller):
@@ -52,13 +52,13 @@ class HealthController(Controller):
     async def ready(self, services: NamedDependency[Services]) -> Response[dict[str, Any]]:
         """200 when the model is loaded and warmed up and at least one store answers (degraded if one is down)."""
         await check_stores(services)
-        health = services.prediction.health
-        model = services.prediction.model
+        health = services.models.health
+        loaded = {name: prediction.model.version for name, prediction in services.models if prediction.model}
         down = [
             name for name, ok in (("redis", health.online_ok), ("postgresql", health.offline_ok)) if not ok
         ]
         problems = []
-        if model is None:
+        if not loaded:
             problems.append("no promoted model is loaded")
         elif not services.warmed_up:
             problems.append("warming up")
@@ -66,7 +66,7 @@ class HealthController(Controller):
             problems.append("both stores are unreachable")
         body: dict[str, Any] = {
             "ready": not problems,
-            "model_version": model.version if model is not None else None,
+            "models": loaded,
             "redis": "ok" if health.online_ok else "down",
             "postgresql": "ok" if health.offline_ok else "down",
             "checked_at": health.checked_at.isoformat(),

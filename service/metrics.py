@@ -25,7 +25,7 @@ PREDICT_LATENCY = Histogram(
 )
 PREDICT_ROUTES = ("/v1/predict",)
 PREDICTIONS = Counter(
-    "tandem_predictions_total", "Answers served, by source and reason", ["source", "reason"]
+    "tandem_predictions_total", "Answers served, by model, source and reason", ["model", "source", "reason"]
 )
 DEGRADED = Counter("tandem_degraded_total", "Answers served in a degraded mode")
 FEATURE_AGE = Histogram(
@@ -33,7 +33,9 @@ FEATURE_AGE = Histogram(
     "Age of the data an answer was computed from (stored score age, or newest online feature age)",
     buckets=(1, 10, 60, 300, 900, 3600, 6 * 3600, 86_400, 3 * 86_400, 7 * 86_400),
 )
-MODEL_VERSION = Gauge("tandem_model_loaded", "1 for the model version this worker serves", ["model_version"])
+MODEL_VERSION = Gauge(
+    "tandem_model_loaded", "1 for each model version this worker serves", ["model", "model_version"]
+)
 BATCH_COVERAGE = Gauge("tandem_batch_coverage_ratio", "Share of answers served from stored batch scores")
 
 

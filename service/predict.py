@@ -1,4 +1,5 @@
-"""`POST /v1/predict` and `GET /v1/predict/{entity_key}`: thin handlers over the prediction service.
+"""`POST /v1/predict` and `GET /v1/predict/{model}?<join key>=<value>`: thin handlers over the served models'
+prediction services.
 
 The use case (read, blend, live score, degraded fallback) is `core.serving.service.PredictionService`; here:
 the request's shape, the answer's JSON, metrics. Both routes are timed here (the HTTP middleware skips them).
@@ -11,51 +12,83 @@ from datetime import datetime
 from typing import Annotated, Any
 
 import msgspec
-from litestar import Controller, get, post
+from litestar import Controller, Request, get, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
+from msgspec import UNSET, UnsetType
 
-from core.serving.answer import Answer
+from core.errors import NotFoundError, StoreUnavailableError
+from core.serving.answer import NO_STORED_SCORE, UNKNOWN_ENTITY, Answer
 from core.serving.blend import Mode, Reason, Source
+from core.serving.service import PredictionService
 from service.errors import RequestError
 from service.metrics import DEGRADED, FEATURE_AGE, PREDICT_LATENCY, PREDICTIONS
 from service.state import Services
 
-__all__ = ["PredictController", "PredictRequest"]
+__all__ = ["PredictController", "PredictRequest", "PredictResponse", "PredictionItem"]
 
 
 class PredictRequest(msgspec.Struct, forbid_unknown_fields=True):
-    """Which entities to score, how, and how old a stored score may be."""
+    """Which model, which entities (objects of the model's join keys), how, and how old a stored score may
+    be. `model` may be left out when exactly one model is served."""
 
     entities: Annotated[list[dict[str, int]], msgspec.Meta(min_length=1)]
+    model: str | None = None
     mode: Mode = Mode.AUTO
     max_staleness_s: Annotated[float, msgspec.Meta(ge=0)] | None = None
+
+
+class PredictionItem(msgspec.Struct):
+    """One entity's answer: the score, where it came from and why, and what it was computed from; or, for an
+    entity without an answer, only `entity` and `error`: `unknown_entity` (neither features nor a stored
+    score) or `no_stored_score` (Redis is down and PostgreSQL holds no published score for it)."""
+
+    entity: dict[str, Any]
+    score: float | UnsetType = UNSET
+    source: Source | UnsetType = UNSET
+    reason: Reason | UnsetType = UNSET
+    degraded: bool | UnsetType = UNSET
+    model_version: str | UnsetType | None = UNSET
+    batch_run_id: str | UnsetType | None = UNSET
+    scored_at: str | UnsetType | None = UNSET
+    feature_timestamps: dict[str, str | None] | UnsetType = UNSET
+    staleness_s: float | UnsetType | None = UNSET
+    error: str | UnsetType = UNSET
+
+
+class PredictResponse(msgspec.Struct):
+    """The model that answered, and one item per requested entity, in request order."""
+
+    model: str
+    predictions: list[PredictionItem]
 
 
 def _iso(moment: datetime | None) -> str | None:
     return moment.isoformat() if moment is not None else None
 
 
-def _item(join_key: str, answer: Answer) -> dict[str, Any]:
+def _item(join_key: str, answer: Answer) -> PredictionItem:
     decision = answer.decision
-    if decision is None:  # callers turn unanswerable entities into 404/503 before this
-        raise RuntimeError("no decision to render")
-    return {
-        "entity": {join_key: answer.entity_id},
-        "score": answer.score,
-        "source": decision.source.value,
-        "reason": decision.reason.value,
-        "degraded": decision.degraded,
-        "model_version": answer.model_version,
-        "batch_run_id": answer.batch_run_id,
-        "scored_at": _iso(answer.scored_at),
-        "feature_timestamps": {view: _iso(ts) for view, ts in (answer.feature_timestamps or {}).items()},
-        "staleness_s": answer.staleness_s,
-    }
+    if decision is None or answer.score is None:
+        return PredictionItem(entity={join_key: answer.entity_id}, error=answer.error or UNKNOWN_ENTITY)
+    return PredictionItem(
+        entity={join_key: answer.entity_id},
+        score=answer.score,
+        source=decision.source,
+        reason=decision.reason,
+        degraded=decision.degraded,
+        model_version=answer.model_version,
+        batch_run_id=answer.batch_run_id,
+        scored_at=_iso(answer.scored_at),
+        feature_timestamps={view: _iso(ts) for view, ts in (answer.feature_timestamps or {}).items()},
+        staleness_s=answer.staleness_s,
+    )
 
 
-def _entity_ids(services: Services, entities: list[dict[str, int]]) -> list[int]:
-    key = services.prediction.service.join_key
+def _entity_ids(
+    services: Services, prediction: PredictionService, entities: list[dict[str, int]]
+) -> list[int]:
+    key = prediction.service.join_key
     limit = services.settings.max_entities_per_request
     if len(entities) > limit:
         raise RequestError(f"entities: at most {limit} entities per request, got {len(entities)}")
@@ -70,19 +103,25 @@ def _entity_ids(services: Services, entities: list[dict[str, int]]) -> list[int]
 
 
 async def predict_entities(
-    services: Services, ids: list[int], *, mode: Mode, max_staleness_s: float | None
-) -> list[dict[str, Any]]:
-    """Answer every id in order (the prediction service), count the answers, render them."""
-    answers = await services.prediction.predict(ids, mode=mode, max_staleness_s=max_staleness_s)
+    services: Services,
+    prediction: PredictionService,
+    ids: list[int],
+    *,
+    mode: Mode,
+    max_staleness_s: float | None,
+) -> list[PredictionItem]:
+    """Answer every id in order (the model's prediction service), count the answers, render them."""
+    answers = await prediction.predict(ids, mode=mode, max_staleness_s=max_staleness_s)
     batch = 0
     for answer in answers:
         decision = answer.decision
         if decision is None:
             continue
-        counter = _ANSWERS.get((decision.source, decision.reason))
+        label = (prediction.name, decision.source, decision.reason)
+        counter = _ANSWERS.get(label)
         if counter is None:
-            counter = _ANSWERS[(decision.source, decision.reason)] = PREDICTIONS.labels(
-                decision.source.value, decision.reason.value
+            counter = _ANSWERS[label] = PREDICTIONS.labels(
+                prediction.name, decision.source.value, decision.reason.value
             )
         counter.inc()
         if decision.degraded:
@@ -91,11 +130,13 @@ async def predict_entities(
             FEATURE_AGE.observe(answer.staleness_s)
         batch += decision.source is Source.BATCH
     services.coverage.add(batch=batch, total=len(answers))
-    key = services.prediction.service.join_key
+    key = prediction.service.join_key
     return [_item(key, answer) for answer in answers]
 
 
-_ANSWERS: dict[tuple[Source, Reason], Any] = {}  # bound Counter children: labels() per answer costs a lock
+_ANSWERS: dict[
+    tuple[str, Source, Reason], Any
+] = {}  # bound Counter children: labels() per answer costs a lock
 
 _LATENCY = {
     (method, status): PREDICT_LATENCY.labels(f"{method} /v1/predict", status)
@@ -112,34 +153,54 @@ class PredictController(Controller):
     @post("/v1/predict", status_code=200, summary="Predict for up to 1,000 entities")
     async def predict(
         self, services: NamedDependency[Services], data: JSONBody[PredictRequest]
-    ) -> dict[str, Any]:
-        """One item per entity, in order, each with its source, reason and provenance."""
+    ) -> PredictResponse:
+        """One item per entity, in order, each with its source, reason and provenance; an entity without an
+        answer gets an item with `error` instead (the others are still served)."""
         started, status = time.perf_counter(), "error"
         try:
-            ids = _entity_ids(services, data.entities)
+            prediction = services.models.get(data.model)
+            ids = _entity_ids(services, prediction, data.entities)
             items = await predict_entities(
-                services, ids, mode=data.mode, max_staleness_s=data.max_staleness_s
+                services, prediction, ids, mode=data.mode, max_staleness_s=data.max_staleness_s
             )
             status = "ok"
-            return {"predictions": items}
+            return PredictResponse(model=prediction.name, predictions=items)
         finally:
             _LATENCY[("POST", status)].observe(time.perf_counter() - started)
 
-    @get("/v1/predict/{entity_key:str}", summary="Predict for one entity")
+    @get("/v1/predict/{model:str}", summary="Predict for one entity: its join keys as query parameters")
     async def predict_one(
-        self, services: NamedDependency[Services], entity_key: FromPath[str], mode: FromQuery[Mode] = Mode.AUTO,
+        self, services: NamedDependency[Services], request: Request[Any, Any, Any], model: FromPath[str],
+        mode: FromQuery[Mode] = Mode.AUTO,
         max_staleness_s: Annotated[float | None, QueryParameter(ge=0)] = None,
-    ) -> dict[str, Any]:  # fmt: skip
-        """The same answer as POST /v1/predict for a single entity id."""
+    ) -> PredictionItem:  # fmt: skip
+        """The same answer as POST /v1/predict for one entity, e.g. `GET /v1/predict/my_model?user_id=42`;
+        404 when the entity (or the model) is unknown."""
         started, status = time.perf_counter(), "error"
         try:
+            prediction = services.models.get(model)
+            key = prediction.service.join_key
+            extra = sorted(set(request.query_params) - {key, "mode", "max_staleness_s"})
+            if extra:
+                raise RequestError(f"{extra[0]}: not a join key of model {model!r} (expected {key!r})")
+            raw = request.query_params.get(key)
+            if raw is None:
+                raise RequestError(f"{key}: query parameter required (the join key of model {model!r})")
             try:
-                entity_id = int(entity_key)
+                entity_id = int(raw)
             except ValueError:
-                key = services.prediction.service.join_key
-                raise RequestError(f"entity_key: {key} must be an integer, got {entity_key!r}") from None
-            items = await predict_entities(services, [entity_id], mode=mode, max_staleness_s=max_staleness_s)
+                raise RequestError(f"{key}: must be an integer, got {raw!r}") from None
+            items = await predict_entities(
+                services, prediction, [entity_id], mode=mode, max_staleness_s=max_staleness_s
+            )
+            item = items[0]
+            if item.error is not UNSET:
+                if item.error == NO_STORED_SCORE:
+                    raise StoreUnavailableError(
+                        f"Redis is unreachable and {key} {entity_id} has no stored prediction"
+                    )
+                raise NotFoundError(f"unknown {key}: {entity_id}")
             status = "ok"
-            return items[0]
+            return item
         finally:
             _LATENCY[("GET", status)].observe(time.perf_counter() - started)

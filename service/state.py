@@ -1,4 +1,4 @@
-"""What the handlers use, one per worker: the prediction and push services, a store probe, Tandem's tables.
+"""What the handlers use, one per worker: the served models, the push service, a store probe, Tandem's tables.
 
 `service.lifespan.open_services` builds it from the configured stores; a test may build it from fakes and
 hand it to `create_app(services=...)`. Handlers receive its parts through Litestar's dependency injection
@@ -14,9 +14,9 @@ from typing import Protocol
 from sqlalchemy import Engine
 
 from core.push.service import PushService
-from core.serving.service import PredictionService
 from core.settings import Settings
 from service.metrics import Coverage
+from service.models import ServedModels
 
 __all__ = ["Services", "StoreProbe"]
 
@@ -38,12 +38,12 @@ class Services:
     """One worker's services and what they hold open."""
 
     settings: Settings
-    prediction: PredictionService
+    models: ServedModels
     push: PushService
     probe: StoreProbe
     engine: Engine | None = None  # Tandem's tables (jobs, skew reports, models); None: not configured
     warmed_up: bool = False
-    skew_report_id: int | None = None  # the report whose gauges /metrics shows
+    skew_report_ids: dict[str, int] = field(default_factory=dict)  # per model: the report /metrics shows
     coverage: Coverage = field(default_factory=Coverage)
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 

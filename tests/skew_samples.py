@@ -113,6 +113,7 @@ def sample_report(*, entities: int = 2_000, seed: int = 0, skew: float = 0.01) -
     }
     return NewSkewReport(
         feature_service="customer_risk_v1",
+        model_name="customer_risk",
         model_version="20260101T000000Z-abcdef12",
         watermark=watermark,
         sample_size=entities,

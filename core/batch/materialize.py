@@ -1,8 +1,8 @@
-"""Incremental materialization: the newest offline rows of the model's feature views, into Redis.
+"""Incremental materialization: the newest offline rows of the project's feature views, into Redis.
 
 `run_materialize` calls Feast's `FeatureStore.materialize_incremental(end_date, feature_views=[...])` on
-the feature views of the feature service in settings (never `batch_predictions`: Tandem publishes that
-view itself after a batch run). Each view's window starts where its previous materialization ended
+every online feature view of the project except the models' predictions views (tagged by
+`tandem.repo.predictions_view`: Tandem publishes those itself after a batch run). Each view's window starts where its previous materialization ended
 (Feast keeps `most_recent_end_time` in the registry), or at `end - ttl` the first time (given explicitly:
 Feast's own first window starts at `utcnow() - ttl`).
 
@@ -30,13 +30,13 @@ from typing import Any
 
 import psycopg
 
-from core.features.feast_repo import feature_service_refs, open_feature_store
+from core.features.feast_repo import open_feature_store
+from core.naming import PREDICTIONS_TAG
 from core.settings import Settings
 from core.stores.resolve import Stores
 
 __all__ = [
     "ONLINE_WRITE_BATCH_SIZE",
-    "PUBLISHED_VIEWS",
     "MaterializeResult",
     "ViewWindow",
     "apply_materialization_options",
@@ -47,8 +47,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-# Feature views Tandem writes online itself: never materialized from the offline store.
-PUBLISHED_VIEWS: frozenset[str] = frozenset({"batch_predictions"})
 ONLINE_WRITE_BATCH_SIZE = 10_000
 
 
@@ -104,12 +102,10 @@ def apply_materialization_options(store: Any) -> None:
     )
 
 
-def materialized_views(store: Any, feature_service: str) -> list[str]:
-    """The feature views a feature service reads, in order, minus those Tandem publishes itself."""
-    feature_service_refs(store, feature_service)  # NotFoundError naming the registered services
-    service = store.get_feature_service(feature_service)
-    names = dict.fromkeys(projection.name for projection in service.feature_view_projections)
-    return [name for name in names if name not in PUBLISHED_VIEWS]
+def materialized_views(store: Any) -> list[str]:
+    """The project's online feature views, by name, minus the predictions views Tandem publishes itself."""
+    views = store.list_feature_views()
+    return sorted(view.name for view in views if view.online and PREDICTIONS_TAG not in (view.tags or {}))
 
 
 def _window_start(view: Any, end: datetime) -> datetime:
@@ -149,7 +145,7 @@ def run_materialize(
     feature_views: Sequence[str] | None = None,
     count_rows: bool = True,
 ) -> MaterializeResult:
-    """Materialize the feature service's views (or `feature_views`) incrementally up to `end` (default now).
+    """Materialize the project's feature views (or `feature_views`) incrementally up to `end` (default now).
 
     With `start`, materialize the whole window [start, end] instead (after re-seeding, with the project's
     online keys purged first: see core.online.store.OnlineStore.purge).
@@ -160,11 +156,7 @@ def run_materialize(
     store = open_feature_store(settings, stores)
     try:
         apply_materialization_options(store)
-        names = (
-            list(feature_views)
-            if feature_views is not None
-            else materialized_views(store, settings.feature_service)
-        )
+        names = list(feature_views) if feature_views is not None else materialized_views(store)
         views = list(map(store.get_feature_view, names))
         windows = [(view, start or _window_start(view, end)) for view in views]
         started = time.perf_counter()

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 import numpy as np
 import numpy.typing as npt
 import psycopg
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from core.batch.copy import COPY_COLUMNS, COPY_HEADER, COPY_TRAILER, copy_tuples
@@ -25,9 +26,11 @@ from core.errors import ConfigurationError, TandemError
 from core.features.snapshots import service_specs
 from core.features.specs import ServiceSpec, ViewSpec
 from core.model.registry import LoadedModel, load_model
+from core.naming import predictions_view_name
 from core.offline.point_in_time import FeatureChunk, stream_point_in_time
 from core.online.store import OnlineStore
 from core.records.prediction_runs import create_run, get_run, latest_published_run, set_run_status
+from core.records.tables import ModelVersion
 from core.settings import Settings
 from core.stores.database import create_db_engine
 from core.stores.resolve import Stores
@@ -170,13 +173,15 @@ def run_batch_predict(
     settings: Settings,
     stores: Stores,
     *,
+    model_name: str,
     as_of: datetime | None = None,
     run_id: uuid.UUID | None = None,
     model_version: str | None = None,
     progress: Progress | None = None,
     online: OnlineStore | None = None,
 ) -> BatchRunResult:
-    """Score every entity as of `as_of` (default now) with the promoted model (or `model_version`).
+    """Score every entity of the model's feature service as of `as_of` (default now) with the promoted
+    version of `model_name` (or `model_version`), store the scores and publish them as its predictions view.
 
     Rerunning an existing `run_id` replaces its rows (no duplicates) and reuses its as-of time. `online` is
     the store to publish to (default: one on `stores.redis`, closed at the end). An exception raised by
@@ -190,7 +195,10 @@ def run_batch_predict(
     timings: dict[str, float] = {"features": 0.0, "score": 0.0, "copy": 0.0, "publish": 0.0}
     try:
         with Session(engine) as session, session.begin():
-            model = load_model(session, model_name=settings.model_name, version=model_version)
+            model = load_model(session, model_name=model_name, version=model_version)
+            feature_service = session.scalars(
+                select(ModelVersion.feature_service).where(ModelVersion.version == model.version)
+            ).one()
             if run_id is not None and as_of is None:
                 try:
                     as_of = get_run(session, run_id=run_id).as_of
@@ -198,17 +206,23 @@ def run_batch_predict(
                     as_of = None
             as_of = as_of or datetime.now(UTC)
             run_id = run_id or uuid.uuid4()
-            previous = latest_published_run(session, feature_service=settings.feature_service)
+            previous = latest_published_run(session, model_name=model_name)
             create_run(
                 session,
                 run_id=run_id,
+                model_name=model.model_name,
                 model_version=model.version,
-                feature_service=settings.feature_service,
+                feature_service=feature_service,
                 as_of=as_of,
             )
         previous_run_id = previous.run_id if previous is not None and previous.run_id != run_id else None
         try:
-            spec, view = service_specs(settings, stores)
+            spec, view = service_specs(
+                settings,
+                stores,
+                feature_service=feature_service,
+                predictions_view=predictions_view_name(model_name),
+            )
             collected, views = _load_and_copy(
                 settings,
                 stores,

@@ -8,7 +8,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import psycopg
+from psycopg import sql
+
 from core.endpoints import feast_environment
+from core.errors import ConfigurationError
+from core.features.registry import registry_schema
 from core.features.specs import load_service_spec
 from core.settings import Settings
 from core.stores.resolve import Stores
@@ -19,6 +24,7 @@ __all__ = [
     "feature_service_refs",
     "materialize_incremental",
     "open_feature_store",
+    "push_sources_without_table",
 ]
 
 
@@ -41,11 +47,17 @@ def open_feature_store(settings: Settings, stores: Stores) -> Any:
 
 
 def _forget_repo_modules(repo: Path) -> None:
-    """Drop the repo's modules from the import cache so `feast apply` reads the files again."""
+    """Drop the repo's modules from the import cache so `feast apply` reads the files again: those loaded
+    from the repo, and those of another Feast repo named like one of its files (the files import each other
+    by bare name, so a repo applied earlier in this process may have left a module of the same name)."""
     root = repo.resolve()
+    names = {path.stem for path in root.glob("*.py")}
     for name, module in list(sys.modules.items()):
         origin = getattr(module, "__file__", None)
-        if origin and Path(origin).resolve().parent == root:
+        if not origin:
+            continue
+        folder = Path(origin).resolve().parent
+        if folder == root or (name in names and (folder / "feature_store.yaml").is_file()):
             del sys.modules[name]
 
 
@@ -55,8 +67,18 @@ def apply_feature_repo(settings: Settings, stores: Stores) -> list[str]:
     from feast.repo_operations import apply_total
 
     _export(settings, stores)
-    repo = Path(settings.feature_repo)
+    repo = Path(settings.feature_repo).resolve()  # Feast changes directory into the repo: no relative paths
+    if not (repo / "feature_store.yaml").is_file():
+        raise ConfigurationError(
+            f"{repo} holds no feature_store.yaml: set TANDEM_FEATURE_REPO to a Feast repo"
+        )
     config = load_repo_config(repo, repo / "feature_store.yaml")
+    with psycopg.connect(stores.postgres.url(), autocommit=True) as conn:  # Feast creates tables, not schemas
+        conn.execute(
+            sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(
+                sql.Identifier(registry_schema(settings, stores))
+            )
+        )
     cwd = Path.cwd()
     # Fresh definition objects: Feast mutates them (e.g. materialization intervals) and caches modules.
     _forget_repo_modules(repo)
@@ -81,3 +103,22 @@ def feature_service_refs(store: Any, name: str) -> list[str]:
 def materialize_incremental(store: Any, *, end: datetime) -> None:
     """Feast's incremental materialization up to `end` (aware UTC)."""
     store.materialize_incremental(end_date=end)
+
+
+def push_sources_without_table(store: Any) -> list[tuple[str, str]]:
+    """(push source, feature view) for each view fed by a push source whose batch source is not a table.
+
+    Tandem appends pushed rows to the view's offline source table (Feast cannot push offline to PostgreSQL),
+    so a view whose PostgreSQLSource has `query=` can be read and materialized but not pushed to.
+    """
+    from feast.data_source import PushSource  # lazy import: Feast costs seconds to import
+
+    found = []
+    for view in store.list_feature_views():
+        stream = getattr(view, "stream_source", None)
+        if not isinstance(stream, PushSource):
+            continue
+        table = getattr(view.batch_source, "get_table_query_string", None)
+        if table is None or str(table()).startswith("("):
+            found.append((str(stream.name), str(view.name)))
+    return sorted(found)

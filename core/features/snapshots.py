@@ -3,7 +3,8 @@
 Importing Feast costs seconds (typeguard instruments it at import), which a batch run or an API worker
 should not pay just to learn table names and TTLs. The snapshot carries an md5 fingerprint of the
 specs of the project's feature views and services in Feast's SQL registry (their `meta`, which
-materialization rewrites, is left out); reading it costs one query.
+materialization rewrites, is left out; the registry's schema comes from its URL, `core.features.registry`);
+reading it costs one query.
 A different fingerprint (someone ran `feast apply`) means: ask Feast, and store the fresh snapshot.
 """
 
@@ -16,28 +17,29 @@ from dataclasses import asdict
 from typing import Any
 
 import psycopg
+from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from core.endpoints import FEAST_REGISTRY_SCHEMA
 from core.features.feast_repo import open_feature_store
+from core.features.registry import registry_schema
 from core.features.specs import FeatureSpec, ServiceSpec, ViewSpec, load_service_spec, load_view_spec
 from core.settings import Settings
 from core.stores.resolve import Stores
 
 __all__ = ["SpecSource", "registry_fingerprint", "resolve_specs", "service_specs", "spec_part"]
 
-SPEC_FORMAT = "2"  # bump when ServiceSpec/ViewSpec change shape: old snapshots then no longer match
+SPEC_FORMAT = "3"  # bump when ServiceSpec/ViewSpec change shape: old snapshots then no longer match
 
 SpecSource = Callable[[], tuple[ServiceSpec, ViewSpec]]
 """Reads (service, stored-scores view) from Feast: the slow path."""
 
-_REGISTRY_ROWS = f"""
+_REGISTRY_ROWS = """
 SELECT 'v:' || feature_view_name, feature_view_proto
-  FROM {FEAST_REGISTRY_SCHEMA}.feature_views WHERE project_id = %(project)s
+  FROM {schema}.feature_views WHERE project_id = %(project)s
 UNION ALL
 SELECT 's:' || feature_service_name, feature_service_proto
-  FROM {FEAST_REGISTRY_SCHEMA}.feature_services WHERE project_id = %(project)s
-"""  # noqa: S608 - the schema name is a constant
+  FROM {schema}.feature_services WHERE project_id = %(project)s
+"""
 
 
 def _varint(data: bytes, pos: int) -> tuple[int, int]:
@@ -83,11 +85,13 @@ def spec_part(proto: bytes) -> bytes:
     return b"".join(raw for number, raw, _ in _fields(spec) if number != 2)
 
 
-def registry_fingerprint(conn: psycopg.Connection[Any], *, project: str) -> str | None:
-    """md5 over the specs of the project's views and services, or None when Feast's registry is absent."""
+def registry_fingerprint(conn: psycopg.Connection[Any], *, project: str, schema: str) -> str | None:
+    """md5 over the specs of the project's views and services in Feast's registry tables in `schema`, or None
+    when they are absent."""
+    query = sql.SQL(_REGISTRY_ROWS).format(schema=sql.Identifier(schema))
     try:
         with conn.transaction():
-            rows = conn.execute(_REGISTRY_ROWS, {"project": project}).fetchall()
+            rows = conn.execute(query, {"project": project}).fetchall()
     except psycopg.errors.UndefinedTable:
         return None
     digest = hashlib.md5(SPEC_FORMAT.encode(), usedforsecurity=False)
@@ -135,12 +139,14 @@ def resolve_specs(
     service_name: str,
     predictions_view: str,
     from_feast: SpecSource,
+    schema: str,
 ) -> tuple[ServiceSpec, ViewSpec]:
-    """The feature service and stored-scores view: from the snapshot if the registry is unchanged.
+    """The feature service and stored-scores view: from the snapshot if the registry (its tables in `schema`)
+    is unchanged.
 
     `conn` must be in autocommit mode: a fresh snapshot is written in its own transaction.
     """
-    fingerprint = registry_fingerprint(conn, project=project)
+    fingerprint = registry_fingerprint(conn, project=project, schema=schema)
     if fingerprint is not None:
         service = _cached(conn, project, "service", service_name, fingerprint)
         view = _cached(conn, project, "view", predictions_view, fingerprint)
@@ -154,20 +160,21 @@ def resolve_specs(
     return service_spec, view_spec
 
 
-def service_specs(settings: Settings, stores: Stores) -> tuple[ServiceSpec, ViewSpec]:
-    """The configured feature service and stored-scores view, imported from Feast only when they changed."""
+def service_specs(
+    settings: Settings, stores: Stores, *, feature_service: str, predictions_view: str
+) -> tuple[ServiceSpec, ViewSpec]:
+    """A feature service and a stored-scores view, imported from Feast only when the registry changed."""
 
     def from_feast() -> tuple[ServiceSpec, ViewSpec]:
         store = open_feature_store(settings, stores)
-        return load_service_spec(store, settings.feature_service), load_view_spec(
-            store, settings.predictions_view
-        )
+        return load_service_spec(store, feature_service), load_view_spec(store, predictions_view)
 
     with psycopg.connect(stores.postgres.url(), autocommit=True) as conn:
         return resolve_specs(
             conn,
             project=settings.feast_project,
-            service_name=settings.feature_service,
-            predictions_view=settings.predictions_view,
+            service_name=feature_service,
+            predictions_view=predictions_view,
             from_feast=from_feast,
+            schema=registry_schema(settings, stores),
         )

@@ -11,15 +11,16 @@ from typing import Any, Literal
 
 from core.errors import ConfigurationError, NotFoundError
 
-__all__ = ["FeatureSpec", "ServiceSpec", "ViewSpec", "load_service_spec", "load_view_spec"]
+__all__ = ["FeatureSpec", "Kind", "ServiceSpec", "ViewSpec", "load_service_spec", "load_view_spec"]
 
-Kind = Literal["float64", "int64", "string", "bool"]
+Kind = Literal["float64", "float32", "int64", "int32", "string", "bool"]
+"""A feature's value kind: Feast's scalar type, which also fixes its online bytes (`core.online.encoding`)."""
 
 _KINDS: dict[str, Kind] = {
     "Float64": "float64",
-    "Float32": "float64",
+    "Float32": "float32",
     "Int64": "int64",
-    "Int32": "int64",
+    "Int32": "int32",
     "String": "string",
     "Bool": "bool",
 }
@@ -45,6 +46,11 @@ class ViewSpec:
     ttl_s: int  # 0: no TTL
     features: tuple[FeatureSpec, ...]
     push_source: str | None = None  # the push source feeding this view, if any
+
+    @property
+    def reads_query(self) -> bool:
+        """Whether the batch source is a `query=` (rows can be read, not appended) rather than a `table=`."""
+        return self.table.startswith("(")
 
     def feature(self, name: str) -> FeatureSpec:
         """The named feature, or NotFoundError."""

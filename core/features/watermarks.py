@@ -21,6 +21,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
+from psycopg import sql
 
 from core.endpoints import FEAST_REGISTRY_SCHEMA
 
@@ -93,13 +94,20 @@ def latest_materialized_end(feature_view_proto: bytes) -> datetime | None:
 
 
 def materialization_watermarks(
-    conn: psycopg.Connection[Any], *, project: str, views: Sequence[str]
+    conn: psycopg.Connection[Any],
+    *,
+    project: str,
+    views: Sequence[str],
+    schema: str = FEAST_REGISTRY_SCHEMA,
 ) -> dict[str, datetime | None]:
-    """Per view (in the order given): its latest materialized end time, None if never materialized or unknown."""
-    rows = conn.execute(
-        f"SELECT feature_view_name, feature_view_proto FROM {FEAST_REGISTRY_SCHEMA}.feature_views "  # noqa: S608 - a constant schema
-        "WHERE project_id = %s AND feature_view_name = ANY(%s)",
-        (project, list(views)),
-    ).fetchall()
+    """Per view (in the order given): its latest materialized end time, None if never materialized or unknown.
+
+    `schema` holds Feast's registry tables: `core.features.registry.registry_schema(settings, stores)`.
+    """
+    query = sql.SQL(
+        "SELECT feature_view_name, feature_view_proto FROM {}.feature_views "
+        "WHERE project_id = %s AND feature_view_name = ANY(%s)"
+    ).format(sql.Identifier(schema))
+    rows = conn.execute(query, (project, list(views))).fetchall()
     found = {str(name): latest_materialized_end(bytes(proto)) for name, proto in rows}
     return {view: found.get(view) for view in views}

@@ -14,41 +14,32 @@ import hashlib
 import hmac
 import pickle
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, TypeGuard
+from typing import Any
 
-import numpy as np
-import numpy.typing as npt
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, defer
 
 from core.errors import NotFoundError, TamperedArtifactError
-from core.model.compiled_trees import CompiledModel, compile_pipeline
+from core.model.compiled_trees import compile_pipeline
+from core.model.inputs import check_input_names
+from core.model.loaded import COMPILED_MAX_ROWS, LoadedModel, feature_names
+from core.model.tasks import Task, check_estimator, parse_task
 from core.records.tables import ModelVersion
-
-if TYPE_CHECKING:
-    import pandas as pd
 
 __all__ = [
     "COMPILED_MAX_ROWS",
     "LoadedModel",
     "ModelVersionInfo",
+    "as_utc",
     "feature_names",
     "list_versions",
     "load_model",
     "promote",
     "register_model",
+    "version_info",
 ]
-
-
-def _is_frame(value: object) -> TypeGuard[pd.DataFrame]:
-    return type(value).__name__ == "DataFrame" and type(value).__module__.startswith("pandas")
-
-
-def feature_names(feature_refs: Sequence[str]) -> tuple[str, ...]:
-    """Column names of `view:feature` references (the feature part), in order."""
-    return tuple(ref.rsplit(":", 1)[-1] for ref in feature_refs)
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +48,7 @@ class ModelVersionInfo:
 
     version: str
     model_name: str
+    task: Task
     created_at: datetime
     artifact_sha256: str
     feature_service: str
@@ -74,6 +66,7 @@ class ModelVersionInfo:
         return cls(
             version=row.version,
             model_name=row.model_name,
+            task=parse_task(row.task),
             created_at=row.created_at.astimezone(UTC),
             artifact_sha256=row.artifact_sha256,
             feature_service=row.feature_service,
@@ -87,67 +80,14 @@ class ModelVersionInfo:
         )
 
 
-COMPILED_MAX_ROWS = 2_048
-"""Up to this many rows the compiled evaluator wins (per-call overhead dominates scikit-learn's cost); above
-it, scikit-learn's compiled predictor is as fast or faster. Both give bitwise-equal scores."""
-
-
-@dataclass(frozen=True, slots=True)
-class LoadedModel:
-    """A verified, unpickled model version, ready to score rows whose columns follow `feature_refs`.
-
-    `compiled` (set by `load_model` when `core.model.compiled_trees` recognises the pipeline) scores the same trees
-    bitwise identically to `estimator.predict_proba`, ~20x faster for one row (~2x at 100); None falls
-    back to `predict_proba`.
-    """
-
-    version: str
-    model_name: str
-    feature_refs: tuple[str, ...]
-    estimator: Any
-    sha256: str
-    metrics: Mapping[str, Any]
-    created_at: datetime
-    compiled: CompiledModel | None = field(default=None, repr=False, compare=False)
-
-    @property
-    def feature_names(self) -> tuple[str, ...]:
-        """The input column names, in model order."""
-        return feature_names(self.feature_refs)
-
-    def predict_scores(self, features: pd.DataFrame | npt.ArrayLike) -> npt.NDArray[np.float64]:
-        """Probability of class 1 per row, float64.
-
-        A DataFrame is read by feature name (extra columns ignored, order irrelevant, nulls allowed); a
-        matrix must already have one column per feature ref, in order.
-        """
-        if _is_frame(features):  # pandas is imported by whoever built a frame; the API never does
-            missing = [name for name in self.feature_names if name not in features.columns]
-            if missing:
-                raise ValueError(f"model {self.version} needs columns {missing} that the frame lacks")
-            matrix = features.loc[:, list(self.feature_names)].to_numpy(dtype=np.float64, na_value=np.nan)
-        else:
-            matrix = np.asarray(features, dtype=np.float64)
-        if matrix.ndim != 2 or matrix.shape[1] != len(self.feature_refs):
-            raise ValueError(
-                f"model {self.version} scores rows of {len(self.feature_refs)} features, got shape {matrix.shape}"
-            )
-        if matrix.shape[0] == 0:
-            return np.empty(0, dtype=np.float64)
-        if self.compiled is not None and matrix.shape[0] <= COMPILED_MAX_ROWS:
-            return self.compiled.predict_proba1(matrix)
-        classes = list(self.estimator.classes_)
-        proba = self.estimator.predict_proba(matrix)
-        return np.ascontiguousarray(proba[:, classes.index(1)], dtype=np.float64)
-
-
 def _sha256(artifact: bytes) -> str:
     return hashlib.sha256(artifact).hexdigest()
 
 
-def _aware(moment: datetime, name: str) -> datetime:
+def as_utc(moment: datetime) -> datetime:
+    """`moment` in UTC; a naive datetime is taken to be UTC already."""
     if moment.tzinfo is None or moment.utcoffset() is None:
-        raise ValueError(f"{name} must be timezone-aware (UTC), got a naive datetime")
+        return moment.replace(tzinfo=UTC)
     return moment.astimezone(UTC)
 
 
@@ -172,25 +112,33 @@ def register_model(
     training_end: datetime,
     metrics: Mapping[str, Any],
     params: Mapping[str, Any],
+    task: Task = "classification",
 ) -> ModelVersionInfo:
-    """Store a fitted estimator (pickled, hashed) with what it reads and how it did; not promoted."""
+    """Store a fitted estimator (pickled, hashed) with what it reads and how it did; not promoted.
+
+    InvalidModelError when the estimator is unfitted, cannot score `task` (a classifier needs predict_proba
+    and exactly two classes) or takes other inputs than `feature_refs` (names in that order, or their count).
+    Naive times are taken as UTC.
+    """
     if not feature_refs:
         raise ValueError("feature_refs is empty: a model reads at least one feature")
-    if not hasattr(estimator, "predict_proba"):
-        raise ValueError(f"{type(estimator).__name__} has no predict_proba: not a probabilistic classifier")
+    task = parse_task(task)
+    check_estimator(estimator, task)
+    check_input_names(estimator, feature_refs)
     artifact = pickle.dumps(estimator, protocol=pickle.HIGHEST_PROTOCOL)
     sha256 = _sha256(artifact)
     created_at = datetime.now(UTC)
     row = ModelVersion(
         version=_new_version(session, created_at=created_at, sha256=sha256),
         model_name=model_name,
+        task=task,
         created_at=created_at,
         artifact=artifact,
         artifact_sha256=sha256,
         feature_service=feature_service,
         feature_refs=list(feature_refs),
-        training_start=_aware(training_start, "training_start"),
-        training_end=_aware(training_end, "training_end"),
+        training_start=as_utc(training_start),
+        training_end=as_utc(training_end),
         metrics=dict(metrics),
         params=dict(params),
         promoted=False,
@@ -242,6 +190,11 @@ def load_model(session: Session, *, model_name: str, version: str | None = None)
         )
     # Only bytes whose sha256 matches what register_model recorded are unpickled.
     estimator = pickle.loads(row.artifact)  # noqa: S301 - verified against the registered sha256 above
+    task = parse_task(row.task)
+    check_input_names(estimator, row.feature_refs)  # once per load: rows arrive in feature_refs' order
+    compiled = compile_pipeline(estimator) if task == "classification" else None
+    if compiled is not None and compiled.positive_column != 1:
+        compiled = None  # its class 1 is not classes_[1], the class Tandem scores: the estimator scores it
     return LoadedModel(
         version=row.version,
         model_name=row.model_name,
@@ -250,8 +203,9 @@ def load_model(session: Session, *, model_name: str, version: str | None = None)
         sha256=actual,
         metrics=dict(row.metrics),
         created_at=row.created_at.astimezone(UTC),
-        compiled=compile_pipeline(estimator),  # None: scored by estimator.predict_proba
-    )
+        compiled=compiled,  # None: scored by the estimator itself
+        task=task,
+    ).prepared()
 
 
 def promote(session: Session, *, model_name: str, version: str) -> ModelVersionInfo:
@@ -272,12 +226,22 @@ def promote(session: Session, *, model_name: str, version: str) -> ModelVersionI
     return ModelVersionInfo.of(row)
 
 
-def list_versions(session: Session, *, model_name: str) -> list[ModelVersionInfo]:
-    """Every version of `model_name`, newest first (empty if none)."""
+def list_versions(session: Session, *, model_name: str | None = None) -> list[ModelVersionInfo]:
+    """Every version of `model_name` (None: of every model, by name), newest first (empty if none)."""
+    query = select(ModelVersion).options(defer(ModelVersion.artifact))
+    if model_name is not None:
+        query = query.where(ModelVersion.model_name == model_name)
     rows = session.scalars(
-        select(ModelVersion)
-        .options(defer(ModelVersion.artifact))
-        .where(ModelVersion.model_name == model_name)
-        .order_by(ModelVersion.created_at.desc(), ModelVersion.version.desc())
+        query.order_by(ModelVersion.model_name, ModelVersion.created_at.desc(), ModelVersion.version.desc())
     )
     return [ModelVersionInfo.of(row) for row in rows]
+
+
+def version_info(session: Session, *, version: str) -> ModelVersionInfo:
+    """The metadata of `version`, whichever model it belongs to (versions are unique), or NotFoundError."""
+    row = session.scalars(
+        select(ModelVersion).options(defer(ModelVersion.artifact)).where(ModelVersion.version == version)
+    ).one_or_none()
+    if row is None:
+        raise NotFoundError(f"no model version {version!r} (see `tandem models list`)")
+    return ModelVersionInfo.of(row)

@@ -1,10 +1,12 @@
-"""Train the model from the offline store: labels + Feast point-in-time features -> evaluated sklearn pipeline.
+"""Train a model from the offline store: labels + Feast point-in-time features -> evaluated sklearn pipeline.
 
-Feast joins each label to the newest row per feature view at or before the label's time (within the view's TTL):
-nothing from the label's future leaks in. The newest `holdout_fraction` of label times is held out for ROC AUC,
-PR AUC, Brier score and a calibration table. With `refit_on_all` (default) the estimator is then refit on every
-label with the iteration count early stopping chose, so the newest labels shape it too: the metrics, from the
-model trained without the holdout, are a slightly pessimistic estimate. Inputs: feature columns, service order.
+Labels come from any table or query (`core.model.labels`). Feast joins each label to the newest row per
+feature view at or before the label's time (within the view's TTL): nothing from the label's future leaks
+in. The newest `holdout_fraction` of label times is held out: ROC AUC, PR AUC, Brier score and a
+calibration table for a classifier (the positive class is the greater of the two label values), MAE, RMSE
+and R2 for a regressor. With `refit_on_all` (default) the estimator is then refit on every label with the
+iteration count early stopping chose, so the newest labels shape it too: the metrics, from the model
+trained without the holdout, are a slightly pessimistic estimate. Inputs: feature columns, service order.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 import math
 import time
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -22,16 +24,19 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 import psycopg
-from psycopg import sql
 from sqlalchemy import Engine
 
 from core.errors import TrainingError
 from core.features.feast_repo import feature_service_refs
-from core.model.registry import feature_names
+from core.model.labels import LABEL_ALIAS, TIMESTAMP, describe_labels, entity_rows_query, fit_targets
+from core.model.loaded import feature_names
+from core.model.metrics import calibration_table, evaluate_regression, evaluate_scores
+from core.model.tasks import Task, parse_task
 from core.settings import Settings
 
 __all__ = [
     "HYPERPARAMETERS",
+    "LABEL",
     "LABEL_TABLE",
     "TrainingResult",
     "calibration_table",
@@ -41,10 +46,8 @@ __all__ = [
     "training_frame",
 ]
 
-LABEL_TABLE = "features.fraud_labels"
-TIMESTAMP = "event_timestamp"
+LABEL_TABLE = "features.fraud_labels"  # the demo's labels: the default where none are named
 LABEL = "label"
-_LABEL_ALIAS = "tandem_label"  # the label rides through Feast's join as an entity_df column
 
 Progress = Callable[[str], None]
 
@@ -71,6 +74,7 @@ class TrainingResult:
     training_end: datetime
     metrics: dict[str, Any]
     params: dict[str, Any]
+    task: Task = "classification"
 
 
 def service_join_keys(store: Any, feature_service: str) -> list[str]:
@@ -82,25 +86,6 @@ def service_join_keys(store: Any, feature_service: str) -> list[str]:
         for key in store.get_feature_view(projection.name).join_keys
     )
     return list(dict.fromkeys(keys))
-
-
-def _label_select(label_table: str, join_keys: Sequence[str]) -> str:
-    """SQL reading the label table's keys, timestamp and label (as `tandem_label`), identifiers quoted."""
-    columns = sql.SQL(", ").join(sql.Identifier(c) for c in (*join_keys, TIMESTAMP))
-    label = sql.SQL("{} AS {}").format(sql.Identifier(LABEL), sql.Identifier(_LABEL_ALIAS))
-    query = sql.SQL("SELECT {}, {} FROM {}").format(columns, label, sql.Identifier(*label_table.split(".")))
-    return query.as_string()
-
-
-def _check_labels(cursor: psycopg.Cursor[Any], *, label_table: str, select_labels: str) -> None:
-    """TrainingError if the label table is missing, lacks a column or is empty."""
-    try:
-        found = cursor.execute(f"SELECT EXISTS ({select_labels})").fetchone()
-    except psycopg.errors.Error as exc:
-        detail = str(exc).strip().splitlines()[0]
-        raise TrainingError(f"cannot read labels from {label_table}: {detail}") from None
-    if not (found and found[0]):
-        raise TrainingError(f"label table {label_table} is empty: nothing to train on (run `tandem seed`?)")
 
 
 @contextmanager
@@ -118,84 +103,59 @@ def _entity_query_embedded(store: Any) -> Iterator[None]:
 
 
 def training_frame(
-    store: Any, *, engine: Engine, feature_service: str, label_table: str = LABEL_TABLE
+    store: Any,
+    *,
+    engine: Engine,
+    feature_service: str,
+    label_table: str = LABEL_TABLE,
+    label_column: str = LABEL,
+    timestamp_column: str = TIMESTAMP,
 ) -> pd.DataFrame:
-    """Every label of `label_table` with the service's features joined point-in-time by Feast, oldest first.
+    """Every label of `label_table` (a table or a query) with the service's features joined point-in-time by Feast.
 
-    Columns: join keys, `event_timestamp` (aware UTC), `label`, the feature names. Feast writes the SQL; Tandem
-    runs it without nested loops, which PostgreSQL picks on misestimated range joins and which are quadratic
-    (30,000 labels x 2 days: 250 s as Feast runs it, 0.4 s this way).
+    Columns: join keys, `event_timestamp` (aware UTC), `label` (as the source holds it), the feature names;
+    oldest first. Feast writes the SQL; Tandem runs it without nested loops, which PostgreSQL picks on
+    misestimated range joins and which are quadratic (30,000 labels x 2 days: 250 s as Feast runs it, 0.4 s).
     """
     refs = feature_service_refs(store, feature_service)  # NotFoundError for an unknown service
     keys = service_join_keys(store, feature_service)
-    select_labels = _label_select(label_table, keys)
     with engine.connect() as connection:
         dbapi = connection.connection.driver_connection
         if not isinstance(dbapi, psycopg.Connection):
             raise TypeError(f"training needs a psycopg 3 engine, got {type(dbapi).__name__}")
         with dbapi.cursor() as cursor:
-            _check_labels(cursor, label_table=label_table, select_labels=select_labels)
+            entity_rows = entity_rows_query(
+                cursor,
+                labels=label_table,
+                join_keys=keys,
+                label_column=label_column,
+                timestamp_column=timestamp_column,
+            )
             with _entity_query_embedded(store), warnings.catch_warnings():
                 # Feast reads the entity query's schema with pandas on a psycopg connection: pandas warns.
                 warnings.filterwarnings("ignore", "pandas only supports SQLAlchemy", UserWarning)
                 job = store.get_historical_features(
-                    entity_df=select_labels, features=store.get_feature_service(feature_service)
+                    entity_df=entity_rows, features=store.get_feature_service(feature_service)
                 )
                 query = job.to_sql()
             cursor.execute("SET LOCAL enable_nestloop = off")
             rows = cursor.execute(query).fetchall()
             names = [column.name for column in cursor.description or ()]
         dbapi.rollback()  # read-only; ends the transaction SET LOCAL applied to
-    frame = pd.DataFrame.from_records(rows, columns=names).rename(columns={_LABEL_ALIAS: LABEL})
+    frame = pd.DataFrame.from_records(rows, columns=names).rename(columns={LABEL_ALIAS: LABEL})
     frame[TIMESTAMP] = pd.to_datetime(frame[TIMESTAMP], utc=True)
-    if not frame[LABEL].isin([0, 1]).all():
-        raise TrainingError(f"{label_table} holds labels other than 0 and 1 (or nulls)")
-    frame[LABEL] = frame[LABEL].astype(np.int64)
     ordered = [*keys, TIMESTAMP, LABEL, *feature_names(refs)]
     return frame.loc[:, ordered].sort_values([TIMESTAMP, *keys], kind="stable").reset_index(drop=True)
 
 
-def calibration_table(
-    labels: npt.NDArray[np.int64], scores: npt.NDArray[np.float64], *, bins: int = 10
-) -> list[dict[str, Any]]:
-    """Per equal-width score bin: edges, count, mean predicted score, observed positive rate (None if empty)."""
-    edges = np.linspace(0.0, 1.0, bins + 1)
-    index = np.clip(np.digitize(scores, edges[1:-1]), 0, bins - 1)
-    members = [index == b for b in range(bins)]
-    return [
-        {
-            "lower": round(float(edges[b]), 6),
-            "upper": round(float(edges[b + 1]), 6),
-            "count": int(member.sum()),
-            "mean_predicted": float(scores[member].mean()) if member.any() else None,
-            "observed_rate": float(labels[member].mean()) if member.any() else None,
-        }
-        for b, member in enumerate(members)
-    ]
-
-
-def evaluate_scores(labels: npt.NDArray[np.int64], scores: npt.NDArray[np.float64]) -> dict[str, Any]:
-    """ROC AUC and PR AUC (None when only one class is present), Brier score, calibration, counts."""
-    from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
-
-    both = labels.min() != labels.max()
-    return {
-        "roc_auc": float(roc_auc_score(labels, scores)) if both else None,
-        "pr_auc": float(average_precision_score(labels, scores)) if both else None,
-        "brier": float(brier_score_loss(labels, scores)),
-        "base_rate": float(labels.mean()),
-        "calibration": calibration_table(labels, scores),
-    }
-
-
-def _pipeline(hyper: dict[str, Any]) -> Any:
-    from sklearn.ensemble import HistGradientBoostingClassifier
+def _pipeline(hyper: dict[str, Any], task: Task = "classification") -> Any:
+    from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
     from sklearn.impute import SimpleImputer
     from sklearn.pipeline import make_pipeline
 
+    booster = HistGradientBoostingRegressor if task == "regression" else HistGradientBoostingClassifier
     return make_pipeline(
-        SimpleImputer(strategy="median", add_indicator=True, keep_empty_features=True),
-        HistGradientBoostingClassifier(**hyper),
+        SimpleImputer(strategy="median", add_indicator=True, keep_empty_features=True), booster(**hyper)
     )
 
 
@@ -207,6 +167,15 @@ def _split(frame: pd.DataFrame, holdout_fraction: float) -> tuple[npt.NDArray[np
     if not train.any():
         raise TrainingError(f"no label is older than the holdout's first, {cutoff}: nothing to train on")
     return train, cutoff
+
+
+def _holdout_metrics(
+    model: Any, task: Task, x: npt.NDArray[np.float64], y: npt.NDArray[Any]
+) -> dict[str, Any]:
+    if task == "regression":
+        return evaluate_regression(y.astype(np.float64), np.asarray(model.predict(x), dtype=np.float64))
+    scores = np.asarray(model.predict_proba(x)[:, 1], dtype=np.float64)
+    return evaluate_scores(y, scores)
 
 
 def _stage(progress: Progress | None, timings: dict[str, float], name: str, started: float) -> float:
@@ -229,64 +198,81 @@ def train_model(
     random_state: int = 0,
     max_iter: int = 500,
     progress: Progress | None = None,
+    label_column: str = LABEL,
+    timestamp_column: str = TIMESTAMP,
+    task: Task = "classification",
 ) -> TrainingResult:
-    """Train on `label_table` with the features of `feature_service` (default: settings'), see the module doc.
+    """Train on `label_table` (a table or a query) with the features of `feature_service` (default: settings').
 
-    `progress(stage)` is called after each stage: features, fit, evaluate, refit.
+    See the module doc. `progress(stage)` is called after each stage: features, fit, evaluate, refit.
     """
     import sklearn
 
     if not 0.0 < holdout_fraction < 1.0:
         raise ValueError(f"holdout_fraction must be in (0, 1), got {holdout_fraction}")
+    task = parse_task(task)
     service = feature_service or settings.feature_service
     refs = feature_service_refs(store, service)  # NotFoundError for an unknown service
     names = list(feature_names(refs))
+    source = describe_labels(label_table)
     timings: dict[str, float] = {}
     started = time.perf_counter()
-    frame = training_frame(store, engine=engine, feature_service=service, label_table=label_table)
+    frame = training_frame(
+        store,
+        engine=engine,
+        feature_service=service,
+        label_table=label_table,
+        label_column=label_column,
+        timestamp_column=timestamp_column,
+    )
     mark = _stage(progress, timings, "features", started)
 
     x = frame.loc[:, names].to_numpy(dtype=np.float64, na_value=np.nan)
-    y = frame[LABEL].to_numpy(dtype=np.int64)
+    y, label_params = fit_targets(frame[LABEL], task=task, source=source)
     train, cutoff = _split(frame, holdout_fraction)
-    if y[train].min() == y[train].max():
+    if task == "classification" and y[train].min() == y[train].max():
         raise TrainingError(
-            f"every label of {label_table} before {cutoff} is {int(y[train][0])}: a classifier needs both classes"
+            f"every label of {source} before {cutoff} is the same: a classifier needs both classes"
         )
     hyper: dict[str, Any] = {**HYPERPARAMETERS, "max_iter": max_iter, "random_state": random_state}
-    holdout_model = _pipeline(hyper).fit(x[train], y[train])
+    holdout_model = _pipeline(hyper, task).fit(x[train], y[train])
     mark = _stage(progress, timings, "fit", mark)
-    scores = holdout_model.predict_proba(x[~train])[:, list(holdout_model.classes_).index(1)]
-    metrics = evaluate_scores(y[~train], np.asarray(scores, dtype=np.float64))
+    metrics = _holdout_metrics(holdout_model, task, x[~train], y[~train])
     mark = _stage(progress, timings, "evaluate", mark)
 
     iterations = int(holdout_model[-1].n_iter_)
     estimator = holdout_model
     if refit_on_all:
-        estimator = _pipeline({**hyper, "max_iter": iterations, "early_stopping": False}).fit(x, y)
+        estimator = _pipeline({**hyper, "max_iter": iterations, "early_stopping": False}, task).fit(x, y)
         _stage(progress, timings, "refit", mark)
     timings["total"] = round(time.perf_counter() - started, 3)
     missing = frame.loc[:, names].isna()
     metrics.update(
         rows=len(frame),
-        positives=int(y.sum()),
         train_rows=int(train.sum()),
-        train_positives=int(y[train].sum()),
         holdout_rows=int((~train).sum()),
-        holdout_positives=int(y[~train].sum()),
         rows_missing_any_feature=int(missing.any(axis=1).sum()),
         rows_missing_all_features=int(missing.all(axis=1).sum()),
         holdout_start=cutoff.isoformat(),
         seconds=timings,
     )
+    if task == "classification":
+        metrics.update(
+            positives=int(y.sum()),
+            train_positives=int(y[train].sum()),
+            holdout_positives=int(y[~train].sum()),
+        )
     params = {
-        "estimator": "SimpleImputer(median, indicators) + HistGradientBoostingClassifier",
+        "estimator": f"SimpleImputer(median, indicators) + {type(estimator[-1]).__name__}",
         "hyperparameters": hyper,
         "iterations": iterations,
         "holdout_fraction": holdout_fraction,
         "refit_on_all": refit_on_all,
-        "label_table": label_table,
+        "labels": label_table,
+        "label_column": label_column,
+        "timestamp_column": timestamp_column,
         "sklearn_version": sklearn.__version__,
+        **label_params,
     }
     return TrainingResult(
         estimator=estimator,
@@ -296,4 +282,5 @@ def train_model(
         training_end=frame[TIMESTAMP].iloc[-1].to_pydatetime(),
         metrics=metrics,
         params=params,
+        task=task,
     )

@@ -6,7 +6,11 @@ the row with the newest event timestamp (ties: newest created timestamp) with
 every key with a row in that window in any view of the service.
 
 The rows come back through one binary `COPY (query) TO STDOUT`, with every column made fixed-width in SQL
-(value + null flag), so each chunk is parsed by numpy in one `frombuffer` call: no Python per row.
+(value + null flag), so each chunk is parsed by numpy in one `frombuffer` call: no Python per row. A service
+with a string feature (variable width) is read row by row instead (`cursor.stream`, chunked fetches).
+
+Values reach the model as `core.features.inputs.batch_input` makes them: float64 from PostgreSQL's `float8`
+(float32 features rounded through float32, as Feast stores them online), strings as `str`.
 """
 
 from __future__ import annotations
@@ -21,7 +25,8 @@ import numpy.typing as npt
 import psycopg
 from psycopg import sql
 
-from core.features.specs import ServiceSpec, ViewSpec
+from core.features.inputs import batch_input
+from core.features.specs import FeatureSpec, ServiceSpec, ViewSpec
 
 __all__ = ["FeatureChunk", "point_in_time_query", "stream_point_in_time"]
 
@@ -33,7 +38,7 @@ class FeatureChunk:
     """Consecutive entities (ascending ids) with their model inputs and the event time of each view's row."""
 
     entity_ids: npt.NDArray[np.int64]
-    values: dict[str, npt.NDArray[np.float64]]  # "view:feature" -> value, NaN for null
+    values: dict[str, npt.NDArray[Any]]  # "view:feature" -> float64 (NaN: null), or object for strings (None)
     event_us: dict[str, npt.NDArray[np.int64]]  # view -> event time in µs since the Unix epoch, -1 for none
 
     def __len__(self) -> int:
@@ -76,17 +81,28 @@ def _fixed(expression: sql.Composable, cast: str, zero: str) -> list[sql.Composa
     ]
 
 
+def _value(index: int, n: int, feature: FeatureSpec) -> sql.Composable:
+    column = sql.SQL("v{i}.{c}").format(i=sql.SQL(str(index)), c=sql.Identifier(f"f{index}_{n}"))
+    if feature.kind == "string":
+        return sql.SQL("({})::text").format(column)
+    return sql.SQL("(({})::int4)::float8").format(column) if feature.kind == "bool" else column
+
+
 def point_in_time_query(spec: ServiceSpec) -> sql.Composed:
-    """The query: entity id, then per view its event time (µs) and features (float8), each + a null flag."""
+    """The query: entity id, then per view its event time (µs) and features, each + a null flag when every
+    feature is numeric (float8, for the fixed-width COPY); else plain nullable columns, strings as text."""
+    fixed = not _has_strings(spec)
     ctes = [_view_cte(i, view) for i, view in enumerate(spec.views)]
     select: list[sql.Composable] = [sql.SQL("entity_id::int8")]
     for i, view in enumerate(spec.views):
         ts = sql.SQL("(EXTRACT(EPOCH FROM v{i}.event_ts) * 1000000)").format(i=sql.SQL(str(i)))
-        select += _fixed(ts, "int8", "-1")
+        select += _fixed(ts, "int8", "-1") if fixed else [sql.SQL("({})::int8").format(ts)]
         for n, feature in enumerate(view.features):
-            column = sql.SQL("v{i}.{c}").format(i=sql.SQL(str(i)), c=sql.Identifier(f"f{i}_{n}"))
-            value = sql.SQL("({})::int4").format(column) if feature.kind == "bool" else column
-            select += _fixed(value, "float8", "0")
+            value = _value(i, n, feature)
+            if fixed:
+                select += _fixed(value, "float8", "0")
+            else:
+                select.append(value if feature.kind == "string" else sql.SQL("({})::float8").format(value))
     joins = sql.SQL(" ").join(
         sql.SQL("FULL OUTER JOIN v{i} USING (entity_id)").format(i=sql.SQL(str(i)))
         for i in range(1, len(spec.views))
@@ -94,6 +110,10 @@ def point_in_time_query(spec: ServiceSpec) -> sql.Composed:
     return sql.SQL("WITH {ctes} SELECT {select} FROM v0 {joins} ORDER BY entity_id").format(
         ctes=sql.SQL(", ").join(ctes), select=sql.SQL(", ").join(select), joins=joins
     )
+
+
+def _has_strings(spec: ServiceSpec) -> bool:
+    return any(feature.kind == "string" for view in spec.views for feature in view.features)
 
 
 def _row_dtype(spec: ServiceSpec) -> np.dtype[Any]:
@@ -111,15 +131,50 @@ def _row_dtype(spec: ServiceSpec) -> np.dtype[Any]:
 
 
 def _to_chunk(spec: ServiceSpec, rows: npt.NDArray[np.void]) -> FeatureChunk:
-    values: dict[str, npt.NDArray[np.float64]] = {}
+    values: dict[str, npt.NDArray[Any]] = {}
     event_us: dict[str, npt.NDArray[np.int64]] = {}
     for i, view in enumerate(spec.views):
         event_us[view.name] = rows[f"t{i}"].astype(np.int64)
         for n, feature in enumerate(view.features):
             column = rows[f"v{i}_{n}"].astype(np.float64)
             column[rows[f"n{i}_{n}"]] = np.nan
-            values[f"{view.name}:{feature.name}"] = column
+            values[f"{view.name}:{feature.name}"] = batch_input(feature.kind, column)
     return FeatureChunk(rows["entity_id"].astype(np.int64), values, event_us)
+
+
+def _rows_to_chunk(spec: ServiceSpec, rows: list[tuple[Any, ...]]) -> FeatureChunk:
+    """A chunk from plain rows (the row-by-row path): nulls become NaN for numbers, None for strings."""
+    columns = list(zip(*rows, strict=True))
+    values: dict[str, npt.NDArray[Any]] = {}
+    event_us: dict[str, npt.NDArray[np.int64]] = {}
+    position = 1
+    for view in spec.views:
+        event_us[view.name] = np.array([-1 if t is None else t for t in columns[position]], dtype=np.int64)
+        position += 1
+        for feature in view.features:
+            raw = columns[position]
+            position += 1
+            if feature.kind == "string":
+                values[f"{view.name}:{feature.name}"] = np.array(raw, dtype=object)
+            else:  # None -> NaN
+                values[f"{view.name}:{feature.name}"] = batch_input(
+                    feature.kind, np.array(raw, dtype=np.float64)
+                )
+    return FeatureChunk(np.array(columns[0], dtype=np.int64), values, event_us)
+
+
+def _stream_rows(
+    conn: psycopg.Connection[Any], spec: ServiceSpec, *, as_of: datetime, chunk_rows: int
+) -> Iterator[FeatureChunk]:
+    pending: list[tuple[Any, ...]] = []
+    with conn.cursor(binary=True) as cur:
+        for row in cur.stream(point_in_time_query(spec), {"as_of": as_of}, size=min(chunk_rows, 10_000)):
+            pending.append(tuple(row))
+            if len(pending) == chunk_rows:
+                yield _rows_to_chunk(spec, pending)
+                pending = []
+    if pending:
+        yield _rows_to_chunk(spec, pending)
 
 
 def stream_point_in_time(
@@ -128,6 +183,9 @@ def stream_point_in_time(
     """Yield the point-in-time features of every entity as of `as_of`, `chunk_rows` entities at a time."""
     if as_of.tzinfo is None:
         raise ValueError("as_of must be timezone-aware")
+    if _has_strings(spec):
+        yield from _stream_rows(conn, spec, as_of=as_of, chunk_rows=chunk_rows)
+        return
     dtype = _row_dtype(spec)
     query = sql.SQL("COPY ({}) TO STDOUT (FORMAT binary)").format(point_in_time_query(spec))
     pending = bytearray()

@@ -185,6 +185,17 @@ def _decode_double(data: bytes | None) -> Scalar:
     return decode_value(data)
 
 
+_unpack_float = _FLOAT.unpack_from
+
+
+def _decode_float(data: bytes | None) -> Scalar:
+    """`decode_value` with the float32 shape (`0x35 <f32>`) tested first; the float is exact in a double."""
+    if data and len(data) == 5 and data[0] == 0x35:
+        single: float = _unpack_float(data, 1)[0]
+        return single
+    return decode_value(data)
+
+
 _MEMO: dict[bytes, Scalar] = {}
 _MEMO_SIZE = 65_536
 
@@ -204,9 +215,11 @@ def _decode_memoized(data: bytes | None) -> Scalar:
 
 
 def value_decoder(kind: str) -> Decoder:
-    """The fastest decoder for a feature of `kind` (float64, int64, string, bool); each equals `decode_value`
-    for any input, the kind only picks which shape to expect."""
-    return _decode_double if kind == "float64" else _decode_memoized
+    """The fastest decoder for a feature of `kind` (float64, float32, int64, int32, string, bool); each equals
+    `decode_value` for any input, the kind only picks which shape to expect."""
+    if kind == "float64":
+        return _decode_double
+    return _decode_float if kind == "float32" else _decode_memoized
 
 
 @lru_cache(maxsize=16_384)

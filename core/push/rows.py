@@ -66,22 +66,34 @@ def _timestamp(value: object, where: str) -> datetime:
     return moment.astimezone(UTC)
 
 
+_INT_RANGES = {"int64": (-(2**63), 2**63 - 1), "int32": (-(2**31), 2**31 - 1)}
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
 def _value(feature: FeatureSpec, value: object, where: str) -> object:
     if value is None:
         return None
-    if feature.kind == "int64":
+    kind = feature.kind
+    if kind in _INT_RANGES:
         if isinstance(value, bool) or not isinstance(value, int):
             raise PushError(f"{where}: expected an integer")
-        if not -(2**63) <= value < 2**63:
-            raise PushError(f"{where}: integer out of int64 range")
+        low, high = _INT_RANGES[kind]
+        if not low <= value <= high:
+            raise PushError(f"{where}: integer out of {kind} range [{low}, {high}]")
         return value
-    if feature.kind == "float64":
+    if kind in ("float64", "float32"):
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise PushError(f"{where}: expected a number")
-        if not math.isfinite(value):
+        try:
+            number = float(value)
+        except OverflowError:  # an int beyond any double
+            raise PushError(f"{where}: number out of {kind} range") from None
+        if not math.isfinite(number):
             raise PushError(f"{where}: NaN and infinity are not accepted")
-        return float(value)
-    if feature.kind == "bool":
+        if kind == "float32" and abs(number) > _FLOAT32_MAX:
+            raise PushError(f"{where}: number out of float32 range (|x| <= {_FLOAT32_MAX:.7g})")
+        return number
+    if kind == "bool":
         if not isinstance(value, bool):
             raise PushError(f"{where}: expected true or false")
         return value

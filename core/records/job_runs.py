@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, func, or_, select
 from sqlalchemy.exc import ProgrammingError
 from sqlalchemy.orm import Session
 
@@ -59,6 +59,7 @@ class JobRunInfo:
 
     id: int
     job: str
+    model_name: str | None
     trigger: str
     status: str
     requested_at: datetime
@@ -167,13 +168,20 @@ def claim_requested_run(session: Session, *, jobs: Collection[str]) -> JobRunInf
     return JobRunInfo.of(run)
 
 
-def list_job_runs(session: Session, *, job: str | None = None, limit: int = 50) -> list[JobRunInfo]:
-    """The newest runs first (by start, or request time for runs not started yet)."""
+def list_job_runs(
+    session: Session, *, job: str | None = None, model_name: str | None = None, limit: int = 50
+) -> list[JobRunInfo]:
+    """The newest runs first (by start, or request time for runs not started yet); with `model_name`, the
+    runs for that model (its own, or per-model jobs whose details list it under `models`)."""
     query = select(JobRun).order_by(
         func.coalesce(JobRun.started_at, JobRun.requested_at).desc(), JobRun.id.desc()
     )
     if job is not None:
         query = query.where(JobRun.job == job)
+    if model_name is not None:
+        query = query.where(
+            or_(JobRun.model_name == model_name, JobRun.details["models"].has_key(model_name))
+        )
     return [JobRunInfo.of(run) for run in session.scalars(query.limit(limit))]
 
 

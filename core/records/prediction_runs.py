@@ -33,6 +33,7 @@ class RunInfo:
     """A prediction run as people and the service see it."""
 
     run_id: uuid.UUID
+    model_name: str
     model_version: str
     feature_service: str
     as_of: datetime
@@ -49,6 +50,7 @@ class RunInfo:
         """Copy an ORM row into a detached value."""
         return cls(
             run_id=row.run_id,
+            model_name=row.model_name,
             model_version=row.model_version,
             feature_service=row.feature_service,
             as_of=row.as_of,
@@ -63,13 +65,20 @@ class RunInfo:
 
 
 def create_run(
-    session: Session, *, run_id: uuid.UUID, model_version: str, feature_service: str, as_of: datetime
+    session: Session,
+    *,
+    run_id: uuid.UUID,
+    model_name: str,
+    model_version: str,
+    feature_service: str,
+    as_of: datetime,
 ) -> RunInfo:
     """Insert a run in state `running`; an existing run id is reset to `running` (a rerun)."""
     row = session.get(PredictionRun, run_id)
     if row is None:
         row = PredictionRun(
             run_id=run_id,
+            model_name=model_name,
             model_version=model_version,
             feature_service=feature_service,
             as_of=as_of,
@@ -80,7 +89,7 @@ def create_run(
         session.add(row)
     else:
         row.status, row.error, row.finished_at, row.published_at = "running", None, None, None
-        row.model_version, row.feature_service = model_version, feature_service
+        row.model_name, row.model_version, row.feature_service = model_name, model_version, feature_service
     row.started_at = datetime.now(UTC)
     session.flush()
     return RunInfo.of(row)
@@ -119,9 +128,13 @@ def set_run_status(
     session.execute(update(PredictionRun).where(PredictionRun.run_id == run_id).values(**values))
 
 
-def latest_published_run(session: Session, *, feature_service: str | None = None) -> RunInfo | None:
-    """The run the online store serves: the newest published one."""
+def latest_published_run(
+    session: Session, *, model_name: str | None = None, feature_service: str | None = None
+) -> RunInfo | None:
+    """The run the online store serves: the newest published one (of a model, or of a feature service)."""
     query = select(PredictionRun).where(PredictionRun.status == "published")
+    if model_name is not None:
+        query = query.where(PredictionRun.model_name == model_name)
     if feature_service is not None:
         query = query.where(PredictionRun.feature_service == feature_service)
     row = session.scalars(query.order_by(PredictionRun.published_at.desc()).limit(1)).first()

@@ -23,27 +23,30 @@ STATUS_VALUES: dict[str, int] = {"ok": 0, "warn": 1, "breach": 2}
 
 FEATURE_SKEW_RATIO = Gauge(
     "tandem_feature_skew_ratio",
-    "Share of sampled entities whose online value of the feature is skewed (latest skew report).",
-    ["view", "feature"],
+    "Share of sampled entities whose online value of the feature is skewed (latest skew report of the model).",
+    ["model", "view", "feature"],
 )
 
 SKEW_REPORT_STATUS = Gauge(
     "tandem_skew_report_status",
-    "Status of the latest skew report: 0 ok, 1 warn, 2 breach.",
+    "Status of the model's latest skew report: 0 ok, 1 warn, 2 breach.",
+    ["model"],
 )
 
 SKEW_REPORT_TIMESTAMP = Gauge(
     "tandem_skew_report_timestamp_seconds",
-    "Unix time at which the latest skew report finished.",
+    "Unix time at which the model's latest skew report finished.",
+    ["model"],
 )
 
 
 def record_skew_metrics(report: SkewReportInfo) -> None:
-    """Set the gauges from a saved report."""
+    """Set the gauges of the report's model from a saved report."""
+    model = report.model_name or ""
     for finding in report.findings:
-        FEATURE_SKEW_RATIO.labels(view=finding.feature_view, feature=finding.feature).set(
+        FEATURE_SKEW_RATIO.labels(model=model, view=finding.feature_view, feature=finding.feature).set(
             finding.mismatch_rate
         )
-    SKEW_REPORT_STATUS.set(STATUS_VALUES.get(report.status, 2))
+    SKEW_REPORT_STATUS.labels(model=model).set(STATUS_VALUES.get(report.status, 2))
     finished = report.finished_at or report.created_at
-    SKEW_REPORT_TIMESTAMP.set(finished.timestamp())
+    SKEW_REPORT_TIMESTAMP.labels(model=model).set(finished.timestamp())

@@ -109,6 +109,7 @@ class NewSkewReport:
     """What the checker saves: one report and its findings."""
 
     feature_service: str
+    model_name: str | None
     model_version: str | None
     watermark: datetime
     sample_size: int
@@ -130,6 +131,7 @@ class SkewReportInfo:
     created_at: datetime
     finished_at: datetime | None
     feature_service: str
+    model_name: str | None
     model_version: str | None
     watermark: datetime
     sample_size: int
@@ -155,6 +157,7 @@ class SkewReportInfo:
             "created_at": _iso(self.created_at),
             "finished_at": _iso(self.finished_at),
             "feature_service": self.feature_service,
+            "model": self.model_name,
             "model_version": self.model_version,
             "watermark": _iso(self.watermark),
             "sample_size": self.sample_size,
@@ -176,6 +179,7 @@ class SkewReportSummary:
     id: int
     created_at: datetime
     feature_service: str
+    model_name: str | None
     model_version: str | None
     watermark: datetime
     entities_checked: int
@@ -192,6 +196,7 @@ class SkewReportSummary:
             "id": self.id,
             "created_at": _iso(self.created_at),
             "feature_service": self.feature_service,
+            "model": self.model_name,
             "model_version": self.model_version,
             "watermark": _iso(self.watermark),
             "entities_checked": self.entities_checked,

@@ -40,6 +40,7 @@ def _info(row: SkewReport, findings: list[SkewFinding]) -> SkewReportInfo:
         created_at=row.created_at.astimezone(UTC),
         finished_at=utc_or_none(row.finished_at),
         feature_service=row.feature_service,
+        model_name=row.model_name,
         model_version=row.model_version,
         watermark=row.watermark.astimezone(UTC),
         sample_size=row.sample_size,
@@ -61,6 +62,7 @@ def save_report(session: Session, *, report: NewSkewReport) -> SkewReportInfo:
         created_at=report.created_at,
         finished_at=report.finished_at,
         feature_service=report.feature_service,
+        model_name=report.model_name,
         model_version=report.model_version,
         watermark=report.watermark,
         sample_size=report.sample_size,
@@ -113,9 +115,10 @@ def get_report(session: Session, *, report_id: int) -> SkewReportInfo:
 
 
 def list_reports(
-    session: Session, *, limit: int = 50, feature_service: str | None = None
+    session: Session, *, limit: int = 50, feature_service: str | None = None, model_name: str | None = None
 ) -> list[SkewReportSummary]:
-    """The newest reports first, each with its overall and worst per-feature mismatch rate."""
+    """The newest reports first (of one model, or one feature service), each with its overall and worst
+    per-feature mismatch rate."""
     worst_rate = (
         select(func.max(SkewFinding.mismatch_rate))
         .where(SkewFinding.report_id == SkewReport.id)
@@ -124,6 +127,8 @@ def list_reports(
     query = select(SkewReport, worst_rate).order_by(SkewReport.created_at.desc(), SkewReport.id.desc())
     if feature_service is not None:
         query = query.where(SkewReport.feature_service == feature_service)
+    if model_name is not None:
+        query = query.where(SkewReport.model_name == model_name)
     summaries = []
     for row, max_rate in session.execute(query.limit(limit)).all():
         summary, parity = dict(row.summary or {}), dict(row.parity or {})
@@ -132,6 +137,7 @@ def list_reports(
                 id=row.id,
                 created_at=row.created_at.astimezone(UTC),
                 feature_service=row.feature_service,
+                model_name=row.model_name,
                 model_version=row.model_version,
                 watermark=row.watermark.astimezone(UTC),
                 entities_checked=row.entities_checked,

@@ -69,6 +69,7 @@ class ModelVersion(Base):
 
     version: Mapped[str] = mapped_column(Text, primary_key=True)
     model_name: Mapped[str] = mapped_column(Text)
+    task: Mapped[str] = mapped_column(Text, server_default=text("'classification'"))  # or regression
     created_at: Mapped[datetime] = _now()
     artifact: Mapped[bytes] = mapped_column(LargeBinary)
     artifact_sha256: Mapped[str] = mapped_column(Text)
@@ -98,6 +99,7 @@ class PredictionRun(Base):
     __tablename__ = "prediction_runs"
 
     run_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    model_name: Mapped[str] = mapped_column(Text)
     model_version: Mapped[str] = mapped_column(Text, ForeignKey("model_versions.version"))
     feature_service: Mapped[str] = mapped_column(Text)
     as_of: Mapped[datetime] = mapped_column(DateTime(timezone=True))
@@ -109,7 +111,7 @@ class PredictionRun(Base):
     error: Mapped[str | None] = mapped_column(Text)
     stage_seconds: Mapped[dict[str, Any]] = mapped_column(server_default=text("'{}'::jsonb"))
 
-    __table_args__ = (Index(None, "status", "as_of"),)
+    __table_args__ = (Index(None, "status", "as_of"), Index(None, "model_name", "status"))
 
 
 class BatchPrediction(Base):
@@ -136,6 +138,7 @@ class JobRun(Base):
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
     job: Mapped[str] = mapped_column(Text)
+    model_name: Mapped[str | None] = mapped_column(Text)  # the model a per-model job ran for
     trigger: Mapped[str] = mapped_column(Text)  # schedule | manual | api
     status: Mapped[str] = mapped_column(Text)  # requested | running | succeeded | failed | skipped
     requested_at: Mapped[datetime] = _now()
@@ -162,6 +165,7 @@ class SkewReport(Base):
     created_at: Mapped[datetime] = _now()
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     feature_service: Mapped[str] = mapped_column(Text)
+    model_name: Mapped[str | None] = mapped_column(Text)
     model_version: Mapped[str | None] = mapped_column(Text)
     watermark: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     sample_size: Mapped[int] = mapped_column(Integer)

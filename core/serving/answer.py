@@ -17,7 +17,12 @@ from core.model.registry import LoadedModel
 from core.online.rows import OnlineRow, StoredPrediction, apply_ttl
 from core.serving.blend import BlendDecision, BlendInput, Mode, Source, StoredScore, decide
 
-__all__ = ["Answer", "answer_rows"]
+__all__ = ["NO_STORED_SCORE", "UNKNOWN_ENTITY", "Answer", "answer_rows"]
+
+UNKNOWN_ENTITY = "unknown_entity"
+"""No online row and no stored score: the entity is not known to the feature service."""
+NO_STORED_SCORE = "no_stored_score"
+"""The online store did not answer and PostgreSQL holds no published score for the entity."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +37,7 @@ class Answer:
     scored_at: datetime | None = None
     feature_timestamps: dict[str, datetime | None] | None = None
     staleness_s: float | None = None
+    error: str | None = None  # why there is no decision: UNKNOWN_ENTITY or NO_STORED_SCORE
 
 
 def _stored_score(stored: StoredPrediction | None) -> StoredScore | None:

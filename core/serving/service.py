@@ -9,16 +9,16 @@ handler tests run it on in-memory fakes and integration tests on the real stores
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Protocol
 
-from core.errors import NotFoundError, StoreUnavailableError
+from core.errors import StoreUnavailableError
 from core.features.specs import ServiceSpec
 from core.model.registry import LoadedModel
 from core.online.rows import OnlineRow
 from core.online.wire import ReadLayout
-from core.serving.answer import Answer, answer_rows
+from core.serving.answer import NO_STORED_SCORE, UNKNOWN_ENTITY, Answer, answer_rows
 from core.serving.blend import Mode
 from core.serving.published import PublishedRuns
 from core.serving.stored import StoredScores
@@ -58,11 +58,13 @@ class StoreHealth:
 
 
 class PredictionService:
-    """Answers for entities of one feature service with the loaded model (`model`, swapped in one step)."""
+    """Answers of model `name` for entities of its feature service, with its loaded version (`model`,
+    swapped in one step) and its published stored scores."""
 
     def __init__(
         self,
         *,
+        name: str,
         online: OnlineReads,
         stored: StoredScores,
         layout: ReadLayout,
@@ -71,6 +73,7 @@ class PredictionService:
         health: StoreHealth | None = None,
         clock: Callable[[], datetime] = _utcnow,
     ) -> None:
+        self.name = name
         self.online = online
         self.stored = stored
         self.layout = layout
@@ -108,7 +111,9 @@ class PredictionService:
     async def predict(
         self, entity_ids: Sequence[int], *, mode: Mode = Mode.AUTO, max_staleness_s: float | None = None
     ) -> list[Answer]:
-        """An answer per id, in order; NotFoundError / StoreUnavailableError naming the unanswerable ones."""
+        """An answer per id, in order. An entity without one carries `error` (`unknown_entity`, or
+        `no_stored_score` while Redis is down); StoreUnavailableError when no entity can be answered because
+        a store is down, or live scoring was forced without a model."""
         rows, online = await self.rows(entity_ids)
         model = self.model  # one model for the whole request, even if a swap happens meanwhile
         answers = answer_rows(
@@ -121,17 +126,16 @@ class PredictionService:
             online_available=online,
         )
         missing = [answer.entity_id for answer in answers if answer.decision is None]
-        if missing:
-            key = self.service.join_key
+        if not missing:
+            return answers
+        key = self.service.join_key
+        if mode is Mode.LIVE and model is None:
+            raise StoreUnavailableError("no model is loaded: live scoring is unavailable")
+        if not online and len(missing) == len(answers):
             names = ", ".join(str(i) for i in missing[:_NAMED])
-            if not online:
-                raise StoreUnavailableError(
-                    f"Redis is unreachable and {key} {names} has no stored prediction"
-                )
-            if mode is Mode.LIVE and model is None:
-                raise StoreUnavailableError("no model is loaded: live scoring is unavailable")
-            raise NotFoundError(f"unknown {key}: {names}" + (" (and more)" if len(missing) > _NAMED else ""))
-        return answers
+            raise StoreUnavailableError(f"Redis is unreachable and {key} {names} has no stored prediction")
+        error = UNKNOWN_ENTITY if online else NO_STORED_SCORE
+        return [replace(answer, error=error) if answer.decision is None else answer for answer in answers]
 
     async def refresh(self) -> None:
         """Re-read the published runs (StoreUnavailableError when PostgreSQL does not answer)."""

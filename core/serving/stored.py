@@ -22,12 +22,12 @@ _LATEST_PUBLISHED = """
 SELECT DISTINCT ON (p.entity_id) p.entity_id, p.score, p.model_version, p.run_id::text, p.scored_at,
        p.feature_snapshot_ts
 FROM tandem.batch_predictions p
-JOIN tandem.prediction_runs r ON r.run_id = p.run_id AND r.status = 'published' AND r.feature_service = %s
+JOIN tandem.prediction_runs r ON r.run_id = p.run_id AND r.status = 'published' AND r.model_name = %s
 WHERE p.entity_id = ANY(%s)
 ORDER BY p.entity_id, r.published_at DESC
 """
 _PUBLISHED_RUNS = (
-    "SELECT run_id::text FROM tandem.prediction_runs WHERE status = 'published' AND feature_service = %s"
+    "SELECT run_id::text FROM tandem.prediction_runs WHERE status = 'published' AND model_name = %s"
 )
 
 
@@ -44,10 +44,10 @@ class StoredScores(Protocol):
 
 
 async def stored_predictions(
-    conn: AsyncConnection[Any], entity_ids: Sequence[int], *, feature_service: str
+    conn: AsyncConnection[Any], entity_ids: Sequence[int], *, model_name: str
 ) -> dict[int, StoredPrediction]:
-    """The newest published stored prediction of each entity that has one."""
-    cursor = await conn.execute(_LATEST_PUBLISHED, (feature_service, list(entity_ids)))
+    """The newest published stored prediction of the model for each entity that has one."""
+    cursor = await conn.execute(_LATEST_PUBLISHED, (model_name, list(entity_ids)))
     found: dict[int, StoredPrediction] = {}
     for entity_id, score, version, run_id, scored_at, snapshot in await cursor.fetchall():
         found[int(entity_id)] = StoredPrediction(
@@ -64,16 +64,16 @@ async def stored_predictions(
 class PgStoredScores:
     """StoredScores over an asyncio connection pool, each call bounded by `timeout_s`."""
 
-    def __init__(self, pool: AsyncConnectionPool, *, feature_service: str, timeout_s: float) -> None:
+    def __init__(self, pool: AsyncConnectionPool, *, model_name: str, timeout_s: float) -> None:
         self.pool = pool
-        self.feature_service = feature_service
+        self.model_name = model_name
         self.timeout_s = timeout_s
 
     async def published_runs(self) -> frozenset[str]:
-        """Ids of the feature service's published runs."""
+        """Ids of the model's published runs."""
         try:
             async with self.pool.connection(timeout=self.timeout_s) as conn:
-                cursor = await conn.execute(_PUBLISHED_RUNS, (self.feature_service,))
+                cursor = await conn.execute(_PUBLISHED_RUNS, (self.model_name,))
                 return frozenset(str(row[0]) for row in await cursor.fetchall())
         except Exception as exc:
             raise _unavailable(exc) from exc
@@ -82,7 +82,7 @@ class PgStoredScores:
         """The newest published stored prediction of each entity that has one."""
         try:
             async with self.pool.connection(timeout=self.timeout_s) as conn:
-                return await stored_predictions(conn, entity_ids, feature_service=self.feature_service)
+                return await stored_predictions(conn, entity_ids, model_name=self.model_name)
         except Exception as exc:
             raise _unavailable(exc) from exc
 

@@ -60,10 +60,11 @@ def skew_api_controller(
             self,
             db_engine: NamedDependency[Engine],
             limit: Annotated[int, QueryParameter(ge=1, le=500, description="How many reports")] = 50,
+            model: Annotated[str | None, QueryParameter(description="Only this model's reports")] = None,
         ) -> dict[str, Any]:
-            """Each report's status, mismatch rates (overall and worst feature), parity status and ack."""
+            """Each report's model, status, mismatch rates (overall and worst feature), parity status and ack."""
             with Session(db_engine) as session:
-                reports = list_reports(session, limit=limit)
+                reports = list_reports(session, limit=limit, model_name=model)
             return {"reports": [report.to_json() for report in reports]}
 
         @get("/{report_id:int}", sync_to_thread=True, summary="One skew report")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import uuid
 from datetime import UTC, datetime
 
@@ -46,8 +47,10 @@ class _Reporter:
         self.bar.update(self.tasks[stage], completed=done, total=total)
 
 
-def _summary(result: BatchRunResult) -> Table:
-    table = Table(title=f"run {result.run_id}: {result.rows:,} entities, model {result.model_version}")
+def _summary(model: str, result: BatchRunResult) -> Table:
+    table = Table(
+        title=f"{model}: run {result.run_id}, {result.rows:,} entities, version {result.model_version}"
+    )
     table.add_column("stage")
     table.add_column("seconds", justify="right")
     table.add_column("rows/s", justify="right")
@@ -67,28 +70,37 @@ def _summary(result: BatchRunResult) -> Table:
     help="Score as of this UTC time (default: now). Features dated after it are never used.",
 )
 @click.option("--run-id", type=click.UUID, default=None, help="Rerun this run id (replaces its rows).")
+@click.option("--model", "model", default=None, help="Only this model (default: every promoted model).")
 @click.option("--model-version", default=None, help="Score with this version instead of the promoted one.")
 @pass_cli
 def batch_predict_cmd(
-    cli: CliContext, as_of: datetime | None, run_id: uuid.UUID | None, model_version: str | None
+    cli: CliContext,
+    as_of: datetime | None,
+    run_id: uuid.UUID | None,
+    model: str | None,
+    model_version: str | None,
 ) -> None:
-    """Score every entity as of a time, store the run in PostgreSQL and publish it to the online store."""
+    """Score every entity as of a time, store the run in PostgreSQL and publish it to the online store,
+    for every promoted model (or `--model`)."""
     stores = cli.stores()
-    reporter = _Reporter(cli)
+    names = cli.models(stores, model) if model_version is None or model is not None else []
+    if not names:
+        raise click.UsageError("--model-version needs --model")
+    if len(names) > 1 and run_id is not None:
+        raise click.UsageError("--run-id needs --model when several models are promoted")
     moment = as_of.replace(tzinfo=UTC) if as_of is not None else None
-    if reporter.bar is not None:
-        with reporter.bar:
-            result = run_batch_predict(
-                cli.settings,
-                stores,
-                as_of=moment,
-                run_id=run_id,
-                model_version=model_version,
-                progress=reporter,
-            )
-    else:
-        result = run_batch_predict(
-            cli.settings, stores, as_of=moment, run_id=run_id, model_version=model_version, progress=reporter
+    for name in names:
+        reporter = _Reporter(cli)
+        run = functools.partial(
+            run_batch_predict, cli.settings, stores, model_name=name, as_of=moment, run_id=run_id,
+            model_version=model_version, progress=reporter,
+        )  # fmt: skip
+        if reporter.bar is not None:
+            with reporter.bar:
+                result = run()
+        else:
+            result = run()
+        cli.console.print(_summary(name, result))
+        cli.console.print(
+            f"{name}: published run {result.run_id} (as of {result.as_of:%Y-%m-%d %H:%M:%S} UTC)"
         )
-    cli.console.print(_summary(result))
-    cli.console.print(f"published run {result.run_id} (as of {result.as_of:%Y-%m-%d %H:%M:%S} UTC)")

@@ -9,9 +9,12 @@ import click
 import psycopg
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from core.features.feast_repo import apply_feature_repo
+from core.errors import TandemError
+from core.features.feast_repo import apply_feature_repo, open_feature_store, push_sources_without_table
 from core.features.snapshots import service_specs
+from core.settings import Settings
 from core.stores.database import create_db_engine, current_revision, upgrade_schema
+from core.stores.resolve import Stores
 from tandem.context import CliContext
 
 __all__ = ["apply_cmd", "materialize_cmd", "seed_cmd"]
@@ -87,8 +90,47 @@ def apply_cmd(cli: CliContext) -> None:
     cli.console.print(f"schema tandem at revision {revision}")
     with cli.console.status("feast apply"):
         views = apply_feature_repo(cli.settings, stores)
-        service_specs(cli.settings, stores)  # snapshot the specs now: jobs and the API then skip Feast
+        unservable = _snapshot_specs(cli.settings, stores)  # now: jobs and the API then skip importing Feast
     cli.console.print(f"feast apply: {len(views)} feature views registered ({', '.join(views)})")
+    for line in unservable:
+        cli.console.print(line, soft_wrap=True, markup=False)
+    for push_source, view in push_sources_without_table(open_feature_store(cli.settings, stores)):
+        cli.console.print(
+            f"warning: push source {push_source!r} cannot take pushes: its view {view!r} reads a query, not a "
+            "table (give the view's PostgreSQLSource a table= to push to it)",
+            soft_wrap=True,
+            markup=False,
+        )
+
+
+def _snapshot_specs(settings: Settings, stores: Stores) -> list[str]:
+    """Snapshot the feature service and predictions view of every promoted model; one warning line per
+    model the repo cannot serve (returned)."""
+    from sqlalchemy.orm import Session  # lazy imports: only apply needs them
+
+    from core.model.promoted import promoted_models
+
+    engine = create_db_engine(stores.postgres, pool_size=1)
+    try:
+        with Session(engine) as session:
+            models = promoted_models(session)
+    finally:
+        engine.dispose()
+    warnings = []
+    for model in models:
+        try:
+            service_specs(
+                settings,
+                stores,
+                feature_service=model.feature_service,
+                predictions_view=model.predictions_view,
+            )
+        except TandemError as exc:
+            warnings.append(
+                f"warning: promoted model {model.name!r} cannot be served from this repo: {exc} "
+                f"(declare its view with tandem.repo.predictions_view({model.name!r}, entities=[...]))"
+            )
+    return warnings
 
 
 @click.command("materialize")

@@ -1,16 +1,22 @@
-"""`tandem train` and `tandem models list|promote`: train from the offline store, manage registered versions."""
+"""`tandem train` and `tandem models list|register|promote`: train from the offline store, bring your own model,
+manage registered versions."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC
+from pathlib import Path
+from typing import Any
 
 import click
 from rich.table import Table
 from sqlalchemy.orm import Session
 
-from core.model.lifecycle import register_trained
-from core.model.registry import list_versions, promote
-from core.model.training import LABEL_TABLE, train_model
+from core.model.artifacts import read_model_file
+from core.model.lifecycle import register_estimator, register_trained
+from core.model.registry import list_versions, promote, version_info
+from core.model.tasks import TASKS, Task, parse_task
+from core.model.training import LABEL, LABEL_TABLE, train_model
 from core.stores.database import disposing_engine
 from tandem.context import CliContext
 
@@ -25,20 +31,72 @@ _NEXT_STAGE = {
     "evaluate": "refitting on every label",
 }
 
+_task_option = click.option(
+    "--task",
+    type=click.Choice(TASKS),
+    default="classification",
+    show_default=True,
+    help="classification: score = probability of the greater of two classes; regression: predict().",
+)
+
 
 def _metric(value: object, digits: int = 4) -> str:
     return f"{value:.{digits}f}" if isinstance(value, float) else "n/a"
 
 
+def _holdout_summary(task: str, metrics: Mapping[str, Any]) -> str:
+    """The headline holdout metric of a version, for `models list`."""
+    if task == "regression":
+        return f"R2 {_metric(metrics.get('r2'))}" if "r2" in metrics else "n/a"
+    return f"ROC AUC {_metric(metrics.get('roc_auc'))}" if "roc_auc" in metrics else "n/a"
+
+
+def _metrics_table(title: str, task: Task, metrics: Mapping[str, Any]) -> Table:
+    table = Table(title=title)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    if task == "regression":
+        table.add_row("MAE", _metric(metrics["mae"]))
+        table.add_row("RMSE", _metric(metrics["rmse"]))
+        table.add_row("R2", _metric(metrics["r2"]))
+    else:
+        table.add_row("ROC AUC", _metric(metrics["roc_auc"]))
+        table.add_row("PR AUC", _metric(metrics["pr_auc"]))
+        table.add_row("Brier", _metric(metrics["brier"]))
+    table.add_row("rows (train / holdout)", f"{metrics['train_rows']:,} / {metrics['holdout_rows']:,}")
+    if task == "classification":
+        table.add_row(
+            "positives (train / holdout)",
+            f"{metrics['train_positives']:,} / {metrics['holdout_positives']:,}",
+        )
+    return table
+
+
 @click.command("train")
+@click.option("--name", "model_name", help="Model name (default: TANDEM_MODEL_NAME).")
 @click.option(
-    "--promote", "promote_it", is_flag=True, help="Promote the new version: the service will load it."
+    "--feature-service", help="Feast feature service of the inputs (default: TANDEM_FEATURE_SERVICE)."
 )
 @click.option(
+    "--labels",
     "--label-table",
+    "labels",
     default=LABEL_TABLE,
     show_default=True,
-    help="[schema.]table of entity keys, event_timestamp, label.",
+    help="[schema.]table or SELECT query with the join keys, an event timestamp and the label.",
+)
+@click.option(
+    "--label-column", default=LABEL, show_default=True, help="Column of the labels holding the target."
+)
+@click.option(
+    "--timestamp-column",
+    default="event_timestamp",
+    show_default=True,
+    help="Column of the labels holding each label's time (timestamptz, or naive timestamp = UTC).",
+)
+@_task_option
+@click.option(
+    "--promote", "promote_it", is_flag=True, help="Promote the new version: the service will load it."
 )
 @click.option(
     "--holdout",
@@ -48,11 +106,22 @@ def _metric(value: object, digits: int = 4) -> str:
     help="Fraction of the newest labels held out for evaluation.",
 )
 @pass_cli
-def train_cmd(cli: CliContext, promote_it: bool, label_table: str, holdout: float) -> None:
+def train_cmd(
+    cli: CliContext,
+    model_name: str | None,
+    feature_service: str | None,
+    labels: str,
+    label_column: str,
+    timestamp_column: str,
+    task: str,
+    promote_it: bool,
+    holdout: float,
+) -> None:
     """Train on point-in-time features from the offline store, evaluate, and register a model version."""
     from core.features.feast_repo import open_feature_store
 
     settings = cli.settings
+    name = model_name or settings.model_name
     stores = cli.stores()
     with disposing_engine(stores.postgres) as engine:
         store = open_feature_store(settings, stores)
@@ -61,28 +130,21 @@ def train_cmd(cli: CliContext, promote_it: bool, label_table: str, holdout: floa
                 store,
                 settings,
                 engine=engine,
-                label_table=label_table,
+                label_table=labels,
+                feature_service=feature_service,
+                label_column=label_column,
+                timestamp_column=timestamp_column,
+                task=parse_task(task),
                 holdout_fraction=holdout,
                 progress=lambda stage: status.update(_NEXT_STAGE.get(stage, stage)),
             )
         with Session(engine) as session, session.begin():
-            info = register_trained(
-                session, model_name=settings.model_name, result=result, promote_it=promote_it
-            )
+            info = register_trained(session, model_name=name, result=result, promote_it=promote_it)
     metrics = result.metrics
-    table = Table(title=f"holdout metrics: {settings.model_name} ({result.feature_service})")
-    table.add_column("metric")
-    table.add_column("value", justify="right")
-    table.add_row("ROC AUC", _metric(metrics["roc_auc"]))
-    table.add_row("PR AUC", _metric(metrics["pr_auc"]))
-    table.add_row("Brier", _metric(metrics["brier"]))
-    table.add_row("rows (train / holdout)", f"{metrics['train_rows']:,} / {metrics['holdout_rows']:,}")
-    table.add_row(
-        "positives (train / holdout)", f"{metrics['train_positives']:,} / {metrics['holdout_positives']:,}"
-    )
-    cli.console.print(table)
+    title = f"holdout metrics: {name} ({result.task}, {result.feature_service})"
+    cli.console.print(_metrics_table(title, result.task, metrics))
     cli.console.print(
-        f"registered {settings.model_name} version {info.version} "
+        f"registered {name} version {info.version} "
         f"(labels {result.training_start:%Y-%m-%d %H:%M} to {result.training_end:%Y-%m-%d %H:%M} UTC, "
         f"{metrics['seconds']['total']:.1f} s)" + (": promoted" if info.promoted else "")
     )
@@ -90,40 +152,96 @@ def train_cmd(cli: CliContext, promote_it: bool, label_table: str, holdout: floa
 
 @click.group("models")
 def models_group() -> None:
-    """Registered model versions: list them, promote one."""
+    """Registered model versions: list them, register one trained elsewhere, promote one."""
 
 
 @models_group.command("list")
+@click.option("--model", "model_name", help="Only this model's versions (default: every model).")
 @pass_cli
-def list_cmd(cli: CliContext) -> None:
-    """Versions of the configured model, newest first."""
-    name = cli.settings.model_name
+def list_cmd(cli: CliContext, model_name: str | None) -> None:
+    """Versions of every model (or one), newest first."""
     with disposing_engine(cli.stores().postgres) as engine, Session(engine) as session:
-        versions = list_versions(session, model_name=name)
+        versions = list_versions(session, model_name=model_name)
     if not versions:
-        cli.console.print(f"no versions of model {name!r} yet: run `tandem train`")
+        which = f"of model {model_name!r} " if model_name else ""
+        cli.console.print(f"no versions {which}yet: run `tandem train` or `tandem models register`")
         return
-    table = Table(title=f"model {name}")
+    table = Table(title=f"model {model_name}" if model_name else "models")
+    table.add_column("model", no_wrap=True)
     table.add_column("version", no_wrap=True)
+    table.add_column("task")
     table.add_column("created (UTC)", no_wrap=True)
-    table.add_column("ROC AUC", justify="right")
+    table.add_column("holdout", justify="right")
     table.add_column("promoted")
     for version in versions:
         table.add_row(
+            version.model_name,
             version.version,
+            version.task,
             f"{version.created_at.astimezone(UTC):%Y-%m-%d %H:%M:%S}",
-            _metric(version.metrics.get("roc_auc")),
+            _holdout_summary(version.task, version.metrics),
             "yes" if version.promoted else "",
         )
     cli.console.print(table)
 
 
+@models_group.command("register")
+@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--name", "model_name", required=True, help="Model name to register a version of.")
+@click.option(
+    "--feature-service", required=True, help="Feast feature service whose features the model reads."
+)
+@_task_option
+@click.option(
+    "--promote", "promote_it", is_flag=True, help="Promote the new version: the service will load it."
+)
+@click.option(
+    "--trust",
+    multiple=True,
+    metavar="TYPE",
+    help="A type a .skops file may hold beyond those skops trusts (repeat for each).",
+)
+@pass_cli
+def register_cmd(
+    cli: CliContext,
+    path: Path,
+    model_name: str,
+    feature_service: str,
+    task: str,
+    promote_it: bool,
+    trust: tuple[str, ...],
+) -> None:
+    """Register a fitted scikit-learn estimator or pipeline saved with joblib (.joblib/.pkl) or skops (.skops)."""
+    from core.features.feast_repo import feature_service_refs, open_feature_store
+
+    estimator = read_model_file(path, trusted=trust)
+    stores = cli.stores()
+    service_refs = feature_service_refs(open_feature_store(cli.settings, stores), feature_service)
+    with disposing_engine(stores.postgres) as engine, Session(engine) as session, session.begin():
+        info = register_estimator(
+            session,
+            model_name=model_name,
+            estimator=estimator,
+            feature_service=feature_service,
+            service_refs=service_refs,
+            task=parse_task(task),
+            params={"file": path.name},
+            promote_it=promote_it,
+        )
+    inputs = ", ".join(ref.rsplit(":", 1)[-1] for ref in info.feature_refs)
+    cli.console.print(
+        f"registered {model_name} version {info.version} ({info.task}, {feature_service}: {inputs})"
+        + (": promoted" if info.promoted else "")
+    )
+
+
 @models_group.command("promote")
 @click.argument("version")
+@click.option("--model", "model_name", help="The model VERSION belongs to (default: the one that has it).")
 @pass_cli
-def promote_cmd(cli: CliContext, version: str) -> None:
+def promote_cmd(cli: CliContext, version: str, model_name: str | None) -> None:
     """Make VERSION the version the service and batch predictions use."""
-    name = cli.settings.model_name
     with disposing_engine(cli.stores().postgres) as engine, Session(engine) as session, session.begin():
+        name = model_name or version_info(session, version=version).model_name
         info = promote(session, model_name=name, version=version)
     cli.console.print(f"promoted {name} version {info.version}")

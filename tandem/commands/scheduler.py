@@ -78,7 +78,18 @@ def _short(error: str | None, limit: int = 60) -> str:
 def runs_table(runs: list[JobRunInfo]) -> Table:
     """Job runs, newest first, as a rich table."""
     table = Table(title="job runs (UTC)", title_justify="left")
-    for column in ("id", "job", "trigger", "status", "started", "duration", "rows", "attempt", "error"):
+    for column in (
+        "id",
+        "job",
+        "models",
+        "trigger",
+        "status",
+        "started",
+        "duration",
+        "rows",
+        "attempt",
+        "error",
+    ):
         table.add_column(
             column, justify="right" if column in {"id", "duration", "rows", "attempt"} else "left"
         )
@@ -86,6 +97,7 @@ def runs_table(runs: list[JobRunInfo]) -> Table:
         table.add_row(
             str(run.id),
             run.job,
+            run.model_name or ", ".join(run.details.get("models", {})) or "-",
             run.trigger,
             Text(run.status, style=_STATUS_STYLE.get(run.status, "")),
             _when(run.started_at or run.requested_at),
@@ -109,13 +121,14 @@ def forecast_line(forecast: DeadlineForecast) -> Text:
 @click.command("runs")
 @click.option("--job", type=click.Choice(JOB_NAMES), default=None, help="Only this job's runs.")
 @click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
+@click.option("--model", "model", default=None, help="Only the runs for this model.")
 @pass_cli
-def runs_cmd(cli: CliContext, job: str | None, limit: int) -> None:
-    """Job run history (status, duration, rows, errors) and the batch deadline forecast."""
+def runs_cmd(cli: CliContext, job: str | None, limit: int, model: str | None) -> None:
+    """Job run history (status, duration, rows, models, errors) and the batch deadline forecast."""
     engine = create_db_engine(cli.stores().postgres, pool_size=1)
     try:
         with Session(engine) as session:
-            runs = list_job_runs(session, job=job, limit=limit)
+            runs = list_job_runs(session, job=job, model_name=model, limit=limit)
             forecast = forecast_batch_deadline(session, settings=cli.settings)
     except ProgrammingError as exc:
         if "job_runs" not in str(exc.orig):

@@ -41,7 +41,8 @@ def _number(value: float | None, digits: int = 4) -> str:
 
 def _features_table(report: SkewReportInfo) -> Table:
     table = Table(
-        title=f"skew report {report.id}: {report.entities_checked:,} entities", title_justify="left"
+        title=f"skew report {report.id} ({report.model_name or '-'}): {report.entities_checked:,} entities",
+        title_justify="left",
     )
     table.add_column("view")
     table.add_column("feature")
@@ -120,22 +121,30 @@ def _positive(_ctx: click.Context, _param: click.Parameter, value: int | None) -
 )
 @click.option("--all", "all_entities", is_flag=True, help="Check every entity instead of a sample.")
 @click.option("--seed", type=int, default=None, help="Random seed of the sample (repeatable checks).")
+@click.option("--model", "model", default=None, help="Only this model (default: every promoted model).")
 @pass_cli
-def check_skew_cmd(cli: CliContext, sample: int | None, all_entities: bool, seed: int | None) -> None:
-    """Compare online values with the offline store as of the last materialization; exit 1 on a breach."""
+def check_skew_cmd(
+    cli: CliContext, sample: int | None, all_entities: bool, seed: int | None, model: str | None
+) -> None:
+    """Compare online values with the offline store as of the last materialization, per promoted model (or
+    `--model`); exit 1 when any report is a breach."""
     if sample is not None and all_entities:
         raise click.UsageError("--sample and --all exclude each other")
     stores = cli.stores()
-    with cli.console.status("checking skew ...", spinner="dots"):
-        report = run_skew_check(
-            cli.settings,
-            stores,
-            sample=10_000 if sample is None else sample,
-            all_entities=all_entities,
-            seed=seed,
-        )
-    cli.console.print(render_report(report))
-    if report.status == "breach":
+    breach = False
+    for name in cli.models(stores, model):
+        with cli.console.status(f"checking skew of {name} ...", spinner="dots"):
+            report = run_skew_check(
+                cli.settings,
+                stores,
+                model_name=name,
+                sample=10_000 if sample is None else sample,
+                all_entities=all_entities,
+                seed=seed,
+            )
+        cli.console.print(render_report(report))
+        breach = breach or report.status == "breach"
+    if breach:
         raise click.exceptions.Exit(1)
 
 
@@ -146,17 +155,19 @@ def skew_group() -> None:
 
 @skew_group.command("list")
 @click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True, help="How many reports.")
+@click.option("--model", "model", default=None, help="Only this model's reports (default: every model's).")
 @pass_cli
-def list_cmd(cli: CliContext, limit: int) -> None:
-    """The newest skew reports: status, mismatch rates, parity, acknowledgement."""
+def list_cmd(cli: CliContext, limit: int, model: str | None) -> None:
+    """The newest skew reports: model, status, mismatch rates, parity, acknowledgement."""
     with disposing_engine(cli.stores().postgres) as engine, Session(engine) as session:
-        reports = list_reports(session, limit=limit)
+        reports = list_reports(session, limit=limit, model_name=model)
     if not reports:
         cli.console.print("no skew reports yet: run `tandem check-skew`")
         return
     table = Table(title="skew reports, newest first", title_justify="left")
     table.add_column("id", justify="right")
     table.add_column("created (UTC)")
+    table.add_column("model")
     table.add_column("status")
     for name in ("entities", "mismatch", "worst feature"):
         table.add_column(name, justify="right")
@@ -166,6 +177,7 @@ def list_cmd(cli: CliContext, limit: int) -> None:
         table.add_row(
             str(item.id),
             f"{item.created_at:%Y-%m-%d %H:%M:%S}",
+            item.model_name or "-",
             _status(item.status),
             f"{item.entities_checked:,}",
             f"{item.mismatch_rate:.3%}",

@@ -19,6 +19,7 @@ from core.online.store import OnlineStore
 from core.stores.database import create_db_engine, upgrade_schema
 from core.stores.resolve import Stores
 from tandem.context import CliContext
+from tandem.demo.names import DEMO_FEATURE_SERVICE, DEMO_MODEL, DEMO_PREDICTIONS_VIEW
 
 __all__ = ["Timeline", "prepare_data", "show_predictions", "show_skew"]
 
@@ -56,7 +57,9 @@ def prepare_data(cli: CliContext, timeline: Timeline, *, customers: int, days: i
         with console.status("migrating and applying the feature repo"):
             upgrade_schema(engine)
             views = apply_feature_repo(settings, stores)
-            service_specs(settings, stores)  # as `tandem apply` does: the API starts without importing Feast
+            service_specs(
+                settings, stores, feature_service=DEMO_FEATURE_SERVICE, predictions_view=DEMO_PREDICTIONS_VIEW
+            )  # as `tandem apply` does: the API starts without importing Feast
         timeline.step(f"apply: schema tandem at head, {len(views)} feature views")
         with (
             console.status(f"seeding {customers:,} customers x {days} days"),
@@ -85,7 +88,7 @@ def prepare_data(cli: CliContext, timeline: Timeline, *, customers: int, days: i
         materialized = run_materialize(settings, stores, start=seeded.start)
     timeline.step(f"materialize: {materialized.rows or 0:,} entities online")
     with console.status("batch-predicting every customer"):
-        run = run_batch_predict(settings, stores)
+        run = run_batch_predict(settings, stores, model_name=DEMO_MODEL)
     timeline.step(f"batch-predict: {run.rows:,} scores stored and published (run {str(run.run_id)[:8]})")
     return stores
 
@@ -115,7 +118,7 @@ def show_skew(cli: CliContext, stores: Stores, timeline: Timeline) -> None:
     from consistency.checker import run_skew_check  # lazy import: the checker pulls in Feast
 
     with cli.console.status("checking batch/online consistency"):
-        report = run_skew_check(cli.settings, stores, sample=2_000)
+        report = run_skew_check(cli.settings, stores, model_name=DEMO_MODEL, sample=2_000)
     parity = report.parity
     timeline.step(
         f"skew check: report {report.id} status {report.status.upper()}, {report.entities_checked:,} entities; "

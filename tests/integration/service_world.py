@@ -17,6 +17,7 @@ from core.model.registry import ModelVersionInfo
 from core.settings import Settings
 from core.stores.resolve import Stores
 from tandem.demo.data import seed_demo_data
+from tandem.demo.names import DEMO_MODEL
 from tests.servers import purge_feast_project
 
 __all__ = ["API_KEY", "World", "build_world", "register_and_promote"]
@@ -55,6 +56,6 @@ def build_world(settings: Settings, stores: Stores, engine: Engine, *, customers
         start_date=end - timedelta(days=10), end_date=datetime.now(UTC)
     )  # full: keys were purged
     register_and_promote(engine, settings, store)
-    run = run_batch_predict(settings, stores)
+    run = run_batch_predict(settings, stores, model_name=DEMO_MODEL)
     served = settings.model_copy(update={"api_keys": SecretStr(API_KEY), "model_poll_s": 0.2})
     return World(settings=served, store=store, run=run, customers=customers)

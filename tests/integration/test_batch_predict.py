@@ -24,6 +24,7 @@ from core.records.prediction_runs import get_run
 from core.settings import Settings
 from core.stores.resolve import Stores
 from tandem.demo.data import TXN_TABLE, seed_demo_data
+from tandem.demo.names import DEMO_MODEL, DEMO_PREDICTIONS_VIEW
 
 END = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=2)
 CUSTOMERS = 400
@@ -74,7 +75,7 @@ def _stored(stores: Stores, run_id: uuid.UUID) -> pd.DataFrame:
 
 
 def _online(world: World, ids: list[int]) -> dict[str, list[Any]]:
-    refs = ["batch_predictions:score", "batch_predictions:run_id", "batch_predictions:model_version"]
+    refs = [f"{DEMO_PREDICTIONS_VIEW}:{name}" for name in ("score", "run_id", "model_version")]
     return dict(
         world.store.get_online_features(
             features=refs, entity_rows=[{"customer_id": i} for i in ids]
@@ -85,7 +86,7 @@ def _online(world: World, ids: list[int]) -> dict[str, list[Any]]:
 def test_scores_equal_feasts_point_in_time_path(world: World, settings: Settings, stores: Stores) -> None:
     """Every stored score equals Feast get_historical_features at the as-of time + the model: a row dated one
     second later never counts, and a customer past the TTL is scored on nulls exactly as Feast gives them."""
-    result = run_batch_predict(settings, stores, as_of=world.as_of)
+    result = run_batch_predict(settings, stores, model_name=DEMO_MODEL, as_of=world.as_of)
     stored = _stored(stores, result.run_id)
     assert result.rows == len(stored) == CUSTOMERS
     entity_df = pd.DataFrame({"customer_id": stored.index.to_numpy(), "event_timestamp": world.as_of})
@@ -139,7 +140,7 @@ def test_failure_half_way_publishes_nothing(
 ) -> None:
     """A failure after half the rows (while loading or while publishing) leaves the previous run served online,
     marks the run failed with the error, and leaves no rows of it in PostgreSQL when loading failed."""
-    previous = run_batch_predict(settings, stores, as_of=world.as_of)
+    previous = run_batch_predict(settings, stores, model_name=DEMO_MODEL, as_of=world.as_of)
     ids = list(range(1, CUSTOMERS + 1))
     before = _online(world, ids)
     run_id = uuid.uuid4()
@@ -147,6 +148,7 @@ def test_failure_half_way_publishes_nothing(
         run_batch_predict(
             settings,
             stores,
+            model_name=DEMO_MODEL,
             as_of=world.as_of + timedelta(minutes=5),
             run_id=run_id,
             progress=_fail_after(stage, CUSTOMERS // 2),
@@ -165,8 +167,8 @@ def test_failure_half_way_publishes_nothing(
 
 def test_rerun_of_a_run_id_has_no_duplicates(world: World, settings: Settings, stores: Stores) -> None:
     """Running the same run id twice stores each entity once and keeps the run's as-of time."""
-    first = run_batch_predict(settings, stores, as_of=world.as_of)
-    again = run_batch_predict(settings, stores, run_id=first.run_id)
+    first = run_batch_predict(settings, stores, model_name=DEMO_MODEL, as_of=world.as_of)
+    again = run_batch_predict(settings, stores, model_name=DEMO_MODEL, run_id=first.run_id)
     assert again.as_of == first.as_of
     stored = _stored(stores, first.run_id)
     assert len(stored) == CUSTOMERS
@@ -176,7 +178,7 @@ def test_rerun_of_a_run_id_has_no_duplicates(world: World, settings: Settings, s
 def test_unknown_model_version_is_named(settings: Settings, stores: Stores, world: World) -> None:
     """An unknown model version fails before any run is created, naming the version."""
     with pytest.raises(NotFoundError, match="no-such-version"):
-        run_batch_predict(settings, stores, model_version="no-such-version")
+        run_batch_predict(settings, stores, model_name=DEMO_MODEL, model_version="no-such-version")
 
 
 def test_no_entities_fails_the_run_with_a_clear_error(
@@ -185,13 +187,14 @@ def test_no_entities_fails_the_run_with_a_clear_error(
     """An as-of time before any feature row: the run is marked failed saying there was nothing to score."""
     run_id = uuid.uuid4()
     with pytest.raises(TandemError, match="nothing to score"):
-        run_batch_predict(settings, stores, as_of=END - timedelta(days=60), run_id=run_id)
+        run_batch_predict(
+            settings, stores, model_name=DEMO_MODEL, as_of=END - timedelta(days=60), run_id=run_id
+        )
     with Session(create_engine_for(stores)) as session:
         assert get_run(session, run_id=run_id).status == "failed"
 
 
-def test_unknown_feature_service_is_named(world: World, settings: Settings, stores: Stores) -> None:
-    """A feature service that doesn't exist: NotFoundError naming it, and the run says failed."""
-    broken = settings.model_copy(update={"feature_service": "nope_v9"})
+def test_unknown_model_is_named(world: World, settings: Settings, stores: Stores) -> None:
+    """A model without a promoted version: NotFoundError naming it, and no run is recorded."""
     with pytest.raises(NotFoundError, match="nope_v9"):
-        run_batch_predict(broken, stores, as_of=world.as_of)
+        run_batch_predict(settings, stores, model_name="nope_v9", as_of=world.as_of)

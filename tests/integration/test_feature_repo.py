@@ -34,8 +34,8 @@ CUSTOMERS = 300
 def materialized(settings: Settings, stores: Stores, engine: Engine) -> Any:
     """Feature repo applied, 300 customers x 5 days seeded and materialized; yields the FeatureStore."""
     assert apply_feature_repo(settings, stores) == [
-        "batch_predictions",
         "customer_profile",
+        "customer_risk_predictions",
         "customer_txn_stats",
     ]
     with psycopg.connect(stores.postgres.url()) as conn:
@@ -110,7 +110,7 @@ def test_plain_feast_cli_works_with_tandem_env(materialized: Any, settings: Sett
     ).stdout
     assert "customer_profile" in views
     assert "customer_txn_stats" in views
-    assert "batch_predictions" in views
+    assert "customer_risk_predictions" in views
     now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S")
     done = subprocess.run(
         [BIN / "feast", "materialize-incremental", now],

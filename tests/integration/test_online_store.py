@@ -42,6 +42,7 @@ from core.online.wire import ReadLayout
 from core.settings import Settings
 from core.stores.resolve import Stores
 from tandem.demo.data import seed_demo_data
+from tandem.demo.names import DEMO_FEATURE_SERVICE, DEMO_PREDICTIONS_VIEW
 from tests.servers import free_port
 
 __all__ = ["TRANSPORTS", "StoreUnderTest"]
@@ -182,7 +183,9 @@ def world(settings: Settings, stores: Stores, engine: Engine) -> Iterator[World]
     apply_feature_repo(settings, stores)
     with psycopg.connect(stores.postgres.url()) as conn:
         seed_demo_data(conn, customers=CUSTOMERS, days=3, seed=21, end=END)
-    service, predictions = service_specs(settings, stores)
+    service, predictions = service_specs(
+        settings, stores, feature_service=DEMO_FEATURE_SERVICE, predictions_view=DEMO_PREDICTIONS_VIEW
+    )
     layout = ReadLayout(project=settings.feast_project, service=service, predictions=predictions)
     client = redis.Redis.from_url(stores.redis.url())
     # Other modules of the session wrote these customers' hashes; Feast's materialization skips a row whose

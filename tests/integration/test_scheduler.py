@@ -49,6 +49,7 @@ from tandem.commands.data import materialize_cmd
 from tandem.commands.scheduler import runs_cmd
 from tandem.context import CliContext
 from tandem.demo.data import seed_demo_data
+from tandem.demo.names import DEMO_MODEL
 from tests.servers import store_env
 
 T = TypeVar("T")
@@ -259,10 +260,9 @@ def test_a_new_leader_keeps_an_earlier_stored_run_and_drops_jobs_it_does_not_run
 
 @pytest.fixture(scope="module")
 def promoted(feature_data: None, settings: Settings, stores: Stores, engine: Engine) -> Settings:
-    """Settings whose model (a name of this module's own) is trained on the module's data and promoted."""
-    scoped = settings.model_copy(
-        update={"model_name": f"scheduler_{uuid.uuid4().hex[:6]}", "job_max_attempts": 1}
-    )
+    """Settings whose model (the repo's, which declares its predictions view) is trained on the module's data
+    and promoted."""
+    scoped = settings.model_copy(update={"model_name": DEMO_MODEL, "job_max_attempts": 1})
     train_and_promote(open_feature_store(scoped, stores), scoped, engine=engine)
     return scoped
 
@@ -284,9 +284,9 @@ def test_batch_predict_job_records_its_run_and_sets_the_deadline_gauge(
         assert run is not None
         session.delete(run)  # keep the batch history of other tests as it was
         session.commit()
-    assert rows == 200
-    assert (run.status, run.trigger, run.rows) == ("succeeded", "schedule", 200)
-    assert uuid.UUID(run.details["run_id"])
+    assert (run.status, run.trigger, run.rows) == ("succeeded", "schedule", rows)
+    assert run.details["models"][DEMO_MODEL]["rows"] == 200
+    assert uuid.UUID(run.details["models"][DEMO_MODEL]["run_id"])
     slack = REGISTRY.get_sample_value("tandem_batch_deadline_slack_seconds")
     assert slack is not None
     assert not math.isnan(slack)

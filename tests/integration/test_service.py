@@ -21,6 +21,7 @@ from core.online.store import OnlineStore
 from core.settings import Settings
 from core.stores.resolve import Stores
 from service.app import create_app
+from tandem.demo.names import DEMO_FEATURE_SERVICE, DEMO_PREDICTIONS_VIEW
 from tests.integration.service_world import API_KEY, World, build_world, register_and_promote
 
 HEADERS = {"X-API-Key": API_KEY}
@@ -69,7 +70,7 @@ def test_ready_after_warm_up(client: TestClient[Any]) -> None:
     assert body["ready"] is True
     assert body["redis"] == "ok"
     assert body["postgresql"] == "ok"
-    assert body["model_version"]
+    assert body["models"]["customer_risk"]
     assert client.get("/health/live").json() == {"status": "live"}
 
 
@@ -88,7 +89,7 @@ def test_fresh_batch_scores_are_served_with_provenance(client: TestClient[Any], 
         assert set(item["feature_timestamps"]) == {"customer_profile", "customer_txn_stats"}
         assert 0 <= item["staleness_s"] < 3600
         assert 0.0 <= item["score"] <= 1.0
-    single = client.get("/v1/predict/1").json()
+    single = client.get("/v1/predict/customer_risk", params={"customer_id": 1}).json()
     assert single["score"] == items[0]["score"]
 
 
@@ -103,7 +104,7 @@ def test_pushed_features_trigger_a_live_rescore(
     assert pushed.status_code == 200, pushed.text
     assert pushed.json()["written_online"] == 1
     assert _offline_rows(stores, 3) == before + 1
-    item = client.get("/v1/predict/3").json()
+    item = client.get("/v1/predict/customer_risk", params={"customer_id": 3}).json()
     assert item["source"] == "live"
     assert item["reason"] == "features_newer"
     online = world.store.get_online_features(
@@ -133,14 +134,22 @@ def test_older_push_does_not_replace_newer_online_row(client: TestClient[Any], w
 
 
 def test_stale_and_missing_and_forced_live(client: TestClient[Any], world: World) -> None:
-    """max_staleness_s 0 re-scores live (batch_stale); mode live forces live; unknown ids are 404 naming them."""
+    """max_staleness_s 0 re-scores live (batch_stale); mode live forces live; an unknown id is 404 naming it alone, an error item among others."""
     stale = client.post("/v1/predict", json={"entities": [{"customer_id": 5}], "max_staleness_s": 0}).json()
     assert (stale["predictions"][0]["source"], stale["predictions"][0]["reason"]) == ("live", "batch_stale")
-    live = client.get("/v1/predict/6", params={"mode": "live"}).json()
+    live = client.get("/v1/predict/customer_risk", params={"customer_id": 6, "mode": "live"}).json()
     assert (live["source"], live["reason"]) == ("live", "forced")
-    unknown = client.get(f"/v1/predict/{world.customers + 12345}")
+    unknown = client.get("/v1/predict/customer_risk", params={"customer_id": world.customers + 12345})
     assert unknown.status_code == 404
     assert str(world.customers + 12345) in unknown.json()["detail"]
+    mixed = client.post(
+        "/v1/predict", json={"entities": [{"customer_id": world.customers + 12345}, {"customer_id": 7}]}
+    )
+    assert mixed.status_code == 200
+    first, second = mixed.json()["predictions"]
+    assert first == {"entity": {"customer_id": world.customers + 12345}, "error": "unknown_entity"}
+    assert second["entity"] == {"customer_id": 7}
+    assert second["score"] is not None
 
 
 @pytest.mark.parametrize(
@@ -171,7 +180,7 @@ def test_oversized_body_and_bad_path_key(client: TestClient[Any]) -> None:
     huge = b'{"entities": [' + b'{"customer_id": 1},' * 80_000 + b'{"customer_id": 1}]}'
     response = client.post("/v1/predict", content=huge, headers={"Content-Type": "application/json"})
     assert response.status_code == 413
-    assert client.get("/v1/predict/abc").status_code == 400
+    assert client.get("/v1/predict/customer_risk", params={"customer_id": "abc"}).status_code == 400
 
 
 @pytest.mark.parametrize(
@@ -244,9 +253,9 @@ def test_jobs_api_records_requests(client: TestClient[Any]) -> None:
 
 def test_metrics_count_answers(client: TestClient[Any]) -> None:
     """/metrics exposes answers by source and reason, batch coverage and the loaded model."""
-    client.get("/v1/predict/1")
+    client.get("/v1/predict/customer_risk", params={"customer_id": 1})
     text = client.get("/metrics").text
-    assert 'tandem_predictions_total{reason="batch_fresh",source="batch"}' in text
+    assert 'tandem_predictions_total{model="customer_risk",reason="batch_fresh",source="batch"}' in text
     assert "tandem_batch_coverage_ratio" in text
     assert "tandem_model_loaded" in text
 
@@ -256,17 +265,19 @@ def test_scores_of_a_run_killed_mid_publish_are_never_served(
 ) -> None:
     """A run whose process died while publishing left its scores online: the API serves the previous
     published run's score for those entities (from PostgreSQL), never the unpublished one."""
-    before = client.get("/v1/predict/11").json()
+    before = client.get("/v1/predict/customer_risk", params={"customer_id": 11}).json()
     assert before["batch_run_id"] == str(world.run.run_id)
     killed = uuid.uuid4()
     with psycopg.connect(stores.postgres.url()) as conn:
         conn.execute(
-            "INSERT INTO tandem.prediction_runs (run_id, model_version, feature_service, as_of, status) "
-            "SELECT %s, model_version, feature_service, now(), 'publishing' FROM tandem.prediction_runs "
+            "INSERT INTO tandem.prediction_runs (run_id, model_name, model_version, feature_service, as_of, status) "
+            "SELECT %s, model_name, model_version, feature_service, now(), 'publishing' FROM tandem.prediction_runs "
             "WHERE run_id = %s",
             (killed, world.run.run_id),
         )
-    _, view = service_specs(world.settings, stores)
+    _, view = service_specs(
+        world.settings, stores, feature_service=DEMO_FEATURE_SERVICE, predictions_view=DEMO_PREDICTIONS_VIEW
+    )
     online = OnlineStore.connect(stores.redis, project=world.settings.feast_project)
     try:
         publish_rows(
@@ -284,7 +295,7 @@ def test_scores_of_a_run_killed_mid_publish_are_never_served(
         )
     finally:
         online.close()
-    after = client.get("/v1/predict/11").json()
+    after = client.get("/v1/predict/customer_risk", params={"customer_id": 11}).json()
     assert (after["source"], after["reason"]) == ("batch", "batch_fresh")
     assert after["batch_run_id"] == str(world.run.run_id)
     assert after["score"] == before["score"]
@@ -299,7 +310,7 @@ def test_promoting_another_model_swaps_without_dropping_requests(
     deadline = time.monotonic() + 15
     seen: set[str] = set()
     while time.monotonic() < deadline:
-        response = client.get("/v1/predict/10")
+        response = client.get("/v1/predict/customer_risk", params={"customer_id": 10})
         assert response.status_code == 200
         item = response.json()
         seen.add(item["reason"])

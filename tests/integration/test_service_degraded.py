@@ -38,15 +38,16 @@ def client(world: World) -> Iterator[TestClient[Any]]:
 
 
 def _kill_redis(services: Services) -> None:
-    """Point the worker's one online store (reads, pushes, pings) at a port nobody listens on."""
-    online = services.prediction.online
+    """Point the worker's one online store (reads, pushes, pings: shared by every model) at a port nobody
+    listens on."""
+    online = services.models.get("customer_risk").online
     assert isinstance(online, AsyncOnlineStore)
     online.transport = Coalescer(RespPool(RedisEndpoint("127.0.0.1", free_port()), timeout_s=0.5))
 
 
 def _kill_postgres(client: TestClient[Any]) -> None:
-    """Close the worker's PostgreSQL pool: every later use fails."""
-    stored = client.app.state.tandem.prediction.stored
+    """Close the worker's PostgreSQL pool (shared by every model): every later use fails."""
+    stored = client.app.state.tandem.models.get("customer_risk").stored
     assert isinstance(stored, PgStoredScores)
     client.blocking_portal.call(stored.pool.close)
 
@@ -63,7 +64,7 @@ def test_redis_down_serves_stored_scores_from_postgres(client: TestClient[Any], 
     assert ready.status_code == 200
     assert ready.json()["redis"] == "down"
     assert ready.json()["degraded"] is True
-    unknown = client.get("/v1/predict/999999")
+    unknown = client.get("/v1/predict/customer_risk", params={"customer_id": 999999})
     assert unknown.status_code == 503
     assert "Redis is unreachable" in unknown.json()["detail"]
 
@@ -74,7 +75,7 @@ def test_redis_down_from_the_start_still_serves(world: World) -> None:
         update={"redis_url": SecretStr(f"redis://127.0.0.1:{free_port()}/0")}
     )
     with TestClient(create_app(settings)) as client:
-        item = client.get("/v1/predict/3").json()
+        item = client.get("/v1/predict/customer_risk", params={"customer_id": 3}).json()
         assert (item["source"], item["reason"]) == ("batch", "online_unavailable")
         assert client.get("/health/ready").json()["redis"] == "down"
 
@@ -82,10 +83,10 @@ def test_redis_down_from_the_start_still_serves(world: World) -> None:
 def test_postgres_down_keeps_the_live_path(client: TestClient[Any]) -> None:
     """PostgreSQL unreachable (pool closed): predictions keep coming from Redis and the loaded model."""
     _kill_postgres(client)
-    live = client.get("/v1/predict/4", params={"mode": "live"})
+    live = client.get("/v1/predict/customer_risk", params={"customer_id": 4, "mode": "live"})
     assert live.status_code == 200, live.text
     assert live.json()["source"] == "live"
-    fresh = client.get("/v1/predict/5")
+    fresh = client.get("/v1/predict/customer_risk", params={"customer_id": 5})
     assert fresh.json()["source"] == "batch"
     ready = client.get("/health/ready").json()
     assert ready["postgresql"] == "down"
@@ -96,7 +97,7 @@ def test_both_stores_down_is_503_with_a_message(client: TestClient[Any]) -> None
     """Neither store answers: 503 naming both, and readiness is 503."""
     _kill_postgres(client)
     _kill_redis(client.app.state.tandem)
-    response = client.get("/v1/predict/6")
+    response = client.get("/v1/predict/customer_risk", params={"customer_id": 6})
     assert response.status_code == 503
     assert "both stores are unreachable" in response.json()["detail"]
     ready = client.get("/health/ready")

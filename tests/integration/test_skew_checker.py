@@ -37,6 +37,7 @@ from core.stores.resolve import Stores
 from tandem.commands.skew import check_skew_cmd, skew_group
 from tandem.context import CliContext
 from tandem.demo.data import PROFILE_TABLE, TXN_TABLE, seed_demo_data
+from tandem.demo.names import DEMO_MODEL
 from tests.servers import purge_feast_project
 
 WATERMARK = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=2)
@@ -101,9 +102,7 @@ def _row(conn: psycopg.Connection[Any], table: str, customer: int, as_of: dateti
 def world(settings: Settings, stores: Stores, engine: Engine) -> Iterator[World]:
     """600 customers x 5 days reseeded in a Feast project of its own; EXPIRED's recent txn rows removed
     offline; materialized up to the watermark; a model trained, promoted and batch-scored as of it."""
-    own = settings.model_copy(
-        update={"feast_project": f"s{uuid.uuid4().hex[:10]}", "model_name": f"skew_{uuid.uuid4().hex[:6]}"}
-    )
+    own = settings.model_copy(update={"feast_project": f"s{uuid.uuid4().hex[:10]}", "model_name": DEMO_MODEL})
     apply_feature_repo(own, stores)
     with psycopg.connect(stores.postgres.url()) as conn:
         seed_demo_data(conn, customers=CUSTOMERS, days=5, seed=7, end=WATERMARK)
@@ -114,7 +113,7 @@ def world(settings: Settings, stores: Stores, engine: Engine) -> Iterator[World]
     store = open_feature_store(own, stores)
     train_and_promote(store, own, engine=engine)
     run_materialize(own, stores, end=WATERMARK)
-    run_batch_predict(own, stores, as_of=WATERMARK)
+    run_batch_predict(own, stores, model_name=DEMO_MODEL, as_of=WATERMARK)
     client = redis.Redis.from_url(stores.redis.url())
     try:
         yield World(settings=own, stores=stores, store=store, client=client)
@@ -146,7 +145,7 @@ def test_watermarks_equal_feasts_own(world: World) -> None:
 def test_untouched_data_has_no_findings_and_exact_parity(world: World, engine: Engine) -> None:
     """Right after materialization every (entity, feature) of every entity is a match, every status is ok,
     and every stored score equals its live re-score (all entities unchanged since the batch run)."""
-    report = run_skew_check(world.settings, world.stores, all_entities=True)
+    report = run_skew_check(world.settings, world.stores, model_name=DEMO_MODEL, all_entities=True)
     assert report.entities_checked == CUSTOMERS
     assert report.status == "ok"
     assert report.watermark == WATERMARK
@@ -257,7 +256,9 @@ def injected(world: World) -> tuple[SkewReportInfo, set[tuple[int, str, str]]]:
     assert expired_row["event_timestamp"] < WATERMARK - timedelta(days=2)
     expected |= {(EXPIRED, f"{TXN}:{f}", "expired_online") for f in TXN_FEATURES}
 
-    return run_skew_check(world.settings, world.stores, all_entities=True, sample=None), expected
+    return run_skew_check(
+        world.settings, world.stores, model_name=DEMO_MODEL, all_entities=True, sample=None
+    ), expected
 
 
 def test_injections_are_classified_exactly(
@@ -306,16 +307,15 @@ def test_bad_sample_size_writes_no_report(world: World, engine: Engine, sample: 
     """A sample of zero or fewer entities is refused with a message naming it, and no report is written."""
     before = _reports(engine)
     with pytest.raises(ConfigurationError, match=f"positive number of entities, got {sample}"):
-        run_skew_check(world.settings, world.stores, sample=sample)
+        run_skew_check(world.settings, world.stores, model_name=DEMO_MODEL, sample=sample)
     assert _reports(engine) == before
 
 
-def test_unknown_feature_service_writes_no_report(world: World, engine: Engine) -> None:
-    """A feature service that doesn't exist: NotFoundError naming it, no report."""
+def test_unknown_model_writes_no_report(world: World, engine: Engine) -> None:
+    """A model without a promoted version: NotFoundError naming it, no report."""
     before = _reports(engine)
-    broken = world.settings.model_copy(update={"feature_service": "nope_v9"})
     with pytest.raises(NotFoundError, match="nope_v9"):
-        run_skew_check(broken, world.stores)
+        run_skew_check(world.settings, world.stores, model_name="nope_v9")
     assert _reports(engine) == before
 
 
@@ -325,14 +325,14 @@ def test_never_materialized_writes_no_report(world: World, stores: Stores, engin
     apply_feature_repo(fresh, stores)
     before = _reports(engine)
     with pytest.raises(TandemError, match="never been materialized"):
-        run_skew_check(fresh, stores, sample=10)
+        run_skew_check(fresh, stores, model_name=DEMO_MODEL, sample=10)
     assert _reports(engine) == before
 
 
 def test_seeded_sample_is_repeatable(world: World) -> None:
     """The same seed samples the same entities; the sample size is what was asked."""
-    first = run_skew_check(world.settings, world.stores, sample=50, seed=3)
-    second = run_skew_check(world.settings, world.stores, sample=50, seed=3)
+    first = run_skew_check(world.settings, world.stores, model_name=DEMO_MODEL, sample=50, seed=3)
+    second = run_skew_check(world.settings, world.stores, model_name=DEMO_MODEL, sample=50, seed=3)
     assert first.entities_checked == second.entities_checked == 50
     assert first.summary["population"] == CUSTOMERS
     assert [f.counts for f in first.findings] == [f.counts for f in second.findings]

@@ -66,19 +66,20 @@ def test_save_list_get_ack(engine: Engine) -> None:
 
 
 def test_metrics_follow_the_latest_report(engine: Engine) -> None:
-    """The skew ratio gauge per (view, feature) and the status gauge (0 ok, 1 warn, 2 breach) are set."""
+    """The skew ratio gauge per (model, view, feature) and the model's status gauge (0 ok, 1 warn, 2 breach)."""
     with Session(engine) as session, session.begin():
         report = save_report(session, report=sample_report(entities=300, seed=6, skew=0.05))
     record_skew_metrics(report)
     finding = report.findings[0]
+    model = {"model": "customer_risk"}
     ratio = REGISTRY.get_sample_value(
-        "tandem_feature_skew_ratio", {"view": finding.feature_view, "feature": finding.feature}
+        "tandem_feature_skew_ratio", {**model, "view": finding.feature_view, "feature": finding.feature}
     )
     assert ratio == pytest.approx(finding.mismatch_rate)
     assert (
-        REGISTRY.get_sample_value("tandem_skew_report_status")
+        REGISTRY.get_sample_value("tandem_skew_report_status", model)
         == {"ok": 0, "warn": 1, "breach": 2}[report.status]
     )
-    assert REGISTRY.get_sample_value("tandem_skew_report_timestamp_seconds") == pytest.approx(
+    assert REGISTRY.get_sample_value("tandem_skew_report_timestamp_seconds", model) == pytest.approx(
         report.finished_at.timestamp() if report.finished_at else 0
     )

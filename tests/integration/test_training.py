@@ -19,7 +19,8 @@ import pandas as pd
 import psycopg
 import pytest
 from click.testing import CliRunner
-from sqlalchemy import Engine, delete, func, select, update
+from rich.console import Console
+from sqlalchemy import Engine, create_engine, delete, func, select, update
 from sqlalchemy.orm import Session
 
 from core.errors import NotFoundError, TamperedArtifactError, TrainingError
@@ -266,10 +267,13 @@ def test_cli_train_promote_then_models_list(trained: Trained, settings: Settings
             assert label in done.output
         version = re.search(r"version (\S+)", done.output)
         assert version is not None
-        listed = runner.invoke(_cli_group(), ["models", "list"], obj=CliContext(settings=cli_settings))
+        wide = CliContext(settings=cli_settings, console=Console(width=200))
+        listed = runner.invoke(_cli_group(), ["models", "list"], obj=wide)
         assert listed.exit_code == 0, listed.output
         line = next(line for line in listed.output.splitlines() if version.group(1) in line)
         assert "yes" in line
+        assert "classification" in line
+        assert cli_settings.model_name in line
         unknown = runner.invoke(
             _cli_group(), ["models", "promote", "nope"], obj=CliContext(settings=cli_settings)
         )
@@ -299,3 +303,125 @@ def test_loaded_model_uses_the_compiled_trees_and_scores_identically(
         np.testing.assert_array_equal(
             loaded.predict_scores(row[None, :]), without.predict_scores(row[None, :])
         )
+
+
+# Naive UTC timestamps, boolean labels, other column names.
+NAIVE_LABELS = f"SELECT customer_id, (event_timestamp AT TIME ZONE 'UTC') AS labelled_at, label = 1 AS is_fraud FROM {LABEL_TABLE}"  # noqa: S608 - a constant table name
+
+
+def test_labels_from_a_query_with_naive_timestamps_join_like_the_table(
+    trained: Trained, engine: Engine
+) -> None:
+    """A query with other column names, naive UTC timestamps and boolean labels joins the same feature rows
+    at the same instants as the label table, whatever the session's time zone."""
+    service = trained.result.feature_service
+    expected = training_frame(trained.store, engine=engine, feature_service=service)
+    far_from_utc = create_engine(engine.url, connect_args={"options": "-c timezone=Pacific/Kiritimati"})
+    try:  # a session 14 hours ahead of UTC must not shift naive times
+        frame = training_frame(
+            trained.store,
+            engine=far_from_utc,
+            feature_service=service,
+            label_table=NAIVE_LABELS + ";",
+            label_column="is_fraud",
+            timestamp_column="labelled_at",
+        )
+    finally:
+        far_from_utc.dispose()
+    assert len(frame) == len(expected) == CUSTOMERS
+    pd.testing.assert_series_equal(frame["event_timestamp"], expected["event_timestamp"])
+    assert (frame["label"] == (expected["label"] == 1)).all()
+    features = list(feature_service_refs(trained.store, service))
+    names = [ref.split(":")[1] for ref in features]
+    pd.testing.assert_frame_equal(frame[names], expected[names])
+
+
+def test_cli_train_from_a_query_with_a_name_and_label_column(
+    trained: Trained, settings: Settings, engine: Engine
+) -> None:
+    """`tandem train --name --feature-service --labels 'SELECT ...' --label-column --timestamp-column` trains,
+    registers under that name (not settings') and keeps the positive class: the greater label value (true)."""
+    name = _model_name()
+    args = [
+        "train",
+        "--name",
+        name,
+        "--feature-service",
+        settings.feature_service,
+        "--labels",
+        NAIVE_LABELS,
+        "--label-column",
+        "is_fraud",
+        "--timestamp-column",
+        "labelled_at",
+        "--promote",
+    ]
+    try:
+        done = CliRunner().invoke(_cli_group(), args, obj=CliContext(settings=settings))
+        assert done.exit_code == 0, done.output
+        assert "ROC AUC" in done.output
+        with Session(engine) as session:
+            model = load_model(session, model_name=name)
+            info = list_versions(session, model_name=name)[0]
+        assert model.task == "classification"
+        assert info.params["positive_label"] == "True"
+        assert info.params["labels"] == NAIVE_LABELS
+        assert info.metrics["roc_auc"] > 0.7
+    finally:
+        with Session(engine) as session, session.begin():
+            session.execute(delete(ModelVersion).where(ModelVersion.model_name == name))
+
+
+def test_a_regression_model_trains_reports_mae_r2_and_round_trips(
+    trained: Trained, settings: Settings, session: Session, engine: Engine
+) -> None:
+    """--task regression fits a regressor on a numeric target, reports MAE/RMSE/R2 (no ROC AUC), and the
+    registered version scores with predict()."""
+    query = f"SELECT customer_id, event_timestamp, label * 10.0 + 1 AS risk_points FROM {LABEL_TABLE}"  # noqa: S608
+    result = train_model(
+        trained.store,
+        settings,
+        engine=engine,
+        label_table=query,
+        label_column="risk_points",
+        task="regression",
+    )
+    assert result.task == "regression"
+    assert type(result.estimator[-1]).__name__ == "HistGradientBoostingRegressor"
+    assert {"mae", "rmse", "r2"} <= set(result.metrics)
+    assert "roc_auc" not in result.metrics
+    assert result.metrics["r2"] > 0.0
+    assert 0.0 < result.metrics["mae"] < 10.0
+    name = _model_name()
+    info = register_model(
+        session,
+        model_name=name,
+        estimator=result.estimator,
+        feature_service=result.feature_service,
+        feature_refs=result.feature_refs,
+        training_start=result.training_start,
+        training_end=result.training_end,
+        metrics=result.metrics,
+        params=result.params,
+        task=result.task,
+    )
+    loaded = load_model(session, model_name=name, version=info.version)
+    assert info.task == loaded.task == "regression"
+    assert loaded.compiled is None
+    frame = training_frame(trained.store, engine=engine, feature_service=result.feature_service)
+    matrix = frame.loc[:, list(loaded.feature_names)].to_numpy(dtype=np.float64)
+    np.testing.assert_array_equal(loaded.predict_scores(matrix), result.estimator.predict(matrix))
+
+
+def test_labels_lacking_a_column_or_with_three_classes_are_training_errors(
+    trained: Trained, settings: Settings, engine: Engine
+) -> None:
+    """A missing label column is named with what was found; three label values are refused for a classifier."""
+    with pytest.raises(TrainingError, match=r"lack column\(s\) outcome .*found customer_id, event_timestamp"):
+        train_model(trained.store, settings, engine=engine, label_column="outcome")
+    three = f"SELECT customer_id, event_timestamp, customer_id % 3 AS bucket FROM {LABEL_TABLE}"  # noqa: S608
+    with pytest.raises(TrainingError, match="take 3 values"):
+        train_model(trained.store, settings, engine=engine, label_table=three, label_column="bucket")
+    text_time = f"SELECT customer_id, event_timestamp::text AS at, label FROM {LABEL_TABLE}"  # noqa: S608
+    with pytest.raises(TrainingError, match="timestamp column at of the labels query is text"):
+        train_model(trained.store, settings, engine=engine, label_table=text_time, timestamp_column="at")

@@ -125,6 +125,10 @@ def test_roundtrip_with_our_encoder() -> None:
     assert [decode_value(v) for v in encode_values("string", strings)] == strings
     bools = [True, False, None]
     assert [decode_value(v) for v in encode_values("bool", bools)] == bools
+    singles: list[float | None] = [float(v) for v in rng.normal(size=200).astype(np.float32).tolist()]
+    singles += [None, -0.0, math.inf, 3.4028234663852886e38]
+    assert [decode_value(v) for v in encode_values("float32", singles)] == singles
+    assert [decode_value(v) for v in encode_values("int32", [*_INT32_EDGES, None])] == [*_INT32_EDGES, None]
 
 
 def _field(rnd: random.Random) -> bytes:
@@ -171,7 +175,8 @@ def test_kind_decoders_equal_decode_value() -> None:
         *(b"".join(_field(rnd) for _ in range(2)) for _ in range(3_000)),
     ]
     samples += encode_values("float64", [1.5, -0.0]) + encode_values("int64", _INT64_EDGES)
-    for kind in ("float64", "int64", "string", "bool"):
+    samples += encode_values("float32", [1.5, -0.0, 0.1, None]) + encode_values("int32", _INT32_EDGES)
+    for kind in ("float64", "float32", "int64", "int32", "string", "bool"):
         decoder = value_decoder(kind)
         for data in samples * 2:
             try:

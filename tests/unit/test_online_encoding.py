@@ -108,11 +108,53 @@ def test_bool_values_match_protobuf() -> None:
 
 def test_empty_columns_and_unknown_kind() -> None:
     """Zero rows give empty lists for every kind; an unknown kind is an error."""
-    for kind in ("float64", "int64", "string", "bool"):
+    for kind in ("float64", "float32", "int64", "int32", "string", "bool"):
         assert encode_values(kind, np.array([])) == []
     assert encode_entity_keys(join_key="k", entity_ids=np.array([], dtype=np.int64), project="p") == []
     with pytest.raises(ValueError, match="unsupported"):
-        encode_values("float32", [1.0])  # type: ignore[arg-type]  # the point of the test
+        encode_values("float16", [1.0])  # type: ignore[arg-type]  # the point of the test
+
+
+def test_float32_values_match_protobuf() -> None:
+    """float32: `0x35 <f32 LE>`, the double rounded to nearest as protobuf's float field does, for random
+    doubles, float32 extremes, subnormals and values beyond float32's range; nulls as Feast writes them."""
+    rng = np.random.default_rng(3)
+    doubles = np.concatenate(
+        [
+            rng.normal(scale=1e3, size=1_000),
+            rng.uniform(-1, 1, size=500) * 10.0 ** rng.integers(-45, 39, size=500),
+            np.array(
+                [0.0, -0.0, 0.1, 1 / 3, 1e-46, 1.4e-45, 3.4028234663852886e38, 3.4028235e38, 1e39, -1e300]
+            ),
+            np.array([math.inf, -math.inf]),
+        ]
+    )
+    assert encode_values("float32", doubles) == [Value(float_val=v).SerializeToString() for v in doubles]
+    with np.errstate(over="ignore"):
+        singles = doubles.astype(np.float32)
+    assert encode_values("float32", singles) == encode_values("float32", doubles)
+    with_nulls: list[Any] = [1.5, None, float("nan"), np.float32(0.1), 2, pd.NA]
+    assert encode_values("float32", with_nulls) == _feast(with_nulls, ValueType.FLOAT)
+    assert encode_values("float32", [None, float("nan")]) == [NULL_VALUE, NULL_VALUE]
+
+
+def test_int32_values_match_protobuf() -> None:
+    """int32: `0x18 <varint>`, negatives sign-extended to 10 bytes as protobuf does, from numpy, lists and
+    float columns; nulls as Feast writes them; a value outside int32 is an OverflowError, as in protobuf."""
+    edges = [v for v in _INT64_EDGES if -(2**31) <= v < 2**31]
+    expected = [Value(int32_val=v).SerializeToString() for v in edges]
+    assert encode_values("int32", np.array(edges, dtype=np.int32)) == expected
+    assert encode_values("int32", np.array(edges, dtype=np.int64)) == expected
+    assert encode_values("int32", edges) == expected
+    values: list[Any] = [None, 5, -3, float("nan"), 2**31 - 1, -(2**31), pd.NA]
+    assert encode_values("int32", values) == _feast(values, ValueType.INT32)
+    floats = np.array([1.0, np.nan, -2.9, 2.9, 2.0**31 - 1])
+    assert encode_values("int32", floats) == _feast(list(floats), ValueType.INT32)
+    for bad in ([2**31], [-(2**31) - 1], np.array([2**31], dtype=np.int64), np.array([2.0**31])):
+        with pytest.raises(OverflowError, match="int32"):
+            encode_values("int32", bad)
+    with pytest.raises(OverflowError, match="int64"):
+        encode_values("int64", np.array([2.0**63]))
 
 
 def test_varint_matches_protobuf_uint64() -> None:

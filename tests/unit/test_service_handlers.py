@@ -25,6 +25,7 @@ from core.serving.service import PredictionService
 from core.settings import Settings
 from service.app import create_app
 from service.metrics import PREDICT_LATENCY
+from service.models import ServedModels
 from service.state import Services
 
 T = TypeVar("T")
@@ -67,17 +68,20 @@ def _live(trips: int, rating: float) -> float:
 
 @dataclass
 class FakeOnline:
-    """Online rows by driver id; `down` makes every call fail like an unreachable Redis."""
+    """Online rows by (feature service, entity id); `down` makes every call fail like an unreachable Redis."""
 
-    rows: dict[int, OnlineRow] = field(default_factory=dict)
+    rows: dict[tuple[str, int], OnlineRow] = field(default_factory=dict)
     down: bool = False
     written: list[FeatureRows] = field(default_factory=list)
 
     async def read(self, layout: ReadLayout, entity_ids: Sequence[int]) -> list[OnlineRow]:
         if self.down:
             raise StoreUnavailableError("Redis (online store): connection refused")
-        empty = dict.fromkeys(layout.service.refs)
-        return [self.rows.get(i, OnlineRow(i, dict(empty), {"driver_stats": None}, None)) for i in entity_ids]
+        service = layout.service
+        empty, no_ts = dict.fromkeys(service.refs), {view.name: None for view in service.views}
+        return [
+            self.rows.get((service.name, i), OnlineRow(i, dict(empty), dict(no_ts), None)) for i in entity_ids
+        ]
 
     async def write_newer(self, rows: FeatureRows) -> int:
         if self.down:
@@ -148,18 +152,20 @@ class World:
 def world() -> Iterator[World]:
     online, stored = FakeOnline(), FakeStored()
     online.rows = {
-        1: _row(1, 20, 0.5, stored=_stored(0.25)),  # fresh stored score
-        2: _row(2, 30, 0.1, ts=STATS_TS + timedelta(minutes=5), stored=_stored(0.4)),  # features newer
-        3: _row(3, 10, 0.2, stored=_stored(0.9, run_id="run-killed")),  # a run that never finished publishing
+        ("eta_v2", 1): _row(1, 20, 0.5, stored=_stored(0.25)),  # fresh stored score
+        ("eta_v2", 2): _row(2, 30, 0.1, ts=STATS_TS + timedelta(minutes=5), stored=_stored(0.4)),  # newer
+        ("eta_v2", 3): _row(3, 10, 0.2, stored=_stored(0.9, run_id="run-killed")),  # killed mid-publish
     }
     stored.latest_scores = {1: _stored(0.25), 3: _stored(0.3)}
     settings = Settings(api_keys=SecretStr(KEY), max_entities_per_request=5)
     prediction = PredictionService(
+        name="eta",
         online=online, stored=stored, layout=ReadLayout(project="p", service=SERVICE, predictions=SCORES),
         max_staleness_s=86_400, model=MODEL, clock=lambda: NOW,
     )  # fmt: skip
     push = PushService(service=SERVICE, offline=stored, online=online, clock=lambda: NOW)
-    services = Services(settings=settings, prediction=prediction, push=push, probe=FakeProbe(online, stored))
+    models = ServedModels({"eta": prediction})
+    services = Services(settings=settings, models=models, push=push, probe=FakeProbe(online, stored))
     with TestClient(create_app(services=services)) as client:
         yield World(client, online, stored, services)
 
@@ -178,37 +184,53 @@ def test_fresh_stored_score_is_served_as_batch(world: World) -> None:
 
 
 def test_newer_features_are_rescored_live_with_the_loaded_model(world: World) -> None:
-    item = world.client.get("/v1/predict/2").json()
+    item = world.client.get("/v1/predict/eta", params={"driver_id": 2}).json()
     assert (item["source"], item["reason"], item["model_version"]) == ("live", "features_newer", "eta-v7")
     assert item["score"] == pytest.approx(_live(30, 0.1), abs=1e-15)
 
 
 def test_a_stored_score_of_an_unpublished_run_is_replaced_from_postgresql(world: World) -> None:
-    item = world.client.get("/v1/predict/3").json()
+    item = world.client.get("/v1/predict/eta", params={"driver_id": 3}).json()
     assert (item["score"], item["batch_run_id"], item["reason"]) == (0.3, "run-1", "batch_fresh")
 
 
-def test_unknown_entity_is_404_naming_it(world: World) -> None:
-    response = world.client.post("/v1/predict", json={"entities": [{"driver_id": 1}, {"driver_id": 77}]})
-    assert response.status_code == 404
-    assert response.json()["detail"] == "unknown driver_id: 77"
+def test_unknown_entities_get_an_error_item_and_the_others_are_served(world: World) -> None:
+    response = world.client.post("/v1/predict", json={"entities": [{"driver_id": 77}, {"driver_id": 1}]})
+    assert response.status_code == 200
+    unknown, known = response.json()["predictions"]
+    assert unknown == {"entity": {"driver_id": 77}, "error": "unknown_entity"}
+    assert (known["entity"], known["score"]) == ({"driver_id": 1}, 0.25)
+    single = world.client.get("/v1/predict/eta", params={"driver_id": 77})
+    assert single.status_code == 404
+    assert single.json()["detail"] == "unknown driver_id: 77"
+
+
+def test_the_schema_documents_error_items(world: World) -> None:
+    schema = world.client.get("/schema/openapi.json").json()
+    assert {"PredictionItem", "PredictResponse"} <= set(schema["components"]["schemas"])
+    item = schema["components"]["schemas"]["PredictionItem"]
+    assert item["required"] == ["entity"]
+    assert {"error", "score", "reason"} <= set(item["properties"])
 
 
 def test_online_store_down_serves_stored_scores_degraded(world: World) -> None:
     world.online.down = True
-    item = world.client.get("/v1/predict/1").json()
+    item = world.client.get("/v1/predict/eta", params={"driver_id": 1}).json()
     assert (item["source"], item["reason"], item["degraded"]) == ("batch", "online_unavailable", True)
     ready = world.client.get("/health/ready").json()
     assert (ready["redis"], ready["postgresql"], ready["ready"]) == ("down", "ok", True)
     assert datetime.fromisoformat(ready["checked_at"]) > NOW - timedelta(days=365)
-    missing = world.client.get("/v1/predict/2")
+    missing = world.client.get("/v1/predict/eta", params={"driver_id": 2})
     assert missing.status_code == 503
     assert "Redis is unreachable" in missing.json()["detail"]
+    mixed = world.client.post("/v1/predict", json={"entities": [{"driver_id": 2}, {"driver_id": 1}]}).json()
+    assert mixed["predictions"][0] == {"entity": {"driver_id": 2}, "error": "no_stored_score"}
+    assert mixed["predictions"][1]["reason"] == "online_unavailable"
 
 
 def test_both_stores_down_is_503(world: World) -> None:
     world.online.down = world.stored.down = True
-    response = world.client.get("/v1/predict/1")
+    response = world.client.get("/v1/predict/eta", params={"driver_id": 1})
     assert response.status_code == 503
     assert "both stores are unreachable" in response.json()["detail"]
     assert world.client.get("/health/ready").status_code == 503
@@ -239,8 +261,8 @@ def test_both_prediction_routes_record_their_latency(world: World) -> None:
         )
 
     before = count("GET", "ok"), count("GET", "error"), count("POST", "ok")
-    world.client.get("/v1/predict/1")
-    world.client.get("/v1/predict/abc")
+    world.client.get("/v1/predict/eta", params={"driver_id": 1})
+    world.client.get("/v1/predict/eta", params={"driver_id": "abc"})
     world.client.post("/v1/predict", json={"entities": [{"driver_id": 1}]})
     assert (count("GET", "ok"), count("GET", "error"), count("POST", "ok")) == (
         before[0] + 1, before[1] + 1, before[2] + 1,
@@ -275,3 +297,54 @@ def test_push_faults_write_nothing(world: World) -> None:
     assert down.status_code == 503
     assert world.stored.appended == []
     assert world.online.written == []
+
+
+RIDERS = ViewSpec(
+    "rider_stats",
+    "riders",
+    "rider_id",
+    "ts",
+    None,
+    0,
+    (FeatureSpec("trips", "int64"), FeatureSpec("rating", "float64")),
+)
+CHURN_SCORES = ViewSpec("churn_scores", "(select 1)", "rider_id", "scored_at", None, 0, SCORES.features)
+CHURN_SERVICE = ServiceSpec("churn_v1", (RIDERS,), ("rider_stats:trips", "rider_stats:rating"))
+
+
+def test_two_models_are_served_by_name(world: World) -> None:
+    """With a second model (other feature service, other join key) the request names its model; each answer
+    comes from that model's own stored scores and features."""
+    churn_model = LoadedModel(
+        version="churn-v1", model_name="churn", feature_refs=CHURN_SERVICE.refs, estimator=_Sum(), sha256="",
+        metrics={}, created_at=NOW,
+    )  # fmt: skip
+    world.online.rows[("churn_v1", 1)] = OnlineRow(
+        1, {"rider_stats:trips": 5, "rider_stats:rating": 0.3}, {"rider_stats": STATS_TS}, None
+    )
+    world.services.models.put(
+        "churn",
+        PredictionService(
+            name="churn", online=world.online, stored=world.stored,
+            layout=ReadLayout(project="p", service=CHURN_SERVICE, predictions=CHURN_SCORES),
+            max_staleness_s=86_400, model=churn_model, clock=lambda: NOW,
+        ),
+    )  # fmt: skip
+    ambiguous = world.client.post("/v1/predict", json={"entities": [{"driver_id": 1}]})
+    assert ambiguous.status_code == 400
+    assert ambiguous.json()["detail"].startswith("model: required")
+    churn = world.client.post("/v1/predict", json={"model": "churn", "entities": [{"rider_id": 1}]}).json()
+    assert churn["model"] == "churn"
+    assert (churn["predictions"][0]["reason"], churn["predictions"][0]["model_version"]) == (
+        "batch_missing",
+        "churn-v1",
+    )
+    assert churn["predictions"][0]["score"] == pytest.approx(_live(5, 0.3), abs=1e-15)
+    eta = world.client.get("/v1/predict/eta", params={"driver_id": 1}).json()
+    assert (eta["score"], eta["model_version"]) == (0.25, "eta-v7")
+    wrong_key = world.client.get("/v1/predict/churn", params={"driver_id": 1})
+    assert wrong_key.status_code == 400
+    assert "driver_id" in wrong_key.json()["detail"]
+    unknown = world.client.post("/v1/predict", json={"model": "nope", "entities": [{"rider_id": 1}]})
+    assert unknown.status_code == 404
+    assert "churn, eta" in unknown.json()["detail"]

@@ -101,6 +101,13 @@ def test_no_ttl_never_expires() -> None:
         ("float64", 1.0, float("inf"), False),
         ("float64", float("nan"), None, True),  # NaN is null
         ("float64", float("nan"), 0.0, False),
+        ("float32", 0.1, float(np.float32(0.1)), True),  # a double equals its float32 rounding
+        ("float32", 16_777_217.0, 16_777_216.0, True),  # 2**24 + 1 rounds to 2**24 in float32
+        ("float32", 1e39, float("inf"), True),  # beyond float32: what Feast stores is infinity
+        ("float32", 0.1, 0.1 + 1e-5, False),
+        ("float32", 2.5, None, False),
+        ("int32", -(2**31), -(2**31), True),
+        ("int32", 7, 8, False),
         ("int64", 3, 3, True),
         ("int64", 3, 4, False),
         ("int64", 2**62 + 1, 2**62, False),  # exact, no float rounding
@@ -152,7 +159,9 @@ ONLINE_TIMES = [
 ]
 VALUES: dict[Kind, list[Any]] = {
     "float64": [None, 0.0, 1e-7, 1.0, 1.0 + 1e-5, 5e9, 5e9 + 1.0, float("inf"), float("nan")],
+    "float32": [None, 0.1, float(np.float32(0.1)), 1.0, 1.0 + 1e-5, 3e38, float("inf"), float("nan")],
     "int64": [None, 0, 1, -1, 2**62],
+    "int32": [None, 0, -1, 2**31 - 1],
     "bool": [None, True, False],
     "string": [None, "", "a", "b"],
 }
@@ -225,3 +234,24 @@ def test_mismatched_columns_are_refused() -> None:
             ttl_s=0,
             tolerance=TOL,
         )
+
+
+def test_float32_values_compare_at_float32_precision() -> None:
+    """Offline doubles of a Float32 feature match what Feast stores online (their float32 rounding) cell by
+    cell and column-wise; the same values as float64 would all be mismatches at tolerance 0."""
+    rng = np.random.default_rng(9)
+    offline = rng.normal(scale=1e3, size=500).tolist()
+    online = [float(np.float32(v)) for v in offline]
+    cases: list[tuple[Kind, str]] = [("float32", "match"), ("float64", "value_mismatch")]
+    for kind, want in cases:
+        codes = classify_column(
+            expected=ValueColumn.of(kind, offline),
+            online=ValueColumn.of(kind, online),
+            expected_us=np.zeros(500, dtype=np.int64),
+            online_us=np.zeros(500, dtype=np.int64),
+            watermark_us=0,
+            ttl_s=0,
+            tolerance=0.0,
+        )
+        assert {CLASSES[int(code)] for code in codes} == {want}
+    assert all(values_equal("float32", a, b, tolerance=0.0) for a, b in zip(offline, online, strict=True))

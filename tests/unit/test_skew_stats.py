@@ -63,6 +63,20 @@ def test_equal_samples_have_no_distance() -> None:
         assert distances.js_distance == pytest.approx(0.0, abs=1e-7)
 
 
+def test_float32_rounding_is_no_distance() -> None:
+    """Offline doubles of a Float32 feature and their float32 rounding online fall in the same bins: PSI and
+    JS 0, the same chart counts, no difference (as float64 values, some would straddle a decile edge)."""
+    rng = np.random.default_rng(6)
+    offline = rng.normal(size=2_000).tolist()
+    online = [float(np.float32(v)) for v in offline]
+    a, b = ValueColumn.of("float32", offline), ValueColumn.of("float32", online)
+    distances = distribution_distances(a, b)
+    assert distances.psi == pytest.approx(0.0, abs=1e-12)
+    assert distances.js_distance == pytest.approx(0.0, abs=1e-7)
+    chart = chart_histogram(a, b)
+    assert chart.offline == chart.online
+
+
 def test_shifted_numeric_sample_breaches() -> None:
     """A sample shifted by one standard deviation is far beyond the default PSI and JS breach levels; a
     resample of the same distribution stays below the warn levels."""
