@@ -63,34 +63,45 @@ class PostgresEndpoint:
 
 @dataclass(frozen=True, slots=True)
 class RedisEndpoint:
-    """One Redis logical database."""
+    """One Redis logical database; `tls` for `rediss://` (verified against `ca_file`, else the system CAs)."""
 
     host: str
     port: int
     db: int = 0
     username: str = ""
     password: str = ""
+    tls: bool = False
+    ca_file: str = ""
 
     def _userinfo(self, password: str) -> str:
         if not (self.username or password):
             return ""
         return f"{quote(self.username, safe='')}:{quote(password, safe='*')}@"
 
+    def _url(self, password: str) -> str:
+        scheme = "rediss" if self.tls else "redis"
+        query = f"?ssl_ca_certs={quote(self.ca_file, safe='/')}" if self.ca_file else ""
+        return f"{scheme}://{self._userinfo(password)}{self.host}:{self.port}/{self.db}{query}"
+
     def url(self) -> str:
-        """redis-py URL with the password."""
-        return f"redis://{self._userinfo(self.password)}{self.host}:{self.port}/{self.db}"
+        """redis-py URL with the password (and the CA file, redis-py's `ssl_ca_certs`)."""
+        return self._url(self.password)
 
     def masked(self) -> str:
         """The URL for people: the password replaced by `***`."""
-        return f"redis://{self._userinfo('***' if self.password else '')}{self.host}:{self.port}/{self.db}"
+        return self._url("***" if self.password else "")
 
     def feast_connection_string(self) -> str:
-        """Feast's Redis online store format: `host:port,db=N[,username=..][,password=..]`."""
+        """Feast's Redis online store format: `host:port,db=N[,username=..][,password=..][,ssl=true,..]`."""
         parts = [f"{self.host}:{self.port}", f"db={self.db}"]
         if self.username:
             parts.append(f"username={self.username}")
         if self.password:
             parts.append(f"password={self.password}")
+        if self.tls:
+            parts.append("ssl=true")
+        if self.ca_file:
+            parts.append(f"ssl_ca_certs={self.ca_file}")
         return ",".join(parts)
 
 
@@ -121,12 +132,17 @@ def parse_postgres_url(url: str) -> PostgresEndpoint:
 
 
 def parse_redis_url(url: str) -> RedisEndpoint:
-    """Parse `redis://[user:password@]host:port/db`."""
+    """Parse `redis://[user:password@]host:port/db`, or `rediss://...[?ssl_ca_certs=/path/ca.pem]` (TLS)."""
     parts = urlsplit(url.strip())
-    if parts.scheme != "redis":
+    if parts.scheme not in {"redis", "rediss"}:
         raise ConfigurationError(
-            f"TANDEM_REDIS_URL must start with redis://, got {parts.scheme or 'nothing'}://"
+            f"TANDEM_REDIS_URL must start with redis:// or rediss://, got {parts.scheme or 'nothing'}://"
         )
+    query = parse_qs(parts.query)
+    unknown = sorted(set(query) - {"ssl_ca_certs"})
+    if unknown:
+        raise ConfigurationError(f"TANDEM_REDIS_URL: unknown parameter {unknown[0]!r} (known: ssl_ca_certs)")
+    ca_file = query.get("ssl_ca_certs", [""])[0]
     try:
         port = parts.port or 6379
     except ValueError as exc:
@@ -136,13 +152,25 @@ def parse_redis_url(url: str) -> RedisEndpoint:
         raise ConfigurationError(f"TANDEM_REDIS_URL database must be a number, got {path!r}")
     if not parts.hostname:
         raise ConfigurationError("TANDEM_REDIS_URL needs a host: redis://host:port/db")
-    return RedisEndpoint(
+    endpoint = RedisEndpoint(
         host=parts.hostname,
         port=port,
         db=int(path or 0),
         username=unquote(parts.username or ""),
         password=unquote(parts.password or ""),
+        tls=parts.scheme == "rediss",
+        ca_file=ca_file,
     )
+    if ca_file and not endpoint.tls:
+        raise ConfigurationError("TANDEM_REDIS_URL: ssl_ca_certs needs rediss:// (TLS)")
+    for what, value in (
+        ("user name", endpoint.username),
+        ("password", endpoint.password),
+        ("CA path", ca_file),
+    ):
+        if "," in value:  # Feast's connection string separates its fields with commas and cannot quote them
+            raise ConfigurationError(f"TANDEM_REDIS_URL: a comma in the {what} cannot reach Feast; change it")
+    return endpoint
 
 
 def feast_environment(postgres: PostgresEndpoint, redis: RedisEndpoint, *, project: str) -> dict[str, str]:

@@ -43,4 +43,4 @@ class InvalidModelError(TandemError):
 
 
 class TamperedArtifactError(TandemError):
-    """A stored model artifact does not match the sha256 recorded when it was registered."""
+    """A stored model artifact does not match its recorded sha256, or its HMAC signature is missing or wrong."""

@@ -32,6 +32,10 @@ class Settings(BaseSettings):
 
     # Model
     model_name: str = "customer_risk"
+    model_signing_key: SecretStr | None = Field(
+        default=None,
+        description="HMAC keys of model artifacts, comma-separated: the first signs, all verify (docs/security.md)",
+    )
 
     # Blend policy
     max_staleness_s: float = Field(default=86_400.0, ge=0)
@@ -43,6 +47,16 @@ class Settings(BaseSettings):
     job_max_attempts: int = Field(default=3, ge=1, description="Tries per job run before it is marked failed")
     job_retry_backoff_s: float = Field(default=5.0, ge=0, description="First retry delay; doubles each try")
     leader_poll_s: float = Field(default=2.0, gt=0, description="How often a standby scheduler tries to lead")
+    push_outbox_interval_s: int = Field(
+        default=10, ge=1, description="How often the scheduler writes online the pushed rows Redis missed"
+    )
+
+    # Push: accepted event times are [now - the view's TTL (or push_max_age_s when the TTL is 0), now + skew]
+    push_max_age_s: int = Field(default=30 * 86_400, ge=1, description="Oldest push for a view without TTL")
+    push_clock_skew_s: float = Field(default=300.0, ge=0, description="How far ahead a push event may be")
+    push_online_attempts: int = Field(default=2, ge=1, description="Online write tries before the outbox")
+    push_online_retry_s: float = Field(default=0.05, ge=0, description="Wait between online write tries")
+    push_outbox_lease_s: float = Field(default=30.0, gt=0, description="How long a drain holds an outbox row")
 
     # Batch predictions: chunk size of scoring and publishing, and when they must be ready each day (UTC).
     batch_chunk_rows: int = Field(default=100_000, ge=1_000)
@@ -59,7 +73,19 @@ class Settings(BaseSettings):
     js_breach: float = Field(default=0.1, ge=0)
 
     # API
-    api_keys: SecretStr = SecretStr("")
+    api_keys: SecretStr = SecretStr("")  # entries `key`, `sha256:<hex>`, `read:key`, `admin:sha256:<hex>`...
+    read_keys_required: bool = Field(
+        default=False, description="Reads (predict, skew, job runs) need an API key with scope read or more"
+    )
+    rate_limit_per_s: float = Field(default=0.0, ge=0, description="Requests per second per API key; 0: off")
+    rate_limit_anonymous_per_s: float | None = Field(
+        default=None,
+        ge=0,
+        description="Per client address, for requests without a key; unset: rate_limit_per_s",
+    )
+    rate_limit_window_s: float = Field(
+        default=1.0, gt=0, le=3600, description="The rate limit's fixed window"
+    )
     max_entities_per_request: int = Field(default=1000, ge=1)
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     model_poll_s: float = Field(
@@ -67,6 +93,11 @@ class Settings(BaseSettings):
     )
     redis_timeout_s: float = Field(
         default=0.5, gt=0, description="Socket and connect timeout of the API's Redis"
+    )
+    redis_backoff_s: float = Field(
+        default=1.0,
+        ge=0,
+        description="After a Redis failure, how long the API skips Redis (serving degraded)",
     )
     postgres_timeout_s: float = Field(default=2.0, gt=0)
 

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from datetime import UTC
 from typing import Any
 
+import psycopg
 from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
@@ -26,6 +27,8 @@ from core.batch.materialize import run_materialize
 from core.errors import TandemError
 from core.metrics import BATCH_DEADLINE_SLACK
 from core.model.promoted import promoted_models
+from core.online.store import OnlineStore
+from core.push.drain import drain_outbox
 from core.records.deadline import DeadlineForecast, cron_trigger
 from core.records.job_runs import RunHandle, forecast_batch_deadline, one_line
 from core.settings import Settings
@@ -93,6 +96,20 @@ def _check_skew(ctx: JobContext, run: RunHandle) -> None:
     _per_model(ctx, run, one)
 
 
+def _push_outbox(ctx: JobContext, run: RunHandle) -> None:
+    """Write online the pushed rows Redis missed (core.push.drain); fails when some are still left."""
+    online = OnlineStore.connect(ctx.stores.redis, project=ctx.settings.feast_project, timeout_s=5.0)
+    try:
+        with psycopg.connect(ctx.stores.postgres.url(), autocommit=True, connect_timeout=5) as conn:
+            report = drain_outbox(conn, online, lease_s=ctx.settings.push_outbox_lease_s)
+    finally:
+        online.close()
+    run.rows = report.written_online
+    run.details.update(report.details())
+    if report.error is not None:
+        raise TandemError(f"push outbox: {report.left} row(s) left for the next run: {report.error}")
+
+
 def update_deadline_gauge(engine: Engine, settings: Settings) -> DeadlineForecast:
     """Forecast the next batch run against its deadline, set the slack gauge, warn when it will be late."""
     with Session(engine) as session:
@@ -135,6 +152,13 @@ def default_jobs(settings: Settings) -> JobRegistry:
                 body=_check_skew,
                 trigger=IntervalTrigger(seconds=settings.check_skew_interval_s, timezone=UTC),
                 misfire_grace_s=settings.check_skew_interval_s,
+                retry=retry,
+            ),
+            Job(
+                name="push_outbox",
+                body=_push_outbox,
+                trigger=IntervalTrigger(seconds=settings.push_outbox_interval_s, timezone=UTC),
+                misfire_grace_s=settings.push_outbox_interval_s,
                 retry=retry,
             ),
         ]

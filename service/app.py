@@ -1,11 +1,15 @@
-"""The app factory: routes, error mapping, OpenAPI with the API-key scheme, Prometheus middleware."""
+"""The app factory: routes, access (scoped API keys, rate limit), error mapping, OpenAPI with the API-key
+scheme, Prometheus middleware."""
 
 from __future__ import annotations
 
-from litestar import Litestar
+from typing import Any
+
+from litestar import Litestar, Request
 from litestar.config.app import AppConfig
-from litestar.datastructures import State
+from litestar.datastructures import ResponseHeader, State
 from litestar.di import Provide
+from litestar.exceptions import HTTPException
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
@@ -15,7 +19,7 @@ from sqlalchemy import Engine
 from core.errors import StoreUnavailableError
 from core.push.service import PushService
 from core.settings import Settings
-from service.auth import API_KEY_HEADER, SECURITY, ApiKeys, require_api_key
+from service.auth import API_KEY_HEADER, SECURITY, AccessPolicy, access_guard, require_api_key
 from service.errors import EXCEPTION_HANDLERS
 from service.health import HealthController, metrics
 from service.jobs import JobsController
@@ -23,11 +27,14 @@ from service.lifespan import lifespan
 from service.metrics import PREDICT_ROUTES
 from service.predict import PredictController
 from service.push import PushController
+from service.rate_limit import rate_limit_lifespan
 from service.skew.api import skew_api_controller
 from service.skew.pages import SkewPagesController, skew_template_config
 from service.state import Services
 
 __all__ = ["create_app"]
+
+NOSNIFF = [ResponseHeader(name="X-Content-Type-Options", value="nosniff")]
 
 
 def _services(state: State) -> Services:
@@ -51,11 +58,25 @@ def _db_engine(state: State) -> Engine:
     return engine
 
 
+async def _json_bodies_only(request: Request[Any, Any, Any]) -> None:
+    """A request body must say it is JSON: `text/plain` and friends are a 415, not parsed anyway."""
+    if request.method in {"POST", "PUT", "PATCH"} and request.headers.get("content-length", "0") not in {
+        "",
+        "0",
+    }:
+        media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+        if media_type != "application/json":
+            raise HTTPException(
+                status_code=415, detail=f"content-type: expected application/json, got {media_type or 'none'}"
+            )
+
+
 def create_app(settings: Settings | None = None, *, services: Services | None = None) -> Litestar:
     """A Tandem API for `settings` (read from the environment when omitted).
 
     The lifespan opens the configured stores and builds the services; `services` given here are used as
-    they are (handler tests on in-memory fakes), and stay the caller's to close.
+    they are (handler tests on in-memory fakes), and stay the caller's to close. A malformed API-key setting
+    raises ConfigurationError here, before anything is served.
     """
     settings = settings or (services.settings if services is not None else Settings())
     prometheus = PrometheusConfig(
@@ -91,16 +112,21 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
             "db_engine": Provide(_db_engine, sync_to_thread=False),
         },
         template_config=skew_template_config(),
-        lifespan=[lifespan],
+        lifespan=[lifespan, rate_limit_lifespan],
+        guards=[access_guard],
+        response_headers=NOSNIFF,
         middleware=[prometheus.middleware],
         openapi_config=openapi,
         state=State(
             {
                 "settings": settings,
-                "api_keys": ApiKeys.parse(settings.api_keys.get_secret_value()),
+                "access": AccessPolicy.from_settings(
+                    settings.api_keys.get_secret_value(), read_keys_required=settings.read_keys_required
+                ),
                 **({"tandem": services} if services is not None else {}),
             }
         ),
         request_max_body_size=settings.max_body_bytes,
+        before_request=_json_bodies_only,
     )
     return Litestar.from_config(config)

@@ -1,11 +1,17 @@
-"""`GET /v1/jobs/runs` and `POST /v1/jobs/{name}/run`: job history and on-demand runs for the scheduler."""
+"""`GET /v1/jobs/runs` and `POST /v1/jobs/{name}/run`: job history and on-demand runs for the scheduler.
+
+A failed run's `error` is `Type: message` in PostgreSQL; the message may hold hosts, paths, SQL or data, so
+the API shows it to admin keys only, and to everyone else the exception type alone (enough to tell a store
+outage from a bug; `tandem runs` on the operator's machine shows the whole line).
+"""
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Any
 
-from litestar import Controller, get, post
+from litestar import Controller, Request, get, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery
 from sqlalchemy import Engine
@@ -13,16 +19,28 @@ from sqlalchemy.orm import Session
 
 from core.records.job_runs import JobRunInfo, forecast_batch_deadline, list_job_runs, request_job_run
 from core.settings import Settings
-from service.auth import SECURITY, require_api_key
+from service.auth import SECURITY, Scope, principal_of, require_api_key
 
-__all__ = ["JobsController"]
+__all__ = ["JobsController", "error_for"]
+
+_PLAIN = re.compile(r"[a-z][a-z ]{0,40}")
 
 
 def _iso(moment: datetime | None) -> str | None:
     return moment.isoformat() if moment is not None else None
 
 
-def _run(run: JobRunInfo) -> dict[str, Any]:
+def error_for(error: str | None, *, admin: bool) -> str | None:
+    """The error as the caller may see it: whole for admins, else the exception type before the first ':'."""
+    if error is None or admin:
+        return error
+    if _PLAIN.fullmatch(error):  # Tandem's own words (e.g. "process died"), not an exception's text
+        return error
+    head, colon, _ = error.partition(":")
+    return head.strip() if colon and head.strip().isidentifier() else "error"
+
+
+def _run(run: JobRunInfo, *, admin: bool) -> dict[str, Any]:
     return {
         "id": run.id,
         "job": run.job,
@@ -34,7 +52,7 @@ def _run(run: JobRunInfo) -> dict[str, Any]:
         "duration_s": run.duration_s,
         "rows": run.rows,
         "attempt": run.attempt,
-        "error": run.error,
+        "error": error_for(run.error, admin=admin),
     }
 
 
@@ -46,17 +64,20 @@ class JobsController(Controller):
     @get("/v1/jobs/runs", sync_to_thread=True, summary="Job run history and the batch deadline forecast")
     def runs(
         self,
+        request: Request[Any, Any, Any],
         db_engine: NamedDependency[Engine],
         settings: NamedDependency[Settings],
         job: FromQuery[str | None] = None,
         limit: FromQuery[int] = 50,
     ) -> dict[str, Any]:
-        """Newest runs first, with durations, rows, status; and when batch predictions will be ready."""
+        """Newest runs first, with durations, rows, status; and when batch predictions will be ready. A failed
+        run's error text is shown to admin keys; others see its exception type."""
+        admin = principal_of(request).scope == Scope.ADMIN
         with Session(db_engine) as session:
             runs = list_job_runs(session, job=job, limit=max(1, min(limit, 500)))
             forecast = forecast_batch_deadline(session, settings=settings, now=datetime.now(UTC))
         return {
-            "runs": [_run(run) for run in runs],
+            "runs": [_run(run, admin=admin) for run in runs],
             "deadline": {
                 "next_start": _iso(forecast.next_start),
                 "expected_finish": _iso(forecast.expected_finish),

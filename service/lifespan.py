@@ -32,12 +32,13 @@ from core.features.snapshots import registry_fingerprint, service_specs
 from core.features.specs import ServiceSpec
 from core.model.promoted import PromotedModel, promoted_models
 from core.model.registry import LoadedModel, load_model
-from core.offline.append import PgAppender
+from core.online.breaker import BreakerTransport
 from core.online.coalesce import Coalescer
 from core.online.resp_pool import RespPool
 from core.online.store import AsyncOnlineStore
 from core.online.wire import ReadLayout
-from core.push.service import PushService
+from core.push.outbox import PgPushStore
+from core.push.service import PushPolicy, PushService
 from core.records.skew_metrics import record_skew_metrics
 from core.records.skew_reports import get_report, list_reports
 from core.serving.answer import answer_rows
@@ -134,13 +135,9 @@ class _Builder:
 
     def __init__(self, settings: Settings, stores: Stores, online: AsyncOnlineStore, pool: AsyncConnectionPool,
                  engine: Engine) -> None:  # fmt: skip
-        self.settings, self.stores, self.online, self.pool, self.engine = (
-            settings,
-            stores,
-            online,
-            pool,
-            engine,
-        )
+        self.settings, self.stores, self.online, self.pool = settings, stores, online, pool
+        self.engine = engine
+        self.refused: set[tuple[str, str]] = set()  # (model, version) that could not be served: not retried
 
     async def build(self, promoted: PromotedModel) -> PredictionService | None:
         """The model's service with its promoted version loaded and warmed (None: it failed to load)."""
@@ -191,6 +188,8 @@ async def _sync_models(services: Services, builder: _Builder, *, rebuild: bool) 
     `rebuild`, re-read every model's specs (the registry changed: someone ran `tandem apply`)."""
     promoted = {model.name: model for model in await to_thread.run_sync(_promoted, builder.engine)}
     models = services.models
+    if rebuild:
+        builder.refused.clear()  # the repo changed: a refused version may be servable now
     for name in models.names():
         if name not in promoted:
             _gauge(name, models.get(name).model, None)
@@ -199,7 +198,9 @@ async def _sync_models(services: Services, builder: _Builder, *, rebuild: bool) 
     for name, model in promoted.items():
         current = models.get(name) if name in models.names() else None
         loaded = current.model.version if current is not None and current.model is not None else None
-        if current is not None and loaded == model.version and not rebuild:
+        if (current is not None and loaded == model.version and not rebuild) or (
+            (name, model.version) in builder.refused
+        ):
             continue
         try:
             fresh = await builder.build(model)
@@ -207,6 +208,9 @@ async def _sync_models(services: Services, builder: _Builder, *, rebuild: bool) 
             raise  # a store is down: the watcher retries everything later
         except Exception:  # one model that cannot load never keeps the others from being served
             logger.exception("model %s version %s could not be loaded", name, model.version)
+            fresh = None
+        if fresh is None or fresh.model is None:
+            builder.refused.add((name, model.version))  # said once; retried after the next apply
             continue
         if fresh is not None:
             _gauge(name, current.model if current is not None else None, fresh.model)
@@ -265,15 +269,19 @@ async def open_services(settings: Settings, stores: Stores) -> tuple[Services, _
     await pool.open(wait=False)
     engine = create_db_engine(stores.postgres, pool_size=2)
     resp = RespPool(stores.redis, timeout_s=settings.redis_timeout_s)
-    online = AsyncOnlineStore(Coalescer(resp), project=settings.feast_project)
+    breaker = BreakerTransport(Coalescer(resp), backoff_s=settings.redis_backoff_s)
+    online = AsyncOnlineStore(breaker, project=settings.feast_project)
     models = ServedModels()
     services = Services(
         settings=settings,
         models=models,
         push=PushService(
             service=_push_views(models),
-            offline=PgAppender(pool, timeout_s=settings.postgres_timeout_s),
+            offline=PgPushStore.connect(
+                pool, timeout_s=settings.postgres_timeout_s, lease_s=settings.push_outbox_lease_s
+            ),
             online=online,
+            policy=PushPolicy.from_settings(settings),
         ),
         probe=_Probe(online, pool, timeout_s=settings.postgres_timeout_s),
         engine=engine,

@@ -7,6 +7,7 @@ the request's shape, the answer's JSON, metrics. Both routes are timed here (the
 
 from __future__ import annotations
 
+import re
 import time
 from datetime import datetime
 from typing import Annotated, Any
@@ -32,7 +33,7 @@ class PredictRequest(msgspec.Struct, forbid_unknown_fields=True):
     """Which model, which entities (objects of the model's join keys), how, and how old a stored score may
     be. `model` may be left out when exactly one model is served."""
 
-    entities: Annotated[list[dict[str, int]], msgspec.Meta(min_length=1)]
+    entities: Annotated[list[dict[str, Any]], msgspec.Meta(min_length=1)]
     model: str | None = None
     mode: Mode = Mode.AUTO
     max_staleness_s: Annotated[float, msgspec.Meta(ge=0)] | None = None
@@ -85,10 +86,25 @@ def _item(join_key: str, answer: Answer) -> PredictionItem:
     )
 
 
+_BITS = {"int64": 64, "int32": 32}
+_DIGITS = re.compile(r"-?[0-9]{1,20}")
+
+
+def _key_value(kind: str, value: object, where: str) -> int:
+    """`value` if it is a JSON integer that fits the join key's kind, else a 400 naming `where` ("42", 42.0
+    and true are not integers)."""
+    if type(value) is not int:
+        raise RequestError(f"{where}: expected an integer, got {type(value).__name__}")
+    bits = _BITS[kind]
+    if not -(2 ** (bits - 1)) <= value < 2 ** (bits - 1):
+        raise RequestError(f"{where}: out of {kind} range")
+    return value
+
+
 def _entity_ids(
-    services: Services, prediction: PredictionService, entities: list[dict[str, int]]
+    services: Services, prediction: PredictionService, entities: list[dict[str, Any]]
 ) -> list[int]:
-    key = prediction.service.join_key
+    key, kind = prediction.service.join_key, prediction.service.key_kind
     limit = services.settings.max_entities_per_request
     if len(entities) > limit:
         raise RequestError(f"entities: at most {limit} entities per request, got {len(entities)}")
@@ -98,7 +114,7 @@ def _entity_ids(
             raise RequestError(
                 f"entities[{position}]: expected exactly the key {key!r}, got {sorted(entity)}"
             )
-        ids.append(entity[key])
+        ids.append(_key_value(kind, entity[key], f"entities[{position}].{key}"))
     return ids
 
 
@@ -186,10 +202,9 @@ class PredictController(Controller):
             raw = request.query_params.get(key)
             if raw is None:
                 raise RequestError(f"{key}: query parameter required (the join key of model {model!r})")
-            try:
-                entity_id = int(raw)
-            except ValueError:
-                raise RequestError(f"{key}: must be an integer, got {raw!r}") from None
+            if not _DIGITS.fullmatch(raw):  # int() would also take "+4", "4_2", " 4 " and other digits
+                raise RequestError(f"{key}: must be an integer, got {raw[:40]!r}")
+            entity_id = _key_value(prediction.service.key_kind, int(raw), key)
             items = await predict_entities(
                 services, prediction, [entity_id], mode=mode, max_staleness_s=max_staleness_s
             )

@@ -16,16 +16,19 @@ from datetime import timedelta
 
 from feast import Entity, FeatureView, Field, ValueType
 from feast.infra.offline_stores.contrib.postgres_offline_store.postgres_source import PostgreSQLSource
-from feast.types import Float64, Int64, PrimitiveFeastType, String
+from feast.types import Float64, Int32, Int64, PrimitiveFeastType, String
 
 from core.naming import PREDICTIONS_TAG, predictions_view_name
 
 __all__ = ["predictions_view"]
 
-_KEY_TYPES: dict[ValueType, PrimitiveFeastType] = {ValueType.INT64: Int64}
+_KEY_TYPES: dict[ValueType, tuple[PrimitiveFeastType, str]] = {
+    ValueType.INT64: (Int64, "int8"),
+    ValueType.INT32: (Int32, "int4"),
+}
 
 
-def _join_key(entities: Sequence[Entity]) -> tuple[str, PrimitiveFeastType]:
+def _join_key(entities: Sequence[Entity]) -> tuple[str, tuple[PrimitiveFeastType, str]]:
     keys = [(entity.join_key, entity) for entity in entities]
     if len(keys) != 1:
         raise ValueError(
@@ -37,7 +40,7 @@ def _join_key(entities: Sequence[Entity]) -> tuple[str, PrimitiveFeastType]:
     if dtype is None:
         raise ValueError(
             f"predictions_view: entity {entity.name!r} has value type {entity.value_type.name}; "
-            "Tandem stores scores of INT64 keys for now"
+            "Tandem stores scores of INT64 and INT32 keys for now"
         )
     return key, dtype
 
@@ -50,13 +53,13 @@ def predictions_view(
     Only rows of runs that finished publishing are visible to Feast. `schema` is where Tandem's tables live.
     """
     name = predictions_view_name(model_name)  # ValueError for a name that can't be a SQL literal
-    key, dtype = _join_key(entities)
+    key, (dtype, sql_type) = _join_key(entities)
     if not (key.isidentifier() and schema.isidentifier()):
         raise ValueError(
             f"predictions_view: join key {key!r} and schema {schema!r} must be plain identifiers"
         )
     query = (  # every part checked above: identifiers, and a model name of letters, digits and underscores
-        f"SELECT p.entity_id AS {key}, p.score, p.model_version, p.run_id::text AS run_id, "  # noqa: S608
+        f"SELECT p.entity_id::{sql_type} AS {key}, p.score, p.model_version, p.run_id::text AS run_id, "  # noqa: S608
         f"p.feature_snapshot_ts, p.scored_at FROM {schema}.batch_predictions p "
         f"JOIN {schema}.prediction_runs r ON r.run_id = p.run_id AND r.status = 'published' "
         f"AND r.model_name = '{model_name}'"

@@ -57,6 +57,7 @@ class PublishBatch:
                 FeatureColumn("feature_snapshot_ts", "string", self.snapshots),
             ),
             event_timestamps=self.scored_at,
+            key_kind=view.key_kind,
         )
 
 

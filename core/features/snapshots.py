@@ -28,7 +28,7 @@ from core.stores.resolve import Stores
 
 __all__ = ["SpecSource", "registry_fingerprint", "resolve_specs", "service_specs", "spec_part"]
 
-SPEC_FORMAT = "3"  # bump when ServiceSpec/ViewSpec change shape: old snapshots then no longer match
+SPEC_FORMAT = "4"  # bump when ServiceSpec/ViewSpec change shape: old snapshots then no longer match
 
 SpecSource = Callable[[], tuple[ServiceSpec, ViewSpec]]
 """Reads (service, stored-scores view) from Feast: the slow path."""

@@ -11,10 +11,23 @@ from typing import Any, Literal
 
 from core.errors import ConfigurationError, NotFoundError
 
-__all__ = ["FeatureSpec", "Kind", "ServiceSpec", "ViewSpec", "load_service_spec", "load_view_spec"]
+__all__ = [
+    "FeatureSpec",
+    "KeyKind",
+    "Kind",
+    "ServiceSpec",
+    "ViewSpec",
+    "load_service_spec",
+    "load_view_spec",
+]
 
 Kind = Literal["float64", "float32", "int64", "int32", "string", "bool"]
 """A feature's value kind: Feast's scalar type, which also fixes its online bytes (`core.online.encoding`)."""
+
+KeyKind = Literal["int64", "int32"]
+"""The kinds of join key Tandem serves end to end (string and composite keys: not yet)."""
+
+_KEY_KINDS: dict[str, KeyKind] = {"Int64": "int64", "Int32": "int32"}
 
 _KINDS: dict[str, Kind] = {
     "Float64": "float64",
@@ -46,6 +59,7 @@ class ViewSpec:
     ttl_s: int  # 0: no TTL
     features: tuple[FeatureSpec, ...]
     push_source: str | None = None  # the push source feeding this view, if any
+    key_kind: KeyKind = "int64"  # the join key's Feast type, which fixes its online key bytes
 
     @property
     def reads_query(self) -> bool:
@@ -73,6 +87,11 @@ class ServiceSpec:
         """The one join key every view shares (Tandem scores single-key entities)."""
         return self.views[0].join_key
 
+    @property
+    def key_kind(self) -> KeyKind:
+        """The join key's kind (every view shares it)."""
+        return self.views[0].key_kind
+
 
 def load_view_spec(store: Any, name: str, *, features: list[str] | None = None) -> ViewSpec:
     """Read a feature view from the registry; `features` narrows it to a projection."""
@@ -86,6 +105,12 @@ def load_view_spec(store: Any, name: str, *, features: list[str] | None = None) 
     join_keys = [column.name for column in view.entity_columns]
     if len(join_keys) != 1:
         raise ConfigurationError(f"feature view {name!r} has join keys {join_keys}; Tandem needs exactly one")
+    key_type = str(view.entity_columns[0].dtype)
+    key_kind = _KEY_KINDS.get(key_type)
+    if key_kind is None:
+        raise ConfigurationError(
+            f"feature view {name!r}: join key {join_keys[0]!r} is {key_type}; Tandem serves Int64 and Int32 keys"
+        )
     if getattr(source, "field_mapping", None):
         raise ConfigurationError(f"feature view {name!r}: sources with a field mapping are not supported")
     wanted = set(features) if features is not None else None
@@ -106,6 +131,7 @@ def load_view_spec(store: Any, name: str, *, features: list[str] | None = None) 
         ttl_s=int(view.ttl.total_seconds()) if view.ttl else 0,
         features=tuple(specs),
         push_source=_push_source_name(view),
+        key_kind=key_kind,
     )
 
 

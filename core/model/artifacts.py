@@ -5,6 +5,8 @@ refused in one line that names them, unless the caller trusts those names explic
 data-only types skops leaves out that scikit-learn's own estimators hold (`ALSO_TRUSTED`): a numpy dtype
 (SimpleImputer's fill type) and the node arrays of a HistGradientBoosting tree. Any other suffix
 (`.joblib`, `.pkl`, `.pickle`) is read by joblib, which unpickles: only load files you would run as code.
+Once registered, a model is stored as a pickle either way, signed when `TANDEM_MODEL_SIGNING_KEY` is set
+(core/model/signing.py, docs/security.md).
 """
 
 from __future__ import annotations

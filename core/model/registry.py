@@ -1,9 +1,11 @@
-"""The model registry over `tandem.model_versions`: register, load (hash-checked), promote, list.
+"""The model registry over `tandem.model_versions`: register, load (hash- and signature-checked), promote, list.
 
 Artifacts are pickled fitted estimators stored in PostgreSQL, so every replica loads the same bytes. The
 sha256 recorded at registration is recomputed before every unpickle: a corrupted or edited artifact is
 refused with TamperedArtifactError. The hash lives in the same row as the bytes, so it catches corruption and
-partial edits, not someone who can rewrite both columns (that would need a signing key).
+partial edits, not someone who can rewrite both columns: with `TANDEM_MODEL_SIGNING_KEY` set, registration
+also signs each version with an HMAC (core/model/signing.py) whose key is not in the database, and loading
+refuses, before unpickling, a version whose signature is missing or does not verify.
 
 Functions take the session first and never commit: the caller owns the transaction.
 """
@@ -25,6 +27,7 @@ from core.errors import NotFoundError, TamperedArtifactError
 from core.model.compiled_trees import compile_pipeline
 from core.model.inputs import check_input_names
 from core.model.loaded import COMPILED_MAX_ROWS, LoadedModel, feature_names
+from core.model.signing import ArtifactClaims, SigningKeys, configured_keys, warn_unsigned
 from core.model.tasks import Task, check_estimator, parse_task
 from core.records.tables import ModelVersion
 
@@ -59,6 +62,7 @@ class ModelVersionInfo:
     params: Mapping[str, Any]
     promoted: bool
     promoted_at: datetime | None
+    signed: bool = False
 
     @classmethod
     def of(cls, row: ModelVersion) -> ModelVersionInfo:
@@ -77,6 +81,7 @@ class ModelVersionInfo:
             params=dict(row.params),
             promoted=row.promoted,
             promoted_at=row.promoted_at.astimezone(UTC) if row.promoted_at else None,
+            signed=row.artifact_signature is not None,
         )
 
 
@@ -113,8 +118,11 @@ def register_model(
     metrics: Mapping[str, Any],
     params: Mapping[str, Any],
     task: Task = "classification",
+    keys: SigningKeys | None = None,
 ) -> ModelVersionInfo:
-    """Store a fitted estimator (pickled, hashed) with what it reads and how it did; not promoted.
+    """Store a fitted estimator (pickled, hashed, signed) with what it reads and how it did; not promoted.
+
+    Signed with the first of `keys` (None: those of `TANDEM_MODEL_SIGNING_KEY`); no key: stored unsigned.
 
     InvalidModelError when the estimator is unfitted, cannot score `task` (a classifier needs predict_proba
     and exactly two classes) or takes other inputs than `feature_refs` (names in that order, or their count).
@@ -128,13 +136,16 @@ def register_model(
     artifact = pickle.dumps(estimator, protocol=pickle.HIGHEST_PROTOCOL)
     sha256 = _sha256(artifact)
     created_at = datetime.now(UTC)
+    version = _new_version(session, created_at=created_at, sha256=sha256)
+    claims = ArtifactClaims(sha256, model_name, version, task, tuple(feature_refs))
     row = ModelVersion(
-        version=_new_version(session, created_at=created_at, sha256=sha256),
+        version=version,
         model_name=model_name,
         task=task,
         created_at=created_at,
         artifact=artifact,
         artifact_sha256=sha256,
+        artifact_signature=_signature(configured_keys(keys), claims),
         feature_service=feature_service,
         feature_refs=list(feature_refs),
         training_start=as_utc(training_start),
@@ -147,6 +158,41 @@ def register_model(
     session.add(row)
     session.flush()
     return ModelVersionInfo.of(row)
+
+
+def _signature(keys: SigningKeys, claims: ArtifactClaims) -> str | None:
+    if keys.enabled:
+        return keys.sign(claims)
+    warn_unsigned()
+    return None
+
+
+def _claims(row: ModelVersion, *, sha256: str) -> ArtifactClaims:
+    return ArtifactClaims(sha256, row.model_name, row.version, row.task, tuple(row.feature_refs))
+
+
+def _verified_sha256(row: ModelVersion, keys: SigningKeys) -> str:
+    """The artifact's sha256, once it matches the recorded one and (with keys) the signature verifies."""
+    what = f"artifact of model {row.model_name!r} version {row.version}"
+    actual = _sha256(row.artifact)
+    if not hmac.compare_digest(actual.encode(), row.artifact_sha256.encode()):  # bytes: any text compares
+        raise TamperedArtifactError(
+            f"{what} does not match its recorded hash "
+            f"(recorded sha256 {row.artifact_sha256[:12]}..., computed {actual[:12]}...): refusing to load it"
+        )
+    if not keys.enabled:
+        warn_unsigned()
+    elif row.artifact_signature is None:
+        raise TamperedArtifactError(
+            f"{what} is unsigned while TANDEM_MODEL_SIGNING_KEY is set: refusing to load it "
+            "(if you trust it: `tandem models sign --all --adopt-unsigned`)"
+        )
+    elif not keys.verify(row.artifact_signature, _claims(row, sha256=actual)):
+        raise TamperedArtifactError(
+            f"{what} has a signature that no configured TANDEM_MODEL_SIGNING_KEY made over its bytes and "
+            "metadata: refusing to load it"
+        )
+    return actual
 
 
 def _no_promoted(model_name: str) -> NotFoundError:
@@ -170,8 +216,14 @@ def _get_version(
     return row
 
 
-def load_model(session: Session, *, model_name: str, version: str | None = None) -> LoadedModel:
-    """A version of `model_name` (None: the promoted one), its artifact verified against its sha256 first."""
+def load_model(
+    session: Session, *, model_name: str, version: str | None = None, keys: SigningKeys | None = None
+) -> LoadedModel:
+    """A version of `model_name` (None: the promoted one), verified before it is unpickled.
+
+    TamperedArtifactError when the artifact does not match its sha256, or when `keys` (None: those of
+    `TANDEM_MODEL_SIGNING_KEY`) are set and its signature is missing or made by none of them.
+    """
     if version is None:
         row = session.scalars(
             select(ModelVersion)
@@ -182,15 +234,11 @@ def load_model(session: Session, *, model_name: str, version: str | None = None)
             raise _no_promoted(model_name)
     else:
         row = _get_version(session, model_name=model_name, version=version, refresh=True)
-    actual = _sha256(row.artifact)
-    if not hmac.compare_digest(actual, row.artifact_sha256):
-        raise TamperedArtifactError(
-            f"artifact of model {model_name!r} version {row.version} does not match its recorded hash "
-            f"(recorded sha256 {row.artifact_sha256[:12]}..., computed {actual[:12]}...): refusing to load it"
-        )
-    # Only bytes whose sha256 matches what register_model recorded are unpickled.
-    estimator = pickle.loads(row.artifact)  # noqa: S301 - verified against the registered sha256 above
+    actual = _verified_sha256(row, configured_keys(keys))
+    # Only bytes whose sha256 matches what register_model recorded (and, with keys, signed) are unpickled.
+    estimator = pickle.loads(row.artifact)  # noqa: S301 - verified against the registered sha256 and HMAC
     task = parse_task(row.task)
+    check_estimator(estimator, task)  # what was unpickled is a fitted model of its task, as registered
     check_input_names(estimator, row.feature_refs)  # once per load: rows arrive in feature_refs' order
     compiled = compile_pipeline(estimator) if task == "classification" else None
     if compiled is not None and compiled.positive_column != 1:

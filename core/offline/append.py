@@ -1,14 +1,15 @@
 """Appending pushed rows to a feature view's offline source table (Feast can't push offline to PostgreSQL).
 
 Feast's PostgreSQL offline store rejects pushes (feast-dev/feast#3759), so Tandem inserts the rows into the
-view's source table itself. The table name comes from Feast's registry, never from a request.
+view's source table itself. The table name comes from Feast's registry, never from a request. The caller's
+own statements (the push outbox row) commit in the same transaction as the rows.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeAlias, TypeVar
 
 from psycopg import AsyncConnection, sql
 from psycopg_pool import AsyncConnectionPool
@@ -16,9 +17,11 @@ from psycopg_pool import AsyncConnectionPool
 from core.errors import NotFoundError, StoreUnavailableError
 from core.features.specs import ViewSpec
 
-__all__ = ["OfflineRows", "PgAppender", "insert_offline"]
+__all__ = ["OfflineRows", "PgAppender", "Work", "insert_offline"]
 
 T = TypeVar("T")
+Work: TypeAlias = Callable[[AsyncConnection[Any]], Awaitable[T]]
+"""Statements a caller runs on the connection, inside the transaction."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,27 +51,35 @@ async def insert_offline(conn: AsyncConnection[Any], rows: OfflineRows) -> None:
 
 
 class PgAppender:
-    """Appends rows in a transaction on an asyncio pool; `then()` runs before the commit (its failure rolls
-    the insert back). PostgreSQL failures raise StoreUnavailableError."""
+    """Appends rows on an asyncio pool and runs the caller's statements in the same transaction
+    (`append(rows, also)`), or in a short one of their own (`transaction(work)`).
+
+    Any failure (connection, pool timeout, SQL error, commit) raises StoreUnavailableError naming
+    PostgreSQL, except NotFoundError (the view cannot take appended rows).
+    """
 
     def __init__(self, pool: AsyncConnectionPool, *, timeout_s: float) -> None:
         self.pool = pool
         self.timeout_s = timeout_s
 
-    async def append(self, rows: OfflineRows, then: Callable[[], Awaitable[T]]) -> T:
-        """Insert `rows`, run `then()`, commit; returns what `then()` returned."""
-        inserted = False
+    async def append(self, rows: OfflineRows, also: Work[T]) -> T:
+        """Insert `rows`, run `also(connection)`, commit both; returns what `also` returned."""
+
+        async def work(conn: AsyncConnection[Any]) -> T:
+            await insert_offline(conn, rows)
+            return await also(conn)
+
+        return await self.transaction(work, what="offline append")
+
+    async def transaction(self, work: Work[T], *, what: str = "push outbox") -> T:
+        """Run `work(connection)` in one transaction and commit; returns what it returned."""
         try:
             async with self.pool.connection(timeout=self.timeout_s) as conn, conn.transaction():
-                await insert_offline(conn, rows)
-                inserted = True
-                return await then()
+                return await work(conn)
         except (NotFoundError, StoreUnavailableError):
             raise
-        except Exception as exc:
-            if inserted:
-                raise  # `then()` failed after the insert: rolled back, its own error stands
+        except Exception as exc:  # every failure here is PostgreSQL's: one error for callers
             text = str(exc).strip().splitlines()
             raise StoreUnavailableError(
-                f"PostgreSQL (offline append): {text[0] if text else type(exc).__name__}"
+                f"PostgreSQL ({what}): {text[0] if text else type(exc).__name__}"
             ) from exc

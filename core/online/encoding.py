@@ -33,6 +33,7 @@ import numpy.typing as npt
 __all__ = [
     "NULL_VALUE",
     "FeatureColumn",
+    "IntKeyKind",
     "KeyKind",
     "ValueKind",
     "encode_entity_keys",
@@ -91,26 +92,43 @@ def varint(value: int) -> bytes:
     return bytes(out)
 
 
-def entity_key_prefix(join_key: str) -> bytes:
-    """The bytes of a v3 serialized entity key with one int64 join key, up to (excluding) the id itself."""
+IntKeyKind = Literal["int64", "int32"]
+"""Key kinds with a fixed width: the fast, vectorised key paths below."""
+
+_INT_KEYS: dict[str, tuple[int, str]] = {
+    "int64": (_VALUE_TYPE_INT64, "<i8"),
+    "int32": (_VALUE_TYPE_INT32, "<i4"),
+}
+
+
+def entity_key_prefix(join_key: str, kind: IntKeyKind = "int64") -> bytes:
+    """The bytes of a v3 serialized entity key with one int join key, up to (excluding) the id itself."""
+    value_type, dtype = _INT_KEYS[kind]
     name = join_key.encode("utf-8")
     return (
         struct.pack("<III", 1, _VALUE_TYPE_STRING, len(name))
         + name
-        + struct.pack("<II", _VALUE_TYPE_INT64, 8)
+        + struct.pack("<II", value_type, np.dtype(dtype).itemsize)
     )
 
 
-def encode_entity_keys(*, join_key: str, entity_ids: npt.NDArray[np.int64], project: str) -> list[bytes]:
-    """Feast's Redis key (`_redis_key`, serialization v3) for each id of a single int64 join key."""
-    prefix = np.frombuffer(entity_key_prefix(join_key), dtype=np.uint8)
+def encode_entity_keys(
+    *, join_key: str, entity_ids: npt.NDArray[np.int64], project: str, kind: IntKeyKind = "int64"
+) -> list[bytes]:
+    """Feast's Redis key (`_redis_key`, serialization v3) for each id of a single int64 or int32 join key;
+    an id outside the kind's range raises ValueError naming the join key."""
+    _, dtype = _INT_KEYS[kind]
+    if kind == "int32":
+        _check_int_range(join_key, np.asarray(entity_ids), "int32")
+    prefix = np.frombuffer(entity_key_prefix(join_key, kind), dtype=np.uint8)
     suffix = np.frombuffer(project.encode("utf-8"), dtype=np.uint8)
-    ids = np.ascontiguousarray(entity_ids, dtype="<i8")
-    n, width = len(ids), len(prefix) + 8 + len(suffix)
+    ids = np.ascontiguousarray(entity_ids, dtype=dtype)
+    size = ids.itemsize
+    n, width = len(ids), len(prefix) + size + len(suffix)
     rows = np.empty((n, width), dtype=np.uint8)
     rows[:, : len(prefix)] = prefix
-    rows[:, len(prefix) : len(prefix) + 8] = ids.view(np.uint8).reshape(n, 8)
-    rows[:, len(prefix) + 8 :] = suffix
+    rows[:, len(prefix) : len(prefix) + size] = ids.view(np.uint8).reshape(n, size)
+    rows[:, len(prefix) + size :] = suffix
     return _row_bytes(rows)
 
 
@@ -232,6 +250,10 @@ def _timestamp_of_datetime(moment: datetime) -> bytes:
     return encode_timestamp(calendar.timegm(moment.utctimetuple()), moment.microsecond * 1000)
 
 
+_TS_MIN_US = -62_135_596_800 * 1_000_000  # 0001-01-01T00:00:00Z
+_TS_MAX_US = 253_402_300_800 * 1_000_000 - 1  # 9999-12-31T23:59:59.999999Z
+
+
 def encode_timestamps(event_timestamps: npt.NDArray[np.datetime64] | datetime, rows: int) -> list[bytes]:
     """The `_ts:` value for each row; naive datetime64 values are UTC and are floored to microseconds."""
     if isinstance(event_timestamps, datetime):
@@ -241,7 +263,9 @@ def encode_timestamps(event_timestamps: npt.NDArray[np.datetime64] | datetime, r
         raise ValueError(f"event_timestamps must be a datetime or {rows} datetime64 values")
     if np.isnat(stamps).any():
         raise ValueError("event_timestamps contains NaT")
-    micros = stamps.astype("datetime64[ns]").astype(np.int64) // 1000
+    micros = stamps.astype("datetime64[us]").astype(np.int64)  # floors; ns would wrap past 2262
+    if len(micros) and (micros.min() < _TS_MIN_US or micros.max() > _TS_MAX_US):
+        raise ValueError("event_timestamps outside years 1-9999 (what a protobuf Timestamp holds)")
     unique, inverse = np.unique(micros, return_inverse=True)
     encoded = [encode_timestamp(int(us) // 1_000_000, int(us) % 1_000_000 * 1000) for us in unique.tolist()]
     return [encoded[i] for i in inverse.ravel().tolist()]

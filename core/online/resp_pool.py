@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import ssl
 from collections.abc import Sequence
 from typing import Any
 
@@ -26,21 +27,32 @@ def _command(*parts: bytes) -> bytes:
 
 
 class _Connection:
-    __slots__ = ("parser", "reader", "writer")
+    __slots__ = ("max_reply_bytes", "parser", "reader", "writer")
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def __init__(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, max_reply_bytes: int
+    ) -> None:
         self.reader, self.writer = reader, writer
         self.parser = hiredis.Reader()
+        self.max_reply_bytes = max_reply_bytes
 
     async def round_trip(self, payload: bytes, replies: int) -> list[Any]:
         self.writer.write(payload)
         out: list[Any] = []
+        received = 0
         while len(out) < replies:
             reply = self.parser.gets()
             if reply is False:
                 data = await self.reader.read(65_536)
                 if not data:
                     raise ConnectionError("Redis closed the connection")
+                received += len(data)
+                if (
+                    received > self.max_reply_bytes
+                ):  # a reply no request of ours can need: never buffer it all
+                    raise ConnectionError(
+                        f"Redis sent more than {self.max_reply_bytes:,} bytes for one request"
+                    )
                 self.parser.feed(data)
                 continue
             out.append(reply)
@@ -53,15 +65,26 @@ class _Connection:
 class RespPool:
     """Connections to one Redis db; `request()` is safe to call from many tasks at once."""
 
-    def __init__(self, endpoint: RedisEndpoint, *, timeout_s: float, max_idle: int = 16) -> None:
+    def __init__(
+        self,
+        endpoint: RedisEndpoint,
+        *,
+        timeout_s: float,
+        max_idle: int = 16,
+        max_reply_bytes: int = 64 << 20,
+    ) -> None:
         self.endpoint = endpoint
+        self.max_reply_bytes = max_reply_bytes
+        # rediss://: TLS verified against the endpoint's CA file (else the system's); AUTH never in clear
+        self._tls = ssl.create_default_context(cafile=endpoint.ca_file or None) if endpoint.tls else None
         self.timeout_s = timeout_s
         self.max_idle = max_idle
         self._idle: collections.deque[_Connection] = collections.deque()
 
     async def _connect(self) -> _Connection:
-        reader, writer = await asyncio.open_connection(self.endpoint.host, self.endpoint.port)
-        connection = _Connection(reader, writer)
+        endpoint = self.endpoint
+        reader, writer = await asyncio.open_connection(endpoint.host, endpoint.port, ssl=self._tls)
+        connection = _Connection(reader, writer, max_reply_bytes=self.max_reply_bytes)
         setup: list[bytes] = []
         if self.endpoint.password:
             auth = [self.endpoint.username.encode()] if self.endpoint.username else []

@@ -15,7 +15,7 @@ import numpy.typing as npt
 
 from core.features.specs import ServiceSpec
 from core.online.decoding import Scalar
-from core.online.encoding import FeatureColumn
+from core.online.encoding import FeatureColumn, IntKeyKind
 
 __all__ = ["STORED_FEATURES", "FeatureColumn", "FeatureRows", "OnlineRow", "StoredPrediction", "apply_ttl"]
 
@@ -55,6 +55,7 @@ class FeatureRows:
     columns: tuple[FeatureColumn, ...]
     event_timestamps: npt.NDArray[np.datetime64] | datetime
     key_ttl_s: int | None = None
+    key_kind: IntKeyKind = "int64"  # the join key's Feast type: int64 or int32 ids
 
     def __post_init__(self) -> None:
         ids = self.entity_ids

@@ -7,7 +7,8 @@ the same bytes, produced in `core.online.wire`:
 - `read(layout, ids)`: a feature service's values, their event times and the stored score, one round trip
   per `batch` entities (a contract test compares every transport with Feast's own reader);
 - `write(rows)`: rows of one view, always overwriting (a batch run is the newest publication);
-- `write_newer(rows)`: Feast's rule, a row replaces the online one only with a newer event time;
+- `write_newer(rows)`: Feast's rule, a row replaces the online one only with a newer event time, checked
+  and written atomically per entity by a Lua script (`core.online.newer_wins`), pipelined;
 - `delete(view, ids)` / `purge()`: a view's fields of some entities / every key of the project.
 
 Any failure to talk to Redis (connection, timeout, protocol, error reply) raises StoreUnavailableError
@@ -29,14 +30,13 @@ import redis
 from core.endpoints import RedisEndpoint
 from core.errors import StoreUnavailableError
 from core.features.specs import ViewSpec
+from core.online.newer_wins import pack_newer_writes, written_count
 from core.online.rows import FeatureRows, OnlineRow
 from core.online.transport import SyncTransport
 from core.online.wire import (
     ReadLayout,
     command,
-    newer_positions,
     pack_hdels,
-    pack_hgets,
     pack_hsets,
     view_fields,
 )
@@ -50,6 +50,11 @@ redis_failures: tuple[type[BaseException], ...] = (
     hiredis.ProtocolError,
 )
 """What a Redis client raises when Redis is down, slow, or answers something unexpected."""
+
+
+def _no_script(exc: redis.ResponseError) -> bool:
+    """Whether Redis answered NOSCRIPT (the script is not cached: send it by body)."""
+    return isinstance(exc, redis.exceptions.NoScriptError) or str(exc).startswith("NOSCRIPT")
 
 
 def _unavailable(exc: BaseException) -> StoreUnavailableError:
@@ -119,20 +124,25 @@ class OnlineStore:
 
     def write_newer(self, rows: FeatureRows) -> int:
         """Write the rows whose event time is newer than the online one; returns how many were written."""
+        if len(rows) == 0:
+            return 0
         with _mapped():
-            stored = self.transport.request(pack_hgets(self.project, rows), len(rows))
-            keep = newer_positions(rows, stored)
-            if keep:
-                payload, commands = pack_hsets(self.project, rows.take(keep))
-                self.transport.request(payload, commands)
-        return len(keep)
+            try:
+                replies = self.transport.request(pack_newer_writes(self.project, rows), len(rows))
+            except redis.ResponseError as exc:
+                if not _no_script(exc):
+                    raise
+                replies = self.transport.request(
+                    pack_newer_writes(self.project, rows, by_body=True), len(rows)
+                )
+        return written_count(replies)
 
     def delete(self, view: ViewSpec, entity_ids: npt.NDArray[np.int64]) -> int:
         """Remove `view`'s fields (values and `_ts`) from the entities' hashes; returns the entities."""
         if len(entity_ids) == 0:
             return 0
         with _mapped():
-            payload = pack_hdels(self.project, view.join_key, entity_ids, view_fields(view))
+            payload = pack_hdels(self.project, view.join_key, entity_ids, view_fields(view), view.key_kind)
             self.transport.request(payload, len(entity_ids))
         return len(entity_ids)
 
@@ -185,12 +195,14 @@ class AsyncOnlineStore:
         if len(rows) == 0:
             return 0
         with _mapped():
-            stored = await self.transport.request(pack_hgets(self.project, rows), len(rows))
-            keep = newer_positions(rows, stored)
-            if keep:
-                payload, commands = pack_hsets(self.project, rows.take(keep))
-                await self.transport.request(payload, commands)
-        return len(keep)
+            try:
+                replies = await self.transport.request(pack_newer_writes(self.project, rows), len(rows))
+            except redis.ResponseError as exc:
+                if not _no_script(exc):
+                    raise
+                payload = pack_newer_writes(self.project, rows, by_body=True)
+                replies = await self.transport.request(payload, len(rows))
+        return written_count(replies)
 
     async def ping(self) -> bool:
         """True when Redis answers PING."""

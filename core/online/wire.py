@@ -7,8 +7,8 @@ this module lays them out as commands, the same ones Feast sends:
   k entities in one buffer (`ReadLayout`); redis-py's pipeline would pack each command anew, ~2x slower;
 - write: per row `HSET <key> _ts:<view> <Timestamp> <mmh3 field> <Value> ...` (Feast's field order), then
   `EXPIRE <key> <ttl>` when a key TTL is set (`pack_hsets`); other views' fields in the hash stay;
-- newer-wins: `HGET <key> _ts:<view>` per row first (`pack_hgets`), then only rows whose event time is
-  newer than the stored one (`newer_positions`), Feast's rule for its own online write;
+- newer-wins: Feast's rule for its own online write as a pure reference (`pack_hgets`, `newer_positions`);
+  the store runs it atomically per entity as a Lua script (`core.online.newer_wins`);
 - delete: `HDEL <key> <fields...>` (`pack_hdels`), and `SCAN`/`DEL` for a project's keys.
 
 Pure: no I/O. Transports (`core.online.transport`, `core.online.resp_pool`) move the bytes.
@@ -17,7 +17,7 @@ Pure: no I/O. Transports (`core.online.transport`, `core.online.resp_pool`) move
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from itertools import chain, repeat
 from operator import call
@@ -30,6 +30,7 @@ from core.errors import ConfigurationError
 from core.features.specs import ServiceSpec, ViewSpec
 from core.online.decoding import decode_snapshot, decode_timestamp, value_decoder
 from core.online.encoding import (
+    IntKeyKind,
     encode_entity_keys,
     encode_timestamps,
     encode_values,
@@ -49,7 +50,7 @@ __all__ = [
     "view_fields",
 ]
 
-_ENTITY_ID = struct.Struct("<q")
+_ENTITY_IDS = {"int64": struct.Struct("<q"), "int32": struct.Struct("<i")}
 _decode_score, _decode_string = value_decoder("float64"), value_decoder("string")
 
 
@@ -63,11 +64,16 @@ def command(*parts: bytes) -> bytes:
     return b"*%d\r\n" % len(parts) + b"".join(_bulk(part) for part in parts)
 
 
-def _entity_id(entity_id: int) -> bytes:
-    try:
-        return _ENTITY_ID.pack(entity_id)
-    except struct.error:
-        raise ValueError(f"entity id {entity_id!r} is not an int64") from None
+def _id_packer(kind: str) -> Callable[[int], bytes]:
+    packer = _ENTITY_IDS[kind].pack
+
+    def pack(entity_id: int) -> bytes:
+        try:
+            return packer(entity_id)
+        except struct.error:
+            raise ValueError(f"entity id {entity_id!r} is not an {kind}") from None
+
+    return pack
 
 
 def _stored_prediction(raw: Sequence[bytes | None]) -> StoredPrediction | None:
@@ -106,10 +112,10 @@ class ReadLayout:
     """
 
     def __init__(self, *, project: str, service: ServiceSpec, predictions: ViewSpec) -> None:
-        if predictions.join_key != service.join_key:
+        if (predictions.join_key, predictions.key_kind) != (service.join_key, service.key_kind):
             raise ConfigurationError(
-                f"view {predictions.name!r} joins on {predictions.join_key!r}, "
-                f"service {service.name!r} on {service.join_key!r}"
+                f"view {predictions.name!r} joins on {predictions.join_key!r} ({predictions.key_kind}), "
+                f"service {service.name!r} on {service.join_key!r} ({service.key_kind})"
             )
         for name in STORED_FEATURES:
             predictions.feature(name)  # NotFoundError naming a missing one
@@ -127,10 +133,12 @@ class ReadLayout:
         )
         self._ts_start = len(self._refs)
         self._stored_start = self._ts_start + len(self._views)
-        # Per entity: `*N $5 HMGET $len <prefix>` + 8 id bytes + `<project> CRLF <fields>`.
-        prefix, suffix = entity_key_prefix(service.join_key), project.encode("utf-8")
+        # Per entity: `*N $5 HMGET $len <prefix>` + id bytes (8 or 4) + `<project> CRLF <fields>`.
+        prefix, suffix = entity_key_prefix(service.join_key, service.key_kind), project.encode("utf-8")
         self._key_parts = (prefix, suffix)
-        head = b"*%d\r\n$5\r\nHMGET\r\n$%d\r\n" % (2 + len(self._fields), len(prefix) + 8 + len(suffix))
+        self._pack_id = _id_packer(service.key_kind)
+        width = _ENTITY_IDS[service.key_kind].size
+        head = b"*%d\r\n$5\r\nHMGET\r\n$%d\r\n" % (2 + len(self._fields), len(prefix) + width + len(suffix))
         tail = b"\r\n" + b"".join(_bulk(field) for field in self._fields)
         self._head, self._tail = head + prefix, suffix + tail
         self._between = self._tail + self._head
@@ -142,11 +150,11 @@ class ReadLayout:
     def key(self, entity_id: int) -> bytes:
         """Feast's Redis key of an entity (v3 serialized entity key + project)."""
         prefix, suffix = self._key_parts
-        return prefix + _entity_id(entity_id) + suffix
+        return prefix + self._pack_id(entity_id) + suffix
 
     def request(self, entity_ids: Sequence[int]) -> bytes:
         """The RESP bytes of one `HMGET <key> <fields...>` per entity (empty for no ids)."""
-        ids = [_entity_id(entity_id) for entity_id in entity_ids]
+        ids = [self._pack_id(entity_id) for entity_id in entity_ids]
         return self._head + self._between.join(ids) + self._tail if ids else b""
 
     def decode(self, entity_id: int, raw: Sequence[bytes | None]) -> OnlineRow:
@@ -185,7 +193,9 @@ def pack_hsets(project: str, rows: FeatureRows) -> tuple[bytes, int]:
     count = len(rows)
     if count == 0:
         return b"", 0
-    keys = encode_entity_keys(join_key=rows.join_key, entity_ids=rows.entity_ids, project=project)
+    keys = encode_entity_keys(
+        join_key=rows.join_key, entity_ids=rows.entity_ids, project=project, kind=rows.key_kind
+    )
     key_size = len(keys[0])
     # Feast's field order: the timestamp first, then the features.
     fields = [timestamp_field(rows.view)] + [feature_field(rows.view, column.name) for column in rows.columns]
@@ -206,14 +216,17 @@ def pack_hsets(project: str, rows: FeatureRows) -> tuple[bytes, int]:
     return b"".join(chain.from_iterable(zip(*parts))), commands  # noqa: B905 - repeat() is endless
 
 
-def _keys(project: str, join_key: str, entity_ids: npt.NDArray[np.int64]) -> list[bytes]:
-    return encode_entity_keys(join_key=join_key, entity_ids=entity_ids, project=project)
+def _keys(
+    project: str, join_key: str, entity_ids: npt.NDArray[np.int64], kind: IntKeyKind = "int64"
+) -> list[bytes]:
+    return encode_entity_keys(join_key=join_key, entity_ids=entity_ids, project=project, kind=kind)
 
 
 def pack_hgets(project: str, rows: FeatureRows) -> bytes:
     """`HGET <key> _ts:<view>` for every row: the stored event times newer-wins compares against."""
     field = timestamp_field(rows.view)
-    return b"".join(command(b"HGET", key, field) for key in _keys(project, rows.join_key, rows.entity_ids))
+    keys = _keys(project, rows.join_key, rows.entity_ids, rows.key_kind)
+    return b"".join(command(b"HGET", key, field) for key in keys)
 
 
 def newer_positions(rows: FeatureRows, stored: Sequence[bytes | None]) -> list[int]:
@@ -257,7 +270,11 @@ def view_fields(view: ViewSpec) -> list[bytes]:
 
 
 def pack_hdels(
-    project: str, join_key: str, entity_ids: npt.NDArray[np.int64], fields: Sequence[bytes]
+    project: str,
+    join_key: str,
+    entity_ids: npt.NDArray[np.int64],
+    fields: Sequence[bytes],
+    kind: IntKeyKind = "int64",
 ) -> bytes:
     """`HDEL <key> <fields...>` for every entity."""
-    return b"".join(command(b"HDEL", key, *fields) for key in _keys(project, join_key, entity_ids))
+    return b"".join(command(b"HDEL", key, *fields) for key in _keys(project, join_key, entity_ids, kind))

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -20,6 +20,8 @@ from core.offline.append import OfflineRows
 from core.online.rows import FeatureColumn, FeatureRows
 
 __all__ = [
+    "DEFAULT_CLOCK_SKEW_S",
+    "DEFAULT_MAX_AGE_S",
     "PushError",
     "ValidRows",
     "find_push_view",
@@ -63,7 +65,10 @@ def _timestamp(value: object, where: str) -> datetime:
         raise PushError(f"{where}: {value!r} is not an ISO 8601 timestamp") from None
     if moment.tzinfo is None:
         raise PushError(f"{where}: timestamp {value!r} has no timezone (add Z or +00:00)")
-    return moment.astimezone(UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:  # year 1 with a positive offset, year 9999 with a negative one
+        raise PushError(f"{where}: timestamp {value!r} is out of range") from None
 
 
 _INT_RANGES = {"int64": (-(2**63), 2**63 - 1), "int32": (-(2**31), 2**31 - 1)}
@@ -99,11 +104,43 @@ def _value(feature: FeatureSpec, value: object, where: str) -> object:
         return value
     if not isinstance(value, str):
         raise PushError(f"{where}: expected a string")
+    if "\x00" in value:
+        raise PushError(f"{where}: NUL characters are not accepted")
     return value
 
 
-def validate_rows(view: ViewSpec, rows: Sequence[Mapping[str, Any]], *, now: datetime) -> ValidRows:
-    """Check every row against the view's schema; raise PushError naming the first fault."""
+DEFAULT_MAX_AGE_S = 30 * 86_400
+DEFAULT_CLOCK_SKEW_S = 300.0
+
+
+def _in_window(moment: datetime, where: str, *, earliest: datetime, latest: datetime) -> datetime:
+    """The event time when it lies in [earliest, latest]; else PushError naming the row and the window."""
+    if not earliest <= moment <= latest:
+        raise PushError(
+            f"{where}: event time {moment.isoformat()} is outside the accepted window "
+            f"[{earliest.isoformat()}, {latest.isoformat()}] (the view's TTL back, the clock-skew allowance ahead)"
+        )
+    return moment
+
+
+def validate_rows(
+    view: ViewSpec,
+    rows: Sequence[Mapping[str, Any]],
+    *,
+    now: datetime,
+    max_age_s: float = DEFAULT_MAX_AGE_S,
+    clock_skew_s: float = DEFAULT_CLOCK_SKEW_S,
+) -> ValidRows:
+    """Check every row against the view's schema; raise PushError naming the first fault.
+
+    Event times must lie in [now - the view's TTL (`max_age_s` when the view has none), now +
+    `clock_skew_s`]: a row from the future would block the entity's later pushes online.
+    """
+    try:
+        earliest = now - timedelta(seconds=view.ttl_s or max_age_s)
+    except OverflowError:  # a TTL of millennia: no lower bound
+        earliest = datetime.min.replace(tzinfo=UTC)
+    latest = now + timedelta(seconds=clock_skew_s)
     required = {view.join_key, view.timestamp_field, *(f.name for f in view.features)}
     allowed = required | ({view.created_field} if view.created_field else set())
     ids, stamps, created = [], [], []
@@ -117,10 +154,20 @@ def validate_rows(view: ViewSpec, rows: Sequence[Mapping[str, Any]], *, now: dat
         if absent:
             raise PushError(f"{where}: missing column(s) {', '.join(absent)}")
         entity = row[view.join_key]
-        if isinstance(entity, bool) or not isinstance(entity, int) or not -(2**63) <= entity < 2**63:
-            raise PushError(f"{where}.{view.join_key}: expected an int64")
+        bits = 32 if view.key_kind == "int32" else 64
+        if (
+            isinstance(entity, bool)
+            or not isinstance(entity, int)
+            or not -(2 ** (bits - 1)) <= entity < 2 ** (bits - 1)
+        ):
+            raise PushError(f"{where}.{view.join_key}: expected an {view.key_kind}")
         ids.append(entity)
-        stamps.append(_timestamp(row[view.timestamp_field], f"{where}.{view.timestamp_field}"))
+        stamp_at = f"{where}.{view.timestamp_field}"
+        stamps.append(
+            _in_window(
+                _timestamp(row[view.timestamp_field], stamp_at), stamp_at, earliest=earliest, latest=latest
+            )
+        )
         made = row.get(view.created_field) if view.created_field else None
         created.append(_timestamp(made, f"{where}.{view.created_field}") if made is not None else now)
         for feature in view.features:
@@ -153,6 +200,7 @@ def online_rows(rows: ValidRows) -> FeatureRows:
         event_timestamps=np.array(
             [rows.event_ts[i].replace(tzinfo=None) for i in chosen], dtype="datetime64[us]"
         ),
+        key_kind=view.key_kind,
     )
 
 

@@ -46,7 +46,7 @@ __all__ = [
     "tracked_run",
 ]
 
-JOB_NAMES: tuple[str, ...] = ("materialize", "batch_predict", "check_skew")
+JOB_NAMES: tuple[str, ...] = ("materialize", "batch_predict", "check_skew", "push_outbox")
 TRIGGERS: tuple[str, ...] = ("schedule", "manual", "api")
 FINISHED_STATUSES: tuple[str, ...] = ("succeeded", "failed", "skipped")
 # Rows of this pid started before this moment belong to an earlier process that had the same pid.

@@ -35,6 +35,7 @@ __all__ = [
     "JobRun",
     "ModelVersion",
     "PredictionRun",
+    "PushOutbox",
     "SkewFinding",
     "SkewReport",
     "SpecSnapshot",
@@ -73,6 +74,7 @@ class ModelVersion(Base):
     created_at: Mapped[datetime] = _now()
     artifact: Mapped[bytes] = mapped_column(LargeBinary)
     artifact_sha256: Mapped[str] = mapped_column(Text)
+    artifact_signature: Mapped[str | None] = mapped_column(Text)  # None: unsigned (core/model/signing.py)
     feature_service: Mapped[str] = mapped_column(Text)
     feature_refs: Mapped[list[Any]] = mapped_column()
     training_start: Mapped[datetime] = mapped_column(DateTime(timezone=True))
@@ -218,3 +220,22 @@ class SpecSnapshot(Base):
     fingerprint: Mapped[str] = mapped_column(Text)
     spec: Mapped[dict[str, Any]] = mapped_column()
     cached_at: Mapped[datetime] = _now()
+
+
+class PushOutbox(Base):
+    """Pushed rows committed offline whose online write has not been confirmed yet.
+
+    Inserted in the push's own transaction with its offline rows, deleted once Redis has them; a drain
+    (the next push, or the scheduler's `push_outbox` job) holds a row by setting `lease_until`.
+    """
+
+    __tablename__ = "push_outbox"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    created_at: Mapped[datetime] = _now()
+    view: Mapped[str] = mapped_column(Text)
+    rows: Mapped[int] = mapped_column(Integer)
+    payload: Mapped[dict[str, Any]] = mapped_column()  # the online rows (core/push/outbox.py)
+    attempts: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_error: Mapped[str | None] = mapped_column(Text)

@@ -41,6 +41,7 @@ def create_db_engine(endpoint: PostgresEndpoint, *, pool_size: int = 5) -> Engin
         pool_pre_ping=True,
         pool_size=pool_size,
         connect_args={"connect_timeout": 5},
+        hide_parameters=True,  # statement parameters (request data) never reach logs or error messages
     )
 
 

@@ -3,7 +3,7 @@
     python examples/bike_stations/data.py --stations 200 --days 3     # uses TANDEM_POSTGRES_URL
 
 (Re)creates two tables in the database:
-- `public.station_status` (station_id bigint, event_timestamp, created, bikes_available integer,
+- `public.station_status` (station_id integer, event_timestamp, created, bikes_available integer,
   docks_available integer, temperature_c double precision, rain_mm real): one row per station and hour,
   the newest at the current hour;
 - `public.station_rentals` (station_id, event_timestamp, rentals): every three hours per station, the bikes
@@ -33,7 +33,7 @@ LABEL_EVERY_HOURS = 3
 _TABLES = """
 DROP TABLE IF EXISTS public.station_status, public.station_rentals;
 CREATE TABLE public.station_status (
-    station_id bigint NOT NULL,
+    station_id integer NOT NULL,
     event_timestamp timestamptz NOT NULL,
     created timestamptz NOT NULL,
     bikes_available integer,
@@ -42,7 +42,7 @@ CREATE TABLE public.station_status (
     rain_mm real
 );
 CREATE TABLE public.station_rentals (
-    station_id bigint NOT NULL,
+    station_id integer NOT NULL,
     event_timestamp timestamptz NOT NULL,
     rentals double precision NOT NULL
 );

@@ -20,7 +20,7 @@ from litestar import Controller, get, post
 from litestar.di import NamedDependency
 from litestar.exceptions import NotFoundException, ValidationException
 from litestar.openapi.spec import SecurityRequirement
-from litestar.params import FromPath, JSONBody, QueryParameter
+from litestar.params import JSONBody, Parameter, QueryParameter
 from litestar.types import Guard
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
@@ -28,7 +28,10 @@ from sqlalchemy.orm import Session
 from core.errors import NotFoundError
 from core.records.skew_reports import ack_report, get_report, list_reports
 
-__all__ = ["AckRequest", "skew_api_controller"]
+__all__ = ["AckRequest", "ReportId", "skew_api_controller"]
+
+ReportId = Annotated[int, Parameter(ge=1, le=2**63 - 1, description="A skew report's id")]
+"""A report id as the path carries it: bounded like PostgreSQL's bigint (a larger one is a 400, not a 500)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,9 +71,7 @@ def skew_api_controller(
             return {"reports": [report.to_json() for report in reports]}
 
         @get("/{report_id:int}", sync_to_thread=True, summary="One skew report")
-        def get_skew_report(
-            self, db_engine: NamedDependency[Engine], report_id: FromPath[int]
-        ) -> dict[str, Any]:
+        def get_skew_report(self, db_engine: NamedDependency[Engine], report_id: ReportId) -> dict[str, Any]:
             """The report with per-feature findings (counts, distances, examples, histograms) and parity."""
             try:
                 with Session(db_engine) as session:
@@ -87,11 +88,16 @@ def skew_api_controller(
             summary="Acknowledge a skew report",
         )
         def ack_skew_report(
-            self, db_engine: NamedDependency[Engine], report_id: FromPath[int], data: JSONBody[AckRequest]
+            self, db_engine: NamedDependency[Engine], report_id: ReportId, data: JSONBody[AckRequest]
         ) -> dict[str, Any]:
             """Record who acknowledged the report and a comment (a later ack replaces an earlier one)."""
             if not data.by.strip():
                 raise ValidationException(detail="field 'by' must name who acknowledges the report")
+            for name, text in (("by", data.by), ("comment", data.comment)):
+                if any(ord(char) < 32 and char not in "\t\n" for char in text) or len(text) > 2_000:
+                    raise ValidationException(
+                        detail=f"field {name!r} must be at most 2,000 characters without control characters"
+                    )
             try:
                 with Session(db_engine) as session, session.begin():
                     return ack_report(

@@ -4,10 +4,15 @@
 Server-rendered with Litestar's Jinja templates (`service/templates/skew/`); charts are inline SVG whose
 geometry `service.skew.charts` computes. The app provides a SQLAlchemy `Engine` as dependency `db_engine`
 and a template config on `TEMPLATES_DIR` (see `skew_template_config`).
+
+Every page carries a Content-Security-Policy that allows no script at all and only the page's own `<style>`
+block (a fresh nonce per answer; the templates hold no `style` attribute), refuses framing
+(`frame-ancestors 'none'`, `X-Frame-Options: DENY`), sniffing and referrers.
 """
 
 from __future__ import annotations
 
+import secrets
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -15,7 +20,6 @@ from typing import Any
 from litestar import Controller, MediaType, get
 from litestar.di import NamedDependency
 from litestar.exceptions import NotFoundException
-from litestar.params import FromPath
 from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.response import Template
 from litestar.template.config import TemplateConfig
@@ -25,9 +29,10 @@ from sqlalchemy.orm import Session
 from core.errors import NotFoundError
 from core.records.skew_models import CLASSES, SKEW_CLASSES, SkewReportInfo
 from core.records.skew_reports import get_report, list_reports
+from service.skew.api import ReportId
 from service.skew.charts import histogram_chart, mismatch_bars, percent, trend_chart
 
-__all__ = ["TEMPLATES_DIR", "SkewPagesController", "report_context", "skew_template_config"]
+__all__ = ["TEMPLATES_DIR", "SkewPagesController", "page_headers", "report_context", "skew_template_config"]
 
 TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
 _TREND_REPORTS = 60
@@ -36,6 +41,26 @@ _TREND_REPORTS = 60
 def skew_template_config() -> TemplateConfig[JinjaTemplateEngine]:
     """Jinja templates from `service/templates` (the app may use its own config on the same folder)."""
     return TemplateConfig(directory=TEMPLATES_DIR, engine=JinjaTemplateEngine)
+
+
+def page_headers(nonce: str) -> dict[str, str]:
+    """The security headers of an HTML page whose `<style>` carries `nonce`."""
+    return {
+        "Content-Security-Policy": (
+            f"default-src 'none'; style-src 'nonce-{nonce}'; img-src 'self' data:; base-uri 'none'; "
+            "form-action 'none'; frame-ancestors 'none'"
+        ),
+        "X-Frame-Options": "DENY",
+        "X-Content-Type-Options": "nosniff",
+        "Referrer-Policy": "no-referrer",
+    }
+
+
+def _page(template_name: str, context: dict[str, Any]) -> Template:
+    nonce = secrets.token_urlsafe(18)
+    return Template(
+        template_name=template_name, context={**context, "csp_nonce": nonce}, headers=page_headers(nonce)
+    )
 
 
 def _format(value: Any) -> str:
@@ -110,17 +135,14 @@ class SkewPagesController(Controller):
         with Session(db_engine) as session:
             reports = list_reports(session, limit=_TREND_REPORTS)
         trend = trend_chart([(r.id, r.created_at, r.mismatch_rate, r.status) for r in reports])
-        return Template(
-            template_name="skew/list.html",
-            context={"reports": reports, "trend": trend, "percent": percent},
-        )
+        return _page("skew/list.html", {"reports": reports, "trend": trend, "percent": percent})
 
     @get("/{report_id:int}", media_type=MediaType.HTML, sync_to_thread=True)
-    def report_page(self, db_engine: NamedDependency[Engine], report_id: FromPath[int]) -> Template:
+    def report_page(self, db_engine: NamedDependency[Engine], report_id: ReportId) -> Template:
         """One report: bars, histograms, examples, parity and its acknowledgement."""
         try:
             with Session(db_engine) as session:
                 report = get_report(session, report_id=report_id)
         except NotFoundError as exc:
             raise NotFoundException(detail=str(exc)) from None
-        return Template(template_name="skew/report.html", context=report_context(report))
+        return _page("skew/report.html", report_context(report))

@@ -1,5 +1,5 @@
-"""`tandem train` and `tandem models list|register|promote`: train from the offline store, bring your own model,
-manage registered versions."""
+"""`tandem train` and `tandem models list|register|promote|sign`: train from the offline store, bring your own
+model, manage registered versions."""
 
 from __future__ import annotations
 
@@ -12,9 +12,11 @@ import click
 from rich.table import Table
 from sqlalchemy.orm import Session
 
+from core.errors import ConfigurationError, TamperedArtifactError
 from core.model.artifacts import read_model_file
 from core.model.lifecycle import register_estimator, register_trained
 from core.model.registry import list_versions, promote, version_info
+from core.model.signing import SigningKeys, sign_versions
 from core.model.tasks import TASKS, Task, parse_task
 from core.model.training import LABEL, LABEL_TABLE, train_model
 from core.stores.database import disposing_engine
@@ -173,6 +175,7 @@ def list_cmd(cli: CliContext, model_name: str | None) -> None:
     table.add_column("created (UTC)", no_wrap=True)
     table.add_column("holdout", justify="right")
     table.add_column("promoted")
+    table.add_column("signed")
     for version in versions:
         table.add_row(
             version.model_name,
@@ -181,6 +184,7 @@ def list_cmd(cli: CliContext, model_name: str | None) -> None:
             f"{version.created_at.astimezone(UTC):%Y-%m-%d %H:%M:%S}",
             _holdout_summary(version.task, version.metrics),
             "yes" if version.promoted else "",
+            "yes" if version.signed else "no",
         )
     cli.console.print(table)
 
@@ -231,6 +235,7 @@ def register_cmd(
     inputs = ", ".join(ref.rsplit(":", 1)[-1] for ref in info.feature_refs)
     cli.console.print(
         f"registered {model_name} version {info.version} ({info.task}, {feature_service}: {inputs})"
+        + ("" if info.signed else ", unsigned")
         + (": promoted" if info.promoted else "")
     )
 
@@ -245,3 +250,35 @@ def promote_cmd(cli: CliContext, version: str, model_name: str | None) -> None:
         name = model_name or version_info(session, version=version).model_name
         info = promote(session, model_name=name, version=version)
     cli.console.print(f"promoted {name} version {info.version}")
+
+
+@models_group.command("sign")
+@click.option("--all", "every_model", is_flag=True, help="Sign the versions of every model.")
+@click.option("--model", "model_name", help="Sign the versions of this model only.")
+@click.option(
+    "--adopt-unsigned",
+    is_flag=True,
+    help="Also sign versions that have no signature yet: only if you trust whoever could write them.",
+)
+@pass_cli
+def sign_cmd(cli: CliContext, every_model: bool, model_name: str | None, adopt_unsigned: bool) -> None:
+    """Sign stored versions with the first TANDEM_MODEL_SIGNING_KEY: after a key rotation, or to adopt old ones.
+
+    A version signed by another configured key is re-signed; a wrong signature is never re-signed.
+    """
+    if every_model == (model_name is not None):
+        raise click.UsageError("pass either --all or --model NAME")
+    keys = SigningKeys.from_settings(cli.settings)
+    if not keys.enabled:
+        raise ConfigurationError("set TANDEM_MODEL_SIGNING_KEY (comma-separated: the first signs) to sign")
+    with disposing_engine(cli.stores().postgres) as engine, Session(engine) as session, session.begin():
+        outcome = sign_versions(session, keys=keys, model_name=model_name, adopt_unsigned=adopt_unsigned)
+    cli.console.print(
+        f"signed {len(outcome['signed'])}, already current {len(outcome['current'])}, "
+        f"refused {len(outcome['refused'])} (key {keys.signing_key_id})"
+    )
+    if outcome["refused"]:
+        hint = "" if adopt_unsigned else " (unsigned ones need --adopt-unsigned)"
+        raise TamperedArtifactError(
+            f"not signed: {', '.join(outcome['refused'])}: wrong signature or hash{hint}"
+        )

@@ -37,6 +37,11 @@ def _prepare_environment(workers: int) -> Path | None:
 def serve_cmd(cli: CliContext, host: str, port: int, workers: int, access_log: bool) -> None:
     """Run the prediction API until Ctrl-C or SIGTERM."""
     cli.stores()  # one clear line now if a store is unreachable, rather than a failing worker later
+    from service.auth import AccessPolicy  # lazy import: the key check, before any worker starts
+
+    AccessPolicy.from_settings(  # a bad key entry is one line here, not a traceback in each worker
+        cli.settings.api_keys.get_secret_value(), read_keys_required=cli.settings.read_keys_required
+    )
     metrics_dir = _prepare_environment(workers)
     import uvicorn  # lazy import: only this command serves
 

@@ -302,3 +302,49 @@ def test_naive_training_times_are_taken_as_utc(
     assert info.training_start == datetime(2026, 3, 1, 12, 30, tzinfo=UTC)
     assert info.training_end == datetime(2026, 3, 2, tzinfo=UTC)
     assert info.task == "classification"
+
+
+def test_models_sign_adopts_unsigned_versions_and_list_shows_them_signed(
+    tandem: Tandem, model_name: str, engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`tandem models sign`: needs --all or --model (exit 2) and a key (exit 1, one line); unsigned versions are
+    refused unless --adopt-unsigned; then `models list` says signed and the version loads under the key."""
+    from core.model.signing import SigningKeys
+
+    rows = np.random.default_rng(0).normal(size=(100, 2))
+    with Session(engine) as session, session.begin():
+        info = register_model(
+            session,
+            model_name=model_name,
+            estimator=LogisticRegression().fit(rows, rows[:, 0] > 0),
+            feature_service="fs",
+            feature_refs=("view:a", "view:b"),
+            training_start=datetime.now(UTC),
+            training_end=datetime.now(UTC),
+            metrics={},
+            params={},
+            keys=SigningKeys(),
+        )
+    assert tandem("models", "sign")[0] == 2
+    code, _, err = tandem("models", "sign", "--model", model_name)
+    assert code == 1
+    assert "TANDEM_MODEL_SIGNING_KEY" in err
+    assert len(err.strip().splitlines()) == 1
+    key = "k" * 43
+    monkeypatch.setenv("TANDEM_MODEL_SIGNING_KEY", key)
+    code, out, err = tandem("models", "sign", "--model", model_name)
+    assert code == 1
+    assert "refused 1" in out
+    assert info.version in err
+    assert "--adopt-unsigned" in err
+    code, out, _ = tandem("models", "sign", "--model", model_name, "--adopt-unsigned")
+    assert code == 0
+    assert f"signed 1, already current 0, refused 0 (key {SigningKeys.parse(key).signing_key_id})" in out
+    code, out, _ = tandem("models", "list", "--model", model_name)
+    assert code == 0
+    assert "signed" in out
+    assert info.version in out
+    cells = [cell.strip() for cell in out.split(info.version, 1)[1].splitlines()[0].split("│")]
+    assert cells[-2] == "yes"  # the last column, `signed`
+    with Session(engine) as session:
+        assert load_model(session, model_name=model_name, version=info.version).version == info.version

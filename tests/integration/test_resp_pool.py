@@ -8,6 +8,7 @@ import asyncio
 import uuid
 from typing import Any
 
+import pytest
 import redis
 
 from core.endpoints import RedisEndpoint
@@ -82,3 +83,28 @@ def test_concurrent_requests_share_round_trips_and_get_their_own_replies(
     assert results[:50] == [[[str(index).encode()]] for index in range(50)]
     assert isinstance(results[50], redis.ResponseError)
     assert round_trips < 51
+
+
+def test_a_reply_beyond_the_cap_fails_the_request_not_the_worker(
+    servers: tuple[object, RedisEndpoint],
+) -> None:
+    """A 2 MB value read with a 1 MB cap: ConnectionError before it is buffered whole; the pool still works."""
+    _, endpoint = servers
+    client = redis.Redis.from_url(endpoint.url())
+    name = f"tandem-test:{uuid.uuid4().hex}"
+    try:
+        client.hset(name, mapping={"a": b"x" * (2 << 20)})
+
+        async def run() -> list[object]:
+            pool = RespPool(endpoint, timeout_s=2.0, max_reply_bytes=1 << 20)
+            try:
+                with pytest.raises(ConnectionError, match="more than 1,048,576 bytes"):
+                    await pool.request(_hmget(name.encode(), b"a"), 1)
+                return await pool.request(_hmget(name.encode(), b"missing"), 1)
+            finally:
+                await pool.close()
+
+        assert asyncio.run(run()) == [[None]]
+    finally:
+        client.delete(name)
+        client.close()

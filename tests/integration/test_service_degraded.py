@@ -3,6 +3,7 @@ the live path answering; both down is a 503 with a message; readiness says which
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -12,6 +13,7 @@ from pydantic import SecretStr
 from sqlalchemy import Engine
 
 from core.endpoints import RedisEndpoint
+from core.online.breaker import BreakerTransport
 from core.online.coalesce import Coalescer
 from core.online.resp_pool import RespPool
 from core.online.store import AsyncOnlineStore
@@ -103,3 +105,27 @@ def test_both_stores_down_is_503_with_a_message(client: TestClient[Any]) -> None
     ready = client.get("/health/ready")
     assert ready.status_code == 503
     assert "both stores" in ready.json()["detail"]
+
+
+def test_a_redis_failure_is_paid_once_then_skipped_until_the_back_off_ends(
+    client: TestClient[Any], stores: Stores
+) -> None:
+    """After one timeout the breaker skips Redis: the next answers are degraded at once (no 0.5 s each), and
+    Redis is asked again once the back-off is over."""
+    services = client.app.state.tandem
+    online = services.models.get("customer_risk").online
+    assert isinstance(online, AsyncOnlineStore)
+    dead = Coalescer(RespPool(RedisEndpoint("127.0.0.1", free_port()), timeout_s=0.5))
+    online.transport = breaker = BreakerTransport(dead, backoff_s=1.0)
+    params = {"customer_id": 3}
+    first = client.get("/v1/predict/customer_risk", params=params)
+    assert first.json()["reason"] == "online_unavailable"
+    assert breaker.is_open
+    started = time.perf_counter()
+    for _ in range(20):
+        assert client.get("/v1/predict/customer_risk", params=params).json()["reason"] == "online_unavailable"
+    assert time.perf_counter() - started < 1.0  # 20 answers without waiting on Redis
+    time.sleep(1.05)
+    breaker.inner = Coalescer(RespPool(stores.redis, timeout_s=0.5))  # Redis is back
+    assert client.get("/v1/predict/customer_risk", params=params).json()["reason"] == "batch_fresh"
+    assert not breaker.is_open

@@ -147,3 +147,24 @@ def test_pages_render_charts(client: TestClient[Litestar], report_ids: list[int]
     assert 'id="examples"' in page
     assert 'id="parity"' in page
     assert "Not acknowledged" in page
+
+
+@pytest.mark.parametrize(
+    "path", ["/v1/skew/reports/99999999999999999999", "/v1/skew/reports/0", "/skew/9223372036854775808"]
+)
+def test_report_ids_beyond_bigint_are_400(client: TestClient[Litestar], path: str) -> None:
+    """A report id PostgreSQL's bigint cannot hold is the client's mistake (400), never a database error."""
+    response = client.get(path)
+    assert response.status_code == 400, response.text
+
+
+@pytest.mark.parametrize("by", ["ana\x00", "ana\x1b[31m", "a" * 2_001])
+def test_ack_text_with_control_characters_is_400(
+    client: TestClient[Litestar], report_ids: list[int], by: str
+) -> None:
+    """A NUL (which PostgreSQL refuses) or a terminal escape in `by` is refused before the database."""
+    response = client.post(
+        f"/v1/skew/reports/{report_ids[0]}/ack", json={"by": by}, headers={"X-API-Key": KEY}
+    )
+    assert response.status_code == 400, response.text
+    assert "'by'" in response.json()["detail"]

@@ -13,6 +13,7 @@ from feast.infra.online_stores.helpers import _redis_key
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey
 from feast.protos.feast.types.Value_pb2 import Value
 
+from core.features.specs import FeatureSpec, ServiceSpec, ViewSpec
 from core.online.encoding import (
     KeyKind,
     encode_entity_keys,
@@ -20,6 +21,7 @@ from core.online.encoding import (
     redis_key,
     serialize_entity_key,
 )
+from core.online.wire import ReadLayout
 
 _FIELDS: dict[str, str] = {"int64": "int64_val", "int32": "int32_val", "string": "string_val"}
 _INT64 = [0, 1, -1, 255, 256, 2**31 - 1, -(2**31), 2**31, 2**63 - 1, -(2**63), 1_234_567_890_123]
@@ -141,3 +143,31 @@ def test_bad_keys_name_the_join_key() -> None:
         serialize_entity_key(["a", "a"], [1, 2], ["int64", "int64"])
     with pytest.raises(ValueError, match="one value per entity"):
         encode_redis_keys(["a", "b"], [[1, 2], [3]], ["int64", "int64"], project="p")
+
+
+@pytest.mark.parametrize(("kind", "values"), [("int64", _INT64), ("int32", _INT32)])
+def test_int_key_fast_paths_equal_feasts_redis_keys(kind: Any, values: list[int]) -> None:
+    """The vectorised int64 and int32 paths the stores use give Feast's `_redis_key` for every id, and the
+    read layout of an int32-keyed service asks for exactly those keys."""
+    ids = np.array(values, dtype=np.int64)
+    ours = encode_entity_keys(join_key="station_id", entity_ids=ids, project="p", kind=kind)
+    theirs = [
+        _redis_key("p", _feast_key(["station_id"], [v], [kind]), entity_key_serialization_version=3)
+        for v in values
+    ]
+    assert ours == theirs
+    view = ViewSpec("s", "t", "station_id", "ts", None, 0, (FeatureSpec("x", "float64"),), key_kind=kind)
+    scores = ViewSpec(
+        "m_predictions", "(q)", "station_id", "scored_at", None, 0,
+        (FeatureSpec("score", "float64"), FeatureSpec("model_version", "string"),
+         FeatureSpec("run_id", "string"), FeatureSpec("feature_snapshot_ts", "string")),
+        key_kind=kind,
+    )  # fmt: skip
+    layout = ReadLayout(project="p", service=ServiceSpec("svc", (view,), ("s:x",)), predictions=scores)
+    assert [layout.key(v) for v in values] == theirs
+
+
+def test_an_int32_key_out_of_range_is_refused() -> None:
+    """An id beyond int32 never wraps into another station's key."""
+    with pytest.raises(ValueError, match="station_id"):
+        encode_entity_keys(join_key="station_id", entity_ids=np.array([2**31]), project="p", kind="int32")

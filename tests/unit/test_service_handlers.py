@@ -3,10 +3,10 @@ and the use cases' decisions, without PostgreSQL or Redis (integration tests run
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -20,6 +20,7 @@ from core.model.registry import LoadedModel
 from core.offline.append import OfflineRows
 from core.online.rows import FeatureRows, OnlineRow, StoredPrediction
 from core.online.wire import ReadLayout
+from core.push.outbox import OutboxItem
 from core.push.service import PushService
 from core.serving.service import PredictionService
 from core.settings import Settings
@@ -28,7 +29,6 @@ from service.metrics import PREDICT_LATENCY
 from service.models import ServedModels
 from service.state import Services
 
-T = TypeVar("T")
 NOW = datetime(2026, 5, 4, 12, 0, tzinfo=UTC)
 RUN_AT = NOW - timedelta(hours=3)
 STATS_TS = RUN_AT - timedelta(hours=1)
@@ -98,6 +98,7 @@ class FakeStored:
     published: set[str] = field(default_factory=lambda: {"run-1"})
     down: bool = False
     appended: list[OfflineRows] = field(default_factory=list)
+    outbox: dict[int, FeatureRows] = field(default_factory=dict)
 
     async def published_runs(self) -> frozenset[str]:
         if self.down:
@@ -109,12 +110,20 @@ class FakeStored:
             raise StoreUnavailableError("PostgreSQL (stored scores): connection refused")
         return {i: self.latest_scores[i] for i in entity_ids if i in self.latest_scores}
 
-    async def append(self, rows: OfflineRows, then: Callable[[], Awaitable[T]]) -> T:
+    async def append(self, rows: OfflineRows, online: FeatureRows) -> int:
         if self.down:
             raise StoreUnavailableError("PostgreSQL (offline append): connection refused")
-        result = await then()  # a failure here leaves nothing appended, like a rolled-back transaction
         self.appended.append(rows)
-        return result
+        self.outbox[len(self.appended)] = online
+        return len(self.appended)
+
+    async def settle(self, done: Sequence[int], *, claim: int = 0) -> list[OutboxItem]:
+        for row_id in done:
+            self.outbox.pop(row_id, None)
+        return []
+
+    async def release(self, ids: Sequence[int], *, error: str) -> None:
+        pass  # the rows stay in `outbox`
 
 
 class FakeProbe:
@@ -278,7 +287,9 @@ def test_push_appends_offline_then_writes_online(world: World) -> None:
         "view": "driver_stats",
         "rows": 1,
         "written_online": 1,
+        "online": "written",
     }
+    assert world.stored.outbox == {}
     assert world.stored.appended[0].records[0][0] == 9
     assert world.online.written[0].entity_ids.tolist() == [9]
 
@@ -291,12 +302,18 @@ def test_push_faults_write_nothing(world: World) -> None:
     assert "rows[0].trips" in response.json()["detail"]
     assert world.client.post("/v1/push/nope", json={"rows": [bad]}, headers=headers).status_code == 404
     assert world.client.post("/v1/push/stats_push", json={"rows": [bad]}).status_code == 401
-    world.online.down = True
+    world.stored.down = True
     good = {**bad, "trips": 3}
     down = world.client.post("/v1/push/stats_push", json={"rows": [good]}, headers=headers)
     assert down.status_code == 503
     assert world.stored.appended == []
     assert world.online.written == []
+    world.stored.down, world.online.down = False, True
+    pending = world.client.post("/v1/push/stats_push", json={"rows": [good]}, headers=headers)
+    assert pending.status_code == 200, pending.text
+    assert (pending.json()["online"], pending.json()["written_online"]) == ("pending", 0)
+    assert len(world.stored.appended) == 1
+    assert list(world.stored.outbox) == [1]
 
 
 RIDERS = ViewSpec(
@@ -348,3 +365,45 @@ def test_two_models_are_served_by_name(world: World) -> None:
     unknown = world.client.post("/v1/predict", json={"model": "nope", "entities": [{"rider_id": 1}]})
     assert unknown.status_code == 404
     assert "churn, eta" in unknown.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    "raw", ["9223372036854775808", "-9223372036854775809", "+42", "4_2", " 42", "٤٢", "1e3"]
+)
+def test_get_keys_are_strict_and_bounded(world: World, raw: str) -> None:
+    """A join key value the key's kind cannot hold, or that only Python's int() would take, is a 400."""
+    response = world.client.get("/v1/predict/eta", params={"driver_id": raw})
+    assert response.status_code == 400, response.text
+    assert response.json()["detail"].startswith("driver_id:")
+
+
+def test_post_keys_are_bounded(world: World) -> None:
+    response = world.client.post("/v1/predict", json={"entities": [{"driver_id": 2**63}]})
+    assert response.status_code == 400, response.text
+    assert "entities[0]" in response.json()["detail"]
+
+
+def test_a_body_nested_too_deeply_is_400(world: World) -> None:
+    """A body deeper than the decoder goes (100,000 `[`) is the client's mistake, not a 500."""
+    response = world.client.post(
+        "/v1/predict", content=b"[" * 100_000, headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 400
+    assert response.json()["detail"] == "body: JSON nested too deeply"
+
+
+@pytest.mark.parametrize("value", ["1", 1.0, True, None, [1]])
+def test_join_keys_must_be_json_integers(world: World, value: object) -> None:
+    """No coercion: "1", 1.0 and true are not the integer 1."""
+    response = world.client.post("/v1/predict", json={"entities": [{"driver_id": value}]})
+    assert response.status_code == 400, response.text
+    assert response.json()["detail"].startswith("entities[0].driver_id: expected an integer")
+
+
+def test_bodies_must_say_json(world: World) -> None:
+    """A JSON body sent as text/plain is a 415 naming the content type, and nothing is served from it."""
+    response = world.client.post(
+        "/v1/predict", content=b'{"entities": [{"driver_id": 1}]}', headers={"content-type": "text/plain"}
+    )
+    assert response.status_code == 415
+    assert response.json()["detail"] == "content-type: expected application/json, got text/plain"

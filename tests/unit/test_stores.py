@@ -86,3 +86,28 @@ def test_settings_never_print_secrets() -> None:
     assert "topsecret" not in repr(settings)
     assert "topsecret" not in str(settings.model_dump())
     assert not settings.uses_local_stack
+
+
+def test_rediss_urls_carry_tls_and_the_ca_to_every_library() -> None:
+    """rediss:// with a CA file: redis-py's URL keeps both, Feast's string says ssl=true and the CA."""
+    endpoint = parse_redis_url("rediss://app:s3cret@cache.internal:6380/1?ssl_ca_certs=/etc/ssl/ca.pem")
+    assert (endpoint.tls, endpoint.ca_file, endpoint.db) == (True, "/etc/ssl/ca.pem", 1)
+    assert endpoint.url() == "rediss://app:s3cret@cache.internal:6380/1?ssl_ca_certs=/etc/ssl/ca.pem"
+    assert endpoint.masked() == "rediss://app:***@cache.internal:6380/1?ssl_ca_certs=/etc/ssl/ca.pem"
+    assert endpoint.feast_connection_string() == (
+        "cache.internal:6380,db=1,username=app,password=s3cret,ssl=true,ssl_ca_certs=/etc/ssl/ca.pem"
+    )
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("redis://h:6379/0?ssl_ca_certs=/ca.pem", "needs rediss://"),
+        ("rediss://h:6379/0?verify=no", "unknown parameter 'verify'"),
+        ("redis://:a,b@h:6379/0", "comma in the password"),
+        ("http://h:6379/0", "must start with redis:// or rediss://"),
+    ],
+)
+def test_redis_urls_tandem_cannot_carry_everywhere_are_one_line(url: str, message: str) -> None:
+    with pytest.raises(ConfigurationError, match=message):
+        parse_redis_url(url)

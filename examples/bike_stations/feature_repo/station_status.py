@@ -5,14 +5,14 @@ from datetime import timedelta
 from data_sources import station_status_push
 from entities import station
 from feast import FeatureView, Field
-from feast.types import Float32, Float64, Int32, Int64
+from feast.types import Float32, Float64, Int32
 
 station_status = FeatureView(
     name="station_status",
     entities=[station],
     ttl=timedelta(days=1),
     schema=[
-        Field(name="station_id", dtype=Int64),
+        Field(name="station_id", dtype=Int32),
         Field(name="bikes_available", dtype=Int32),
         Field(name="docks_available", dtype=Int32),
         Field(name="temperature_c", dtype=Float64),

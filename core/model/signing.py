@@ -1,0 +1,190 @@
+"""HMAC-SHA256 signatures of model artifacts, keyed by secrets kept outside PostgreSQL.
+
+A version's signature covers what a loader trusts about it: the artifact's sha256, the model name, the
+version, the task and the feature refs. Whoever can write `tandem.model_versions` but does not hold a key can
+neither sign new bytes nor move a signed artifact to another model or version. Keys come from
+`TANDEM_MODEL_SIGNING_KEY`, comma-separated: the first signs, every one verifies (rotation: add the new key
+first, re-sign with `tandem models sign --all`, then drop the old one). No key: artifacts are neither signed
+nor verified, and a warning says so once per process. See docs/security.md for the threat model.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import hmac
+import json
+import logging
+from dataclasses import dataclass
+
+from pydantic import SecretStr
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from core.errors import ConfigurationError
+from core.records.tables import ModelVersion
+from core.settings import Settings
+
+__all__ = [
+    "MIN_KEY_CHARS",
+    "SIGNATURE_SCHEME",
+    "ArtifactClaims",
+    "SigningKeys",
+    "configured_keys",
+    "sign_versions",
+    "warn_unsigned",
+]
+
+logger = logging.getLogger(__name__)
+
+SIGNATURE_SCHEME = "hmac-sha256"
+MIN_KEY_CHARS = 32
+_DOMAIN = b"tandem.model-artifact.v1\n"  # a signature of anything else never verifies as an artifact's
+
+
+@dataclass(frozen=True, slots=True)
+class ArtifactClaims:
+    """What a signature vouches for: these bytes (by sha256) are this version of this model, reading these."""
+
+    artifact_sha256: str
+    model_name: str
+    version: str
+    task: str
+    feature_refs: tuple[str, ...]
+
+    def message(self) -> bytes:
+        """The canonical bytes that are signed (domain tag + sorted, compact JSON)."""
+        body = {
+            "artifact_sha256": self.artifact_sha256,
+            "feature_refs": list(self.feature_refs),
+            "model_name": self.model_name,
+            "task": self.task,
+            "version": self.version,
+        }
+        return _DOMAIN + json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+
+
+def _key_id(key: bytes) -> str:
+    """8 hex naming a key in signatures (an HMAC of a constant: says nothing about the key itself)."""
+    return hmac.new(key, b"tandem.key-id", hashlib.sha256).hexdigest()[:8]
+
+
+@dataclass(frozen=True, slots=True)
+class SigningKeys:
+    """The configured keys, the first of which signs. Empty: signing is off (artifacts load unverified)."""
+
+    keys: tuple[bytes, ...] = ()
+
+    @classmethod
+    def parse(cls, secret: SecretStr | str | None) -> SigningKeys:
+        """Keys from `a,b,c` (whitespace around each ignored); ConfigurationError, in one line, on a bad entry."""
+        raw = secret.get_secret_value() if isinstance(secret, SecretStr) else secret
+        if raw is None or not raw.strip():
+            return cls()
+        entries = [entry.strip() for entry in raw.split(",")]
+        for position, entry in enumerate(entries, start=1):
+            if len(entry) < MIN_KEY_CHARS:
+                raise ConfigurationError(
+                    f"TANDEM_MODEL_SIGNING_KEY entry {position} of {len(entries)} has {len(entry)} characters, "
+                    f"needs at least {MIN_KEY_CHARS} "
+                    '(generate one: python -c "import secrets; print(secrets.token_urlsafe(32))")'
+                )
+        return cls(tuple(entry.encode() for entry in entries))
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> SigningKeys:
+        """The keys `settings.model_signing_key` holds."""
+        return cls.parse(settings.model_signing_key)
+
+    @property
+    def enabled(self) -> bool:
+        """True when at least one key is configured: artifacts are signed and must verify."""
+        return bool(self.keys)
+
+    @property
+    def signing_key_id(self) -> str:
+        """The id of the key that signs (the first)."""
+        if not self.keys:
+            raise ConfigurationError("no model signing key is configured (TANDEM_MODEL_SIGNING_KEY)")
+        return _key_id(self.keys[0])
+
+    def sign(self, claims: ArtifactClaims) -> str:
+        """`hmac-sha256:<key id>:<64 hex>` over the claims, with the first key."""
+        if not self.keys:
+            raise ConfigurationError("no model signing key is configured (TANDEM_MODEL_SIGNING_KEY)")
+        key = self.keys[0]
+        digest = hmac.new(key, claims.message(), hashlib.sha256).hexdigest()
+        return f"{SIGNATURE_SCHEME}:{_key_id(key)}:{digest}"
+
+    def verifying_key_id(self, signature: str | None, claims: ArtifactClaims) -> str | None:
+        """The id of the configured key that made `signature` over `claims`, or None if none did.
+
+        Every key is tried and compared in constant time (the key id in the signature is not trusted).
+        """
+        if not signature:
+            return None
+        scheme, _, rest = signature.partition(":")
+        _, _, digest = rest.partition(":")
+        if scheme != SIGNATURE_SCHEME:
+            return None
+        message = claims.message()
+        found: str | None = None
+        for key in self.keys:
+            expected = hmac.new(key, message, hashlib.sha256).hexdigest()
+            if hmac.compare_digest(expected.encode(), digest.encode()):
+                found = found or _key_id(key)
+        return found
+
+    def verify(self, signature: str | None, claims: ArtifactClaims) -> bool:
+        """True when one of the keys made `signature` over exactly these claims."""
+        return self.verifying_key_id(signature, claims) is not None
+
+
+def configured_keys(keys: SigningKeys | None = None) -> SigningKeys:
+    """`keys`, or when None those of the environment's settings (`TANDEM_MODEL_SIGNING_KEY`)."""
+    return keys if keys is not None else SigningKeys.from_settings(Settings())
+
+
+@functools.cache
+def _warn_once() -> None:
+    logger.warning(
+        "model artifacts are unsigned: TANDEM_MODEL_SIGNING_KEY is not set, so anyone who can write "
+        "tandem.model_versions can run code in every process that loads a model (docs/security.md)"
+    )
+
+
+def warn_unsigned() -> None:
+    """Log, once per process, that artifacts are neither signed nor verified."""
+    _warn_once()
+
+
+def sign_versions(
+    session: Session, *, keys: SigningKeys, model_name: str | None = None, adopt_unsigned: bool = False
+) -> dict[str, list[str]]:
+    """(Re-)sign stored versions with the first of `keys`, never unpickling them; returns versions by outcome.
+
+    `signed`: verified by another configured key (rotation) or, with `adopt_unsigned`, unsigned until now
+    (the caller vouches for them). `current`: already signed by the first key. `refused`: a wrong signature,
+    a hash mismatch, or unsigned without `adopt_unsigned`. Each outcome lists versions by model, newest first.
+    """
+    if not keys.enabled:
+        raise ConfigurationError("set TANDEM_MODEL_SIGNING_KEY to sign model versions")
+    query = select(ModelVersion).execution_options(populate_existing=True)
+    if model_name is not None:
+        query = query.where(ModelVersion.model_name == model_name)
+    outcome: dict[str, list[str]] = {"signed": [], "current": [], "refused": []}
+    for row in session.scalars(query.order_by(ModelVersion.model_name, ModelVersion.created_at.desc())):
+        actual = hashlib.sha256(row.artifact).hexdigest()
+        claims = ArtifactClaims(actual, row.model_name, row.version, row.task, tuple(row.feature_refs))
+        signer = keys.verifying_key_id(row.artifact_signature, claims)
+        if not hmac.compare_digest(actual.encode(), row.artifact_sha256.encode()) or (
+            signer is None and (row.artifact_signature is not None or not adopt_unsigned)
+        ):
+            outcome["refused"].append(row.version)
+        elif signer == keys.signing_key_id:
+            outcome["current"].append(row.version)
+        else:
+            row.artifact_signature = keys.sign(claims)
+            outcome["signed"].append(row.version)
+    session.flush()
+    return outcome
