@@ -256,17 +256,26 @@ async def _watch(services: Services, builder: _Builder) -> None:
             logger.warning("model check failed: %s", exc)
 
 
-async def open_services(settings: Settings, stores: Stores) -> tuple[Services, _Builder]:
-    """Connect to both stores, read the specs, load every promoted model."""
-    pool = AsyncConnectionPool(
+def _pg_pool(stores: Stores, settings: Settings, *, size: int) -> AsyncConnectionPool:
+    return AsyncConnectionPool(
         stores.postgres.url(),
         min_size=1,
-        max_size=4,
+        max_size=size,
         open=False,
         check=AsyncConnectionPool.check_connection,
         kwargs={"connect_timeout": max(1, int(settings.postgres_timeout_s))},
     )
+
+
+async def open_services(settings: Settings, stores: Stores) -> tuple[Services, _Builder]:
+    """Connect to both stores, read the specs, load every promoted model.
+
+    Reads (stored scores, the degraded fallback, pings) and pushes get PostgreSQL pools of their own: a burst
+    of pushes never takes the connections a degraded answer needs.
+    """
+    pool, push_pool = _pg_pool(stores, settings, size=4), _pg_pool(stores, settings, size=2)
     await pool.open(wait=False)
+    await push_pool.open(wait=False)
     engine = create_db_engine(stores.postgres, pool_size=2)
     resp = RespPool(stores.redis, timeout_s=settings.redis_timeout_s)
     breaker = BreakerTransport(Coalescer(resp), backoff_s=settings.redis_backoff_s)
@@ -278,7 +287,7 @@ async def open_services(settings: Settings, stores: Stores) -> tuple[Services, _
         push=PushService(
             service=_push_views(models),
             offline=PgPushStore.connect(
-                pool, timeout_s=settings.postgres_timeout_s, lease_s=settings.push_outbox_lease_s
+                push_pool, timeout_s=settings.postgres_timeout_s, lease_s=settings.push_outbox_lease_s
             ),
             online=online,
             policy=PushPolicy.from_settings(settings),
@@ -290,7 +299,7 @@ async def open_services(settings: Settings, stores: Stores) -> tuple[Services, _
     async def dispose() -> None:
         engine.dispose()
 
-    services.closers += [pool.close, resp.close, dispose]
+    services.closers += [pool.close, push_pool.close, resp.close, dispose]
     builder = _Builder(settings, stores, online, pool, engine)
     try:
         await _sync_models(services, builder, rebuild=True)

@@ -129,3 +129,21 @@ def test_a_redis_failure_is_paid_once_then_skipped_until_the_back_off_ends(
     breaker.inner = Coalescer(RespPool(stores.redis, timeout_s=0.5))  # Redis is back
     assert client.get("/v1/predict/customer_risk", params=params).json()["reason"] == "batch_fresh"
     assert not breaker.is_open
+
+
+def test_pushes_cannot_take_the_connections_degraded_answers_need(client: TestClient[Any]) -> None:
+    """Every connection of the push pool held (a burst of pushes) and Redis down: predictions still come
+    from PostgreSQL through the read pool."""
+    services = client.app.state.tandem
+    push_pool = services.push.offline.appender.pool
+    read_pool = services.models.get("customer_risk").stored.pool
+    assert push_pool is not read_pool
+    _kill_redis(services)
+    held = [client.blocking_portal.call(push_pool.getconn) for _ in range(push_pool.max_size)]
+    try:
+        answer = client.get("/v1/predict/customer_risk", params={"customer_id": 3})
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["reason"] == "online_unavailable"
+    finally:
+        for conn in held:
+            client.blocking_portal.call(push_pool.putconn, conn)
