@@ -22,6 +22,7 @@ from pydantic import SecretStr
 from core.endpoints import parse_postgres_url, parse_redis_url
 from core.settings import Settings
 from core.stores.resolve import Stores
+from tandem.demo.names import demo_settings
 
 __all__ = ["bench_stores", "median", "print_table", "run_child"]
 
@@ -40,10 +41,12 @@ def bench_stores() -> Iterator[tuple[Settings, Stores]]:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     database = admin.with_database(name)
     stores = Stores(postgres=database, redis=redis_endpoint, local=False)
-    settings = Settings(
-        postgres_url=SecretStr(database.url()),
-        redis_url=SecretStr(redis_endpoint.url()),
-        feast_project=project,
+    settings = demo_settings(  # the benches run the demo's model
+        Settings(
+            postgres_url=SecretStr(database.url()),
+            redis_url=SecretStr(redis_endpoint.url()),
+            feast_project=project,
+        )
     )
     try:
         yield settings, stores
@@ -81,7 +84,9 @@ def run_child(script: str, settings: Settings, stores: Stores, *args: str) -> tu
         "TANDEM_POSTGRES_URL": stores.postgres.url(),
         "TANDEM_REDIS_URL": stores.redis.url(),
         "TANDEM_FEAST_PROJECT": settings.feast_project,
-        "TANDEM_MODEL_NAME": settings.model_name,
+        "TANDEM_MODEL_NAME": settings.model_name or "",
+        "TANDEM_FEATURE_SERVICE": settings.feature_service or "",
+        "TANDEM_LABELS": settings.labels or "",
         "OMP_NUM_THREADS": "1",
     }
     started = time.perf_counter()

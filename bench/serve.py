@@ -61,6 +61,7 @@ from bench.serve_world import (
     push_many,
 )
 from core.features.feast_repo import feast_env
+from tandem.demo.names import DEMO_FEATURE_SERVICE
 
 # ---------------------------------------------------------------------------------------------- main
 
@@ -160,7 +161,7 @@ def main() -> None:
                 if item["source"] != "live":
                     raise RuntimeError(f"features_newer not served live: {item}")
             if not args.skip_feast:
-                check_feast(ports["feast"], settings.feature_service, sample)
+                check_feast(ports["feast"], DEMO_FEATURE_SERVICE, sample)
             print(
                 f"checked: {sample} -> batch_fresh, pushed ids -> features_newer (live), feast serve answers"
             )
@@ -176,7 +177,7 @@ def main() -> None:
             def measure(target: Target, seconds: float) -> Load:
                 return wrk(
                     target, script=script, threads=args.threads, connections=args.connections,
-                    seconds=seconds, service=settings.feature_service,
+                    seconds=seconds, service=DEMO_FEATURE_SERVICE,
                 )  # fmt: skip
 
             for r in range(args.rounds):

@@ -28,10 +28,12 @@ class Settings(BaseSettings):
     # Feast
     feature_repo: Path = PROJECT_ROOT / "feature_repo"
     feast_project: str = Field(default="tandem", pattern=r"^[A-Za-z0-9_]+$")
-    feature_service: str = "customer_risk_v1"
+    # Defaults of `tandem train` (serving, batch and checks take every promoted model and its own service).
+    feature_service: str | None = Field(default=None, description="Feature service `tandem train` reads")
 
     # Model
-    model_name: str = "customer_risk"
+    model_name: str | None = Field(default=None, description="Model name `tandem train` registers")
+    labels: str | None = Field(default=None, description="Label table or SELECT query `tandem train` reads")
     model_signing_key: SecretStr | None = Field(
         default=None,
         description="HMAC keys of model artifacts, comma-separated: the first signs, all verify (docs/security.md)",
@@ -47,6 +49,12 @@ class Settings(BaseSettings):
     job_max_attempts: int = Field(default=3, ge=1, description="Tries per job run before it is marked failed")
     job_retry_backoff_s: float = Field(default=5.0, ge=0, description="First retry delay; doubles each try")
     leader_poll_s: float = Field(default=2.0, gt=0, description="How often a standby scheduler tries to lead")
+    leader_lease_s: float = Field(
+        default=10.0, gt=0, description="Leader lease length, renewed every leader_poll_s (must exceed it)"
+    )
+    job_timeout_s: float = Field(
+        default=6 * 3600.0, gt=0, description="A job attempt running longer is recorded failed (timeout)"
+    )
     push_outbox_interval_s: int = Field(
         default=10, ge=1, description="How often the scheduler writes online the pushed rows Redis missed"
     )

@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
+from core.errors import ConfigurationError
 from core.model.inputs import model_feature_refs
 from core.model.registry import ModelVersionInfo, promote, register_model
 from core.model.tasks import Task, check_estimator
@@ -37,6 +38,13 @@ def register_trained(
     return promote(session, model_name=model_name, version=info.version) if promote_it else info
 
 
+def _model_name(model_name: str | None, settings: Settings) -> str:
+    name = model_name or settings.model_name
+    if name is None:
+        raise ConfigurationError("name the model: --name or TANDEM_MODEL_NAME")
+    return name
+
+
 def train_and_promote(
     store: Any, settings: Settings, *, engine: Engine, model_name: str | None = None, **training: Any
 ) -> tuple[TrainingResult, ModelVersionInfo]:
@@ -44,7 +52,7 @@ def train_and_promote(
     result = train_model(store, settings, engine=engine, **training)
     with Session(engine) as session, session.begin():
         info = register_trained(
-            session, model_name=model_name or settings.model_name, result=result, promote_it=True
+            session, model_name=_model_name(model_name, settings), result=result, promote_it=True
         )
     return result, info
 

@@ -26,7 +26,7 @@ import pandas as pd
 import psycopg
 from sqlalchemy import Engine
 
-from core.errors import TrainingError
+from core.errors import ConfigurationError, TrainingError
 from core.features.feast_repo import feature_service_refs
 from core.model.labels import LABEL_ALIAS, TIMESTAMP, describe_labels, entity_rows_query, fit_targets
 from core.model.loaded import feature_names
@@ -37,7 +37,6 @@ from core.settings import Settings
 __all__ = [
     "HYPERPARAMETERS",
     "LABEL",
-    "LABEL_TABLE",
     "TrainingResult",
     "calibration_table",
     "evaluate_scores",
@@ -46,7 +45,6 @@ __all__ = [
     "training_frame",
 ]
 
-LABEL_TABLE = "features.fraud_labels"  # the demo's labels: the default where none are named
 LABEL = "label"
 
 Progress = Callable[[str], None]
@@ -107,7 +105,7 @@ def training_frame(
     *,
     engine: Engine,
     feature_service: str,
-    label_table: str = LABEL_TABLE,
+    label_table: str,
     label_column: str = LABEL,
     timestamp_column: str = TIMESTAMP,
 ) -> pd.DataFrame:
@@ -191,7 +189,7 @@ def train_model(
     settings: Settings,
     *,
     engine: Engine,
-    label_table: str = LABEL_TABLE,
+    label_table: str | None = None,
     feature_service: str | None = None,
     holdout_fraction: float = 0.2,
     refit_on_all: bool = True,
@@ -202,7 +200,8 @@ def train_model(
     timestamp_column: str = TIMESTAMP,
     task: Task = "classification",
 ) -> TrainingResult:
-    """Train on `label_table` (a table or a query) with the features of `feature_service` (default: settings').
+    """Train on `label_table` (a table or a query) with the features of `feature_service` (defaults: the
+    settings' `labels` and `feature_service`; ConfigurationError naming the setting when neither is given).
 
     See the module doc. `progress(stage)` is called after each stage: features, fit, evaluate, refit.
     """
@@ -212,6 +211,13 @@ def train_model(
         raise ValueError(f"holdout_fraction must be in (0, 1), got {holdout_fraction}")
     task = parse_task(task)
     service = feature_service or settings.feature_service
+    if service is None:
+        raise ConfigurationError(
+            "name the feature service to train on: --feature-service or TANDEM_FEATURE_SERVICE"
+        )
+    label_table = label_table or settings.labels
+    if label_table is None:
+        raise ConfigurationError("name the labels: --labels TABLE_OR_QUERY or TANDEM_LABELS")
     refs = feature_service_refs(store, service)  # NotFoundError for an unknown service
     names = list(feature_names(refs))
     source = describe_labels(label_table)

@@ -18,7 +18,7 @@ from core.model.lifecycle import register_estimator, register_trained
 from core.model.registry import list_versions, promote, version_info
 from core.model.signing import SigningKeys, sign_versions
 from core.model.tasks import TASKS, Task, parse_task
-from core.model.training import LABEL, LABEL_TABLE, train_model
+from core.model.training import LABEL, train_model
 from core.stores.database import disposing_engine
 from tandem.context import CliContext
 
@@ -83,9 +83,9 @@ def _metrics_table(title: str, task: Task, metrics: Mapping[str, Any]) -> Table:
     "--labels",
     "--label-table",
     "labels",
-    default=LABEL_TABLE,
-    show_default=True,
-    help="[schema.]table or SELECT query with the join keys, an event timestamp and the label.",
+    default=None,
+    help="[schema.]table or SELECT query with the join keys, an event timestamp and the label "
+    "(default: TANDEM_LABELS).",
 )
 @click.option(
     "--label-column", default=LABEL, show_default=True, help="Column of the labels holding the target."
@@ -112,7 +112,7 @@ def train_cmd(
     cli: CliContext,
     model_name: str | None,
     feature_service: str | None,
-    labels: str,
+    labels: str | None,
     label_column: str,
     timestamp_column: str,
     task: str,
@@ -124,6 +124,12 @@ def train_cmd(
 
     settings = cli.settings
     name = model_name or settings.model_name
+    if name is None:
+        raise click.UsageError("name the model: --name NAME (or TANDEM_MODEL_NAME)")
+    if (feature_service or settings.feature_service) is None:
+        raise click.UsageError("name its inputs: --feature-service FS (or TANDEM_FEATURE_SERVICE)")
+    if (labels or settings.labels) is None:
+        raise click.UsageError("name the labels: --labels TABLE_OR_QUERY (or TANDEM_LABELS)")
     stores = cli.stores()
     with disposing_engine(stores.postgres) as engine:
         store = open_feature_store(settings, stores)

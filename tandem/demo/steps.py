@@ -19,7 +19,7 @@ from core.online.store import OnlineStore
 from core.stores.database import create_db_engine, upgrade_schema
 from core.stores.resolve import Stores
 from tandem.context import CliContext
-from tandem.demo.names import DEMO_FEATURE_SERVICE, DEMO_MODEL, DEMO_PREDICTIONS_VIEW
+from tandem.demo.names import DEMO_FEATURE_SERVICE, DEMO_MODEL, DEMO_PREDICTIONS_VIEW, demo_settings
 
 __all__ = ["Timeline", "prepare_data", "show_predictions", "show_skew"]
 
@@ -72,7 +72,9 @@ def prepare_data(cli: CliContext, timeline: Timeline, *, customers: int, days: i
             f"seed: {seeded.profile_rows + seeded.txn_rows:,} feature rows, {seeded.label_rows:,} labels"
         )
         with console.status("training"):
-            trained, info = train_and_promote(open_feature_store(settings, stores), settings, engine=engine)
+            trained, info = train_and_promote(
+                open_feature_store(settings, stores), demo_settings(settings), engine=engine
+            )
         timeline.step(
             f"train: model {info.version} promoted, holdout ROC AUC {trained.metrics['roc_auc']:.3f}"
         )

@@ -14,6 +14,7 @@ from core.endpoints import PostgresEndpoint, RedisEndpoint
 from core.settings import Settings
 from core.stores.database import create_db_engine, upgrade_schema
 from core.stores.resolve import Stores
+from tandem.demo.names import demo_settings
 from tests.servers import private_database, purge_feast_project, server_endpoints
 
 
@@ -42,11 +43,13 @@ def stores(servers: tuple[PostgresEndpoint, RedisEndpoint], feast_project: str) 
 @pytest.fixture(scope="session")
 def settings(stores: Stores, feast_project: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
     """Settings pointing at this session's stores."""
-    return Settings(
-        postgres_url=SecretStr(stores.postgres.url()),
-        redis_url=SecretStr(stores.redis.url()),
-        feast_project=feast_project,
-        home=Path(tmp_path_factory.mktemp("home")),
+    return demo_settings(  # the demo's model, feature service and labels as `tandem train`'s defaults
+        Settings(
+            postgres_url=SecretStr(stores.postgres.url()),
+            redis_url=SecretStr(stores.redis.url()),
+            feast_project=feast_project,
+            home=Path(tmp_path_factory.mktemp("home")),
+        )
     )
 
 

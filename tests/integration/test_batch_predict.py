@@ -24,7 +24,7 @@ from core.records.prediction_runs import get_run
 from core.settings import Settings
 from core.stores.resolve import Stores
 from tandem.demo.data import TXN_TABLE, seed_demo_data
-from tandem.demo.names import DEMO_MODEL, DEMO_PREDICTIONS_VIEW
+from tandem.demo.names import DEMO_FEATURE_SERVICE, DEMO_MODEL, DEMO_PREDICTIONS_VIEW
 
 END = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=2)
 CUSTOMERS = 400
@@ -50,7 +50,7 @@ def world(settings: Settings, stores: Stores, engine: Engine) -> World:
     store = open_feature_store(settings, stores)
     train_and_promote(store, settings, engine=engine)
     with Session(engine) as session:
-        model = load_model(session, model_name=settings.model_name)
+        model = load_model(session, model_name=DEMO_MODEL)
     as_of = END - timedelta(hours=3, minutes=30)
     with psycopg.connect(stores.postgres.url()) as conn:
         conn.execute(
@@ -91,7 +91,7 @@ def test_scores_equal_feasts_point_in_time_path(world: World, settings: Settings
     assert result.rows == len(stored) == CUSTOMERS
     entity_df = pd.DataFrame({"customer_id": stored.index.to_numpy(), "event_timestamp": world.as_of})
     frame = world.store.get_historical_features(
-        entity_df=entity_df, features=world.store.get_feature_service(settings.feature_service)
+        entity_df=entity_df, features=world.store.get_feature_service(DEMO_FEATURE_SERVICE)
     ).to_df()
     frame = frame.set_index("customer_id").loc[stored.index]
     expected = world.model.predict_scores(frame)

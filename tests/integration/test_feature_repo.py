@@ -24,6 +24,7 @@ from core.features.feast_repo import (
 from core.settings import PROJECT_ROOT, Settings
 from core.stores.resolve import Stores
 from tandem.demo.data import PROFILE_FEATURES, PROFILE_TABLE, TXN_FEATURES, TXN_TABLE, seed_demo_data
+from tandem.demo.names import DEMO_FEATURE_SERVICE
 
 BIN = Path(sys.executable).parent
 END = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=1)
@@ -58,7 +59,7 @@ def _latest_offline(
 
 def test_feature_service_lists_the_model_inputs(materialized: Any, settings: Settings) -> None:
     """The feature service names every profile and transaction feature, in definition order."""
-    refs = feature_service_refs(materialized, settings.feature_service)
+    refs = feature_service_refs(materialized, DEMO_FEATURE_SERVICE)
     expected = [f"customer_profile:{name}" for name in PROFILE_FEATURES] + [
         f"customer_txn_stats:{name}" for name in TXN_FEATURES
     ]
@@ -71,7 +72,7 @@ def test_online_features_are_the_newest_offline_rows(
     """After materialization, Redis serves each customer's newest offline row; unknown customers get nulls."""
     ids = [1, 2, 17, 150, CUSTOMERS]
     online = materialized.get_online_features(
-        features=materialized.get_feature_service(settings.feature_service),
+        features=materialized.get_feature_service(DEMO_FEATURE_SERVICE),
         entity_rows=[{"customer_id": i} for i in [*ids, CUSTOMERS + 1000]],
     ).to_dict()
     profiles = _latest_offline(stores, PROFILE_TABLE, PROFILE_FEATURES, ids)

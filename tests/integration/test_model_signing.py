@@ -33,6 +33,7 @@ from core.settings import Settings
 from core.stores.resolve import Stores
 from service.app import create_app
 from tandem.demo.data import seed_demo_data
+from tandem.demo.names import DEMO_FEATURE_SERVICE
 
 OLD = SigningKeys.parse("old-key-" + "o" * 40)
 NEW = SigningKeys.parse("new-key-" + "n" * 40)
@@ -277,7 +278,7 @@ def api_settings(
         end = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=1)
         seed_demo_data(conn, customers=50, days=2, seed=31, end=end)
     apply_feature_repo(scoped, stores)
-    refs = feature_service_refs(open_feature_store(scoped, stores), scoped.feature_service)
+    refs = feature_service_refs(open_feature_store(scoped, stores), DEMO_FEATURE_SERVICE)
     return scoped, tuple(refs)
 
 
@@ -298,7 +299,7 @@ def test_the_api_serves_a_signed_version_and_refuses_a_consistent_swap(
                 session,
                 model_name=API_MODEL,
                 estimator=_estimator(seed=5, inputs=len(refs)),
-                feature_service=scoped.feature_service,
+                feature_service=DEMO_FEATURE_SERVICE,
                 feature_refs=refs,
                 training_start=now,
                 training_end=now,

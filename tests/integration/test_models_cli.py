@@ -28,6 +28,7 @@ from core.records.tables import ModelVersion
 from core.settings import Settings
 from core.stores.resolve import Stores
 from tandem.cli import main
+from tandem.demo.names import DEMO_FEATURE_SERVICE
 from tests.servers import store_env
 
 
@@ -35,7 +36,7 @@ from tests.servers import store_env
 def service_refs(settings: Settings, stores: Stores) -> tuple[str, ...]:
     """The repo applied; the refs of the feature service the registered models read."""
     apply_feature_repo(settings, stores)
-    return tuple(feature_service_refs(open_feature_store(settings, stores), settings.feature_service))
+    return tuple(feature_service_refs(open_feature_store(settings, stores), DEMO_FEATURE_SERVICE))
 
 
 @pytest.fixture
@@ -113,7 +114,7 @@ def test_register_a_joblib_pipeline_then_load_and_score_it(
         "--name",
         model_name,
         "--feature-service",
-        settings.feature_service,
+        DEMO_FEATURE_SERVICE,
         "--promote",
     )
     assert code == 0, err
@@ -159,7 +160,7 @@ def test_a_regressor_round_trips_with_its_task(
         "--name",
         model_name,
         "--feature-service",
-        settings.feature_service,
+        DEMO_FEATURE_SERVICE,
         "--task",
         "regression",
     )
@@ -207,7 +208,7 @@ def test_mismatches_are_one_line_and_exit_1(
             "--name",
             model_name,
             "--feature-service",
-            settings.feature_service,
+            DEMO_FEATURE_SERVICE,
         )
         assert expected in _one_error_line(code, err), file_name
     good = tmp_path / "count.joblib"
@@ -248,7 +249,7 @@ def test_skops_files_load_without_pickle_and_untrusted_types_are_named(
         "--name",
         model_name,
         "--feature-service",
-        settings.feature_service,
+        DEMO_FEATURE_SERVICE,
     )
     assert code == 0, err
     with Session(engine) as session:
@@ -262,7 +263,7 @@ def test_skops_files_load_without_pickle_and_untrusted_types_are_named(
     sio.dump(custom, tmp_path / "custom.skops")
     untrusted = sio.get_untrusted_types(file=tmp_path / "custom.skops")
     assert untrusted
-    args = ("--name", model_name, "--feature-service", settings.feature_service)
+    args = ("--name", model_name, "--feature-service", DEMO_FEATURE_SERVICE)
     code, _, err = tandem("models", "register", str(tmp_path / "custom.skops"), *args)
     line = _one_error_line(code, err)
     assert all(name in line for name in untrusted)

@@ -37,7 +37,7 @@ from core.stores.resolve import Stores
 from tandem.commands.skew import check_skew_cmd, skew_group
 from tandem.context import CliContext
 from tandem.demo.data import PROFILE_TABLE, TXN_TABLE, seed_demo_data
-from tandem.demo.names import DEMO_MODEL
+from tandem.demo.names import DEMO_FEATURE_SERVICE, DEMO_MODEL
 from tests.servers import purge_feast_project
 
 WATERMARK = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=2)
@@ -194,13 +194,13 @@ def _changed_score_value(world: World, customer: int) -> float:
     from core.stores.database import create_db_engine
 
     rows = world.store.get_online_features(
-        features=world.store.get_feature_service(world.settings.feature_service),
+        features=world.store.get_feature_service(DEMO_FEATURE_SERVICE),
         entity_rows=[{"customer_id": customer}],
     ).to_df()
     engine = create_db_engine(world.stores.postgres, pool_size=1)
     try:
         with Session(engine) as session:
-            model = load_model(session, model_name=world.settings.model_name)
+            model = load_model(session, model_name=DEMO_MODEL)
     finally:
         engine.dispose()
     base = float(model.predict_scores(rows)[0])

@@ -33,6 +33,7 @@ from core.stores.resolve import Stores
 from tandem.commands.models import models_group, train_cmd
 from tandem.context import CliContext
 from tandem.demo.data import LABEL_TABLE, TXN_TABLE, seed_demo_data
+from tandem.demo.names import DEMO_FEATURE_SERVICE, DEMO_LABELS
 
 END = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=1)
 CUSTOMERS = 3_000
@@ -97,7 +98,7 @@ def test_model_beats_chance_on_the_time_based_holdout(trained: Trained, settings
     assert result.training_end.tzinfo is not None
     assert len(metrics["calibration"]) == 10
     assert sum(row["count"] for row in metrics["calibration"]) == metrics["holdout_rows"]
-    assert list(result.feature_refs) == feature_service_refs(trained.store, settings.feature_service)
+    assert list(result.feature_refs) == feature_service_refs(trained.store, DEMO_FEATURE_SERVICE)
 
 
 def test_loaded_model_scores_like_the_trained_estimator(
@@ -113,7 +114,9 @@ def test_loaded_model_scores_like_the_trained_estimator(
     assert loaded.version == info.version
     assert loaded.feature_refs == trained.result.feature_refs
     assert loaded.sha256 == hashlib.sha256(pickle.dumps(trained.result.estimator, protocol=5)).hexdigest()
-    frame = training_frame(trained.store, engine=engine, feature_service=trained.result.feature_service)
+    frame = training_frame(
+        trained.store, engine=engine, feature_service=trained.result.feature_service, label_table=DEMO_LABELS
+    )
     matrix = frame.loc[:, list(loaded.feature_names)].to_numpy(dtype=np.float64)
     expected = trained.result.estimator.predict_proba(matrix)[:, 1]
     scores = loaded.predict_scores(frame.iloc[:, ::-1])  # column order of a frame does not matter
@@ -273,6 +276,7 @@ def test_cli_train_promote_then_models_list(trained: Trained, settings: Settings
         line = next(line for line in listed.output.splitlines() if version.group(1) in line)
         assert "yes" in line
         assert "classification" in line
+        assert cli_settings.model_name is not None
         assert cli_settings.model_name in line
         unknown = runner.invoke(
             _cli_group(), ["models", "promote", "nope"], obj=CliContext(settings=cli_settings)
@@ -293,7 +297,9 @@ def test_loaded_model_uses_the_compiled_trees_and_scores_identically(
     assert loaded.compiled is not None
     assert loaded.compiled.n_trees == trained.result.estimator[-1].n_iter_
     without = dataclasses.replace(loaded, compiled=None)
-    frame = training_frame(trained.store, engine=engine, feature_service=trained.result.feature_service)
+    frame = training_frame(
+        trained.store, engine=engine, feature_service=trained.result.feature_service, label_table=DEMO_LABELS
+    )
     matrix = frame.loc[:, list(loaded.feature_names)].to_numpy(dtype=np.float64)
     expected = loaded.estimator.predict_proba(matrix)[:, 1]
     np.testing.assert_array_equal(loaded.predict_scores(matrix), expected)
@@ -315,7 +321,7 @@ def test_labels_from_a_query_with_naive_timestamps_join_like_the_table(
     """A query with other column names, naive UTC timestamps and boolean labels joins the same feature rows
     at the same instants as the label table, whatever the session's time zone."""
     service = trained.result.feature_service
-    expected = training_frame(trained.store, engine=engine, feature_service=service)
+    expected = training_frame(trained.store, engine=engine, feature_service=service, label_table=DEMO_LABELS)
     far_from_utc = create_engine(engine.url, connect_args={"options": "-c timezone=Pacific/Kiritimati"})
     try:  # a session 14 hours ahead of UTC must not shift naive times
         frame = training_frame(
@@ -347,7 +353,7 @@ def test_cli_train_from_a_query_with_a_name_and_label_column(
         "--name",
         name,
         "--feature-service",
-        settings.feature_service,
+        DEMO_FEATURE_SERVICE,
         "--labels",
         NAIVE_LABELS,
         "--label-column",
@@ -408,7 +414,9 @@ def test_a_regression_model_trains_reports_mae_r2_and_round_trips(
     loaded = load_model(session, model_name=name, version=info.version)
     assert info.task == loaded.task == "regression"
     assert loaded.compiled is None
-    frame = training_frame(trained.store, engine=engine, feature_service=result.feature_service)
+    frame = training_frame(
+        trained.store, engine=engine, feature_service=result.feature_service, label_table=DEMO_LABELS
+    )
     matrix = frame.loc[:, list(loaded.feature_names)].to_numpy(dtype=np.float64)
     np.testing.assert_array_equal(loaded.predict_scores(matrix), result.estimator.predict(matrix))
 
