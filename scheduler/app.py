@@ -55,7 +55,7 @@ def _stored_next_runs(engine: Engine, store: SQLAlchemyJobStore, keep: list[str]
 def create_scheduler(runner: JobRunner) -> BlockingScheduler:
     """A UTC BlockingScheduler with the jobs of `runner.registry` and the requests poll.
 
-    Its job store uses `runner.context.engine`. Start it only while holding the leader lock, inside
+    Its job store uses `runner.context.engine`. Start it only while holding the leader lease, inside
     `scheduler.entry.serving(runner)`.
     """
     engine = runner.context.engine

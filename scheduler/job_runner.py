@@ -10,16 +10,28 @@ attempt 1. Once `stop()` is called no new retry starts and a backoff wait ends a
 
 A job never overlaps itself in this process: a scheduled tick that finds the job running (a requested
 run, say) is skipped, and requests wait for the next poll. Across processes, only the leader schedules.
+
+Each attempt runs with a timeout (`Job.timeout_s`, else the setting `job_timeout_s`; scheduler.attempt):
+past it, the attempt is recorded failed (JobTimeoutError), not retried, and the job starts no new attempt
+(ticks skipped, requests left waiting) until the abandoned body ends by itself.
+
+`leading` (the leader lease's `leading`, or always True) is asked before every attempt and after every
+body: a runner whose process no longer leads starts nothing, and a body that ends after leadership was
+lost is recorded failed (LeadershipLostError): another leader may have run the job meanwhile. `fence`
+(the lease's) closes the last gap: a success is recorded only in a transaction that holds the lease row.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 
 from sqlalchemy.orm import Session
 
-from core.records.job_runs import JobRunInfo, claim_requested_run, tracked_run
+from core.records.job_runs import Fence, JobRunInfo, RunHandle, claim_requested_run, tracked_run
+from scheduler.attempt import Attempt
+from scheduler.errors import JobTimeoutError, LeadershipLostError
 from scheduler.registry import JobContext, JobRegistry
 
 __all__ = ["JobRunner"]
@@ -30,11 +42,46 @@ logger = logging.getLogger(__name__)
 class JobRunner:
     """Runs the jobs of `registry` with `context`; `stop()` ends retries (one runner per scheduler run)."""
 
-    def __init__(self, registry: JobRegistry, context: JobContext) -> None:
+    def __init__(
+        self,
+        registry: JobRegistry,
+        context: JobContext,
+        *,
+        leading: Callable[[], bool] | None = None,
+        fence: Fence | None = None,
+    ) -> None:
         self.registry = registry
         self.context = context
         self.stopping = threading.Event()
+        self.leading: Callable[[], bool] = leading or (lambda: True)
+        self.fence = fence
         self._running = {name: threading.Lock() for name in registry}
+        self._abandoned: dict[str, Attempt] = {}
+
+    def stuck(self, name: str) -> bool:
+        """True while a timed-out attempt of job `name` still runs (no new attempt starts meanwhile)."""
+        attempt = self._abandoned.get(name)
+        if attempt is not None and not attempt.running():
+            del self._abandoned[name]
+            return False
+        return attempt is not None
+
+    def _attempt(self, name: str, run: RunHandle) -> None:
+        job = self.registry[name]
+        attempt = Attempt(job, self.context, run)
+        try:
+            attempt.wait(job.timeout_s or self.context.settings.job_timeout_s)
+        except JobTimeoutError:
+            self._abandoned[name] = attempt
+            raise
+        if not self.leading():
+            raise LeadershipLostError(f"{name}: this process lost the leader lease while the job ran")
+
+    def _check_may_start(self, name: str) -> None:
+        if not self.leading():
+            raise LeadershipLostError(f"{name} not started: this process does not hold the leader lease")
+        if self.stuck(name):
+            raise JobTimeoutError(f"{name} not started: its timed-out attempt is still running")
 
     def stop(self) -> None:
         """No new attempt starts from now on; backoff waits end at once."""
@@ -49,6 +96,7 @@ class JobRunner:
         requested_by = claimed.requested_by if claimed is not None else None
         try:
             for attempt in range(1, job.retry.max_attempts + 1):
+                self._check_may_start(name)
                 try:
                     with tracked_run(
                         self.context.engine,
@@ -57,10 +105,14 @@ class JobRunner:
                         attempt=attempt,
                         requested_by=requested_by,
                         run_id=claimed.id if claimed is not None and attempt == 1 else None,
+                        fence=self.fence,
                     ) as run:
-                        job.body(self.context, run)
+                        self._attempt(name, run)
+                except (JobTimeoutError, LeadershipLostError) as exc:
+                    logger.error("%s failed (attempt %d), not retried: %s", name, attempt, exc)
+                    raise
                 except Exception as exc:
-                    if attempt == job.retry.max_attempts or self.stopping.is_set():
+                    if attempt == job.retry.max_attempts or self.stopping.is_set() or not self.leading():
                         logger.error("%s failed after %d attempt(s): %s", name, attempt, exc)
                         raise
                     wait = job.retry.delay_s(attempt)
@@ -92,6 +144,10 @@ class JobRunner:
         if not lock.acquire(blocking=False):
             logger.info("%s is already running in this process: skipping this tick", name)
             return None
+        if self.stuck(name) or not self.leading():
+            lock.release()
+            logger.warning("%s: a timed-out attempt still runs, or no leader lease: skipping this tick", name)
+            return None
         try:
             rows = self.run(name, trigger="schedule")
         finally:
@@ -107,6 +163,8 @@ class JobRunner:
             if not lock.acquire(blocking=False):
                 continue
             try:
+                if self.stuck(name) or not self.leading():
+                    continue
                 with Session(self.context.engine) as session, session.begin():
                     claimed = claim_requested_run(session, jobs=[name])
                 if claimed is None:

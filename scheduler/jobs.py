@@ -14,6 +14,7 @@ from __future__ import annotations
 import importlib
 import logging
 import math
+import uuid
 from collections.abc import Callable
 from datetime import UTC
 from typing import Any
@@ -31,6 +32,7 @@ from core.online.store import OnlineStore
 from core.push.drain import drain_outbox
 from core.records.deadline import DeadlineForecast, cron_trigger
 from core.records.job_runs import RunHandle, forecast_batch_deadline, one_line
+from core.records.prediction_runs import fail_orphaned_runs, record_owner
 from core.settings import Settings
 from scheduler.registry import Job, JobContext, JobRegistry, RetryPolicy
 
@@ -73,8 +75,16 @@ def _batch_predict(ctx: JobContext, run: RunHandle) -> None:
     # Imported when run: schedulers that only materialize never load the scoring stack.
     from core.batch.predict import run_batch_predict
 
+    with Session(ctx.engine) as session, session.begin():
+        repaired = fail_orphaned_runs(session)  # the runs of processes killed mid-run: failed, not resumed
+    if repaired:
+        logger.warning("marked %d prediction run(s) of dead processes failed: %s", len(repaired), repaired)
+
     def one(name: str) -> tuple[int, dict[str, Any]]:
-        result = run_batch_predict(ctx.settings, ctx.stores, model_name=name)
+        run_id = uuid.uuid4()
+        with Session(ctx.engine) as session, session.begin():
+            record_owner(session, job_run_id=run.run_id, run_id=run_id)
+        result = run_batch_predict(ctx.settings, ctx.stores, model_name=name, run_id=run_id)
         return result.rows, {
             "run_id": str(result.run_id),
             "model_version": result.model_version,

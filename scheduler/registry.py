@@ -61,6 +61,7 @@ class Job:
     `trigger` is an APScheduler 3 trigger (an untyped library, hence Any). `then` names a job run right
     after each successful scheduled run of this one, when the registry holds it (a skew check after
     materialization compares what was just written). `after` runs after every run (the deadline gauge).
+    `timeout_s` bounds each attempt (None: the setting `job_timeout_s`; see scheduler.job_runner).
     """
 
     name: str
@@ -70,6 +71,7 @@ class Job:
     retry: RetryPolicy
     then: str | None = None
     after: AfterRun | None = None
+    timeout_s: float | None = None
 
 
 class JobRegistry(Mapping[str, Job]):

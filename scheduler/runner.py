@@ -1,12 +1,15 @@
 """Run the scheduler: wait for leadership, schedule while leading, stop cleanly.
 
-`run_scheduler` blocks: as a standby it polls the leader lock every `leader_poll_s`; as the leader it
-repairs rows of dead runs, sets the batch deadline gauge, makes a JobRunner for the registry it was given,
-starts the APScheduler (inside `scheduler.entry.serving(runner)`) and checks the lock every
-`leader_poll_s`. `stop` (set by SIGTERM/SIGINT in the entry points) shuts the scheduler down,
-waits for running jobs and releases the lock: exit code 0. A lost lock returns LEADERSHIP_LOST at once:
-the entry points then end the process without waiting for running jobs (`os._exit`), since another
-process may already lead. `python -m scheduler [--jobs a,b]` is the plain entry point.
+`run_scheduler` blocks: as a standby it tries to take the leader lease (scheduler.leader) every
+`leader_poll_s`; as the leader it renews the lease every `leader_poll_s` in a thread of its own, repairs
+the rows of dead processes (job runs, and the prediction runs they left unfinished), sets the batch
+deadline gauge, makes a JobRunner for the registry it was given (asking the lease before every attempt),
+starts the APScheduler (inside `scheduler.entry.serving(runner)`) and watches the lease every
+`leader_poll_s`. `stop` (set by SIGTERM/SIGINT in the entry points) shuts the scheduler down, waits for
+running jobs and lets the lease go: exit code 0. A lost lease (expired: the process was stopped or cut
+off; or taken) returns LEADERSHIP_LOST at once: the entry points then end the process without waiting
+for running jobs (`os._exit`), since another process may already lead. `python -m scheduler [--jobs a,b]`
+is the plain entry point.
 """
 
 from __future__ import annotations
@@ -17,13 +20,16 @@ import os
 import signal
 import sys
 import threading
+import uuid
 from collections.abc import Callable, Sequence
 from types import FrameType
 
 from apscheduler.events import EVENT_SCHEDULER_STARTED
+from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from core.records.job_runs import fail_dead_runs
+from core.records.prediction_runs import fail_orphaned_runs
 from core.settings import Settings
 from core.stores.database import create_db_engine
 from core.stores.resolve import Stores, resolve_stores
@@ -31,14 +37,29 @@ from scheduler.app import create_scheduler
 from scheduler.entry import serving
 from scheduler.job_runner import JobRunner
 from scheduler.jobs import default_jobs, update_deadline_gauge, warm_up
-from scheduler.leader import LeaderLock
+from scheduler.leader import LeaderLease
 from scheduler.registry import JobContext, JobRegistry
 
-__all__ = ["LEADERSHIP_LOST", "exit_now", "install_stop_signals", "main", "run_scheduler"]
+__all__ = [
+    "LEADERSHIP_LOST",
+    "exit_now",
+    "install_stop_signals",
+    "main",
+    "repair_dead_runs",
+    "run_scheduler",
+]
 
 logger = logging.getLogger(__name__)
 
 LEADERSHIP_LOST = 3
+
+
+def repair_dead_runs(engine: Engine) -> tuple[list[int], list[uuid.UUID]]:
+    """Mark failed the job runs of dead processes on this host, then the prediction runs they left."""
+    with Session(engine) as session, session.begin():
+        jobs = fail_dead_runs(session)
+        predictions = fail_orphaned_runs(session)
+    return jobs, predictions
 
 
 def run_scheduler(
@@ -50,44 +71,48 @@ def run_scheduler(
     notify: Callable[[str], None] = logger.info,
 ) -> int:
     """Lead or wait, then schedule the jobs of `registry` until `stop`; returns 0, or LEADERSHIP_LOST."""
+    lease = LeaderLease(stores.postgres, lease_s=settings.leader_lease_s, poll_s=settings.leader_poll_s)
     threading.Thread(target=warm_up, name="warm-up", daemon=True).start()
-    with LeaderLock(stores.postgres) as lock:
+    with lease:
         standby = "standby: another scheduler leads; waiting"
-        if not lock.wait(poll_s=settings.leader_poll_s, stop=stop, on_standby=lambda: notify(standby)):
+        if not lease.wait(stop=stop, on_standby=lambda: notify(standby)):
             notify("stopped before leading")
             return 0
-        notify(f"leader (pid {os.getpid()}): scheduling {', '.join(registry)}")
+        notify(f"leader (pid {os.getpid()}, lease epoch {lease.epoch}): scheduling {', '.join(registry)}")
+        done, lost = threading.Event(), threading.Event()
+        threading.Thread(target=lease.keep, args=[done], name="leader-lease", daemon=True).start()
         engine = create_db_engine(stores.postgres, pool_size=4)
-        lost = threading.Event()
         try:
-            with Session(engine) as session, session.begin():
-                repaired = fail_dead_runs(session)
-            if repaired:
-                notify(f"marked {len(repaired)} run(s) of dead processes failed: {repaired}")
+            jobs, predictions = repair_dead_runs(engine)
+            if jobs or predictions:
+                notify(f"marked failed, their processes dead: job runs {jobs}, prediction runs {predictions}")
             update_deadline_gauge(engine, settings)
-            runner = JobRunner(registry, JobContext(settings=settings, stores=stores, engine=engine))
+            context = JobContext(settings=settings, stores=stores, engine=engine)
+            runner = JobRunner(registry, context, leading=lease.leading, fence=lease.fence)
             scheduler = create_scheduler(runner)
 
             def watch() -> None:
                 while not stop.wait(settings.leader_poll_s):
-                    if not lock.still_held():
+                    if not lease.leading():
                         lost.set()
                         break
                 runner.stop()
                 scheduler.shutdown(wait=not lost.is_set())
 
-            scheduler.add_listener(
-                lambda _event: threading.Thread(target=watch, name="leader-watch", daemon=True).start(),
-                EVENT_SCHEDULER_STARTED,
-            )
+            watcher = threading.Thread(target=watch, name="leader-watch", daemon=True)
+            scheduler.add_listener(lambda _event: watcher.start(), EVENT_SCHEDULER_STARTED)
             with serving(runner):
                 scheduler.start()  # blocks until watch() shuts it down
+                if not lost.is_set() and watcher.is_alive():
+                    # The scheduler's loop can end before shutdown(wait=True) has waited for running jobs.
+                    watcher.join()
         finally:
+            done.set()
             engine.dispose()
     if lost.is_set():
-        notify("leadership lost: stopped scheduling")
+        notify("leadership lost (lease expired or taken): stopped scheduling")
         return LEADERSHIP_LOST
-    notify("scheduler stopped; leader lock released")
+    notify("scheduler stopped; leader lease released")
     return 0
 
 

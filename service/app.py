@@ -20,7 +20,7 @@ from core.errors import StoreUnavailableError
 from core.push.service import PushService
 from core.settings import Settings
 from service.auth import API_KEY_HEADER, SECURITY, AccessPolicy, access_guard, require_api_key
-from service.errors import EXCEPTION_HANDLERS
+from service.errors import EXCEPTION_HANDLERS, document_errors
 from service.health import HealthController, metrics
 from service.jobs import JobsController
 from service.lifespan import lifespan
@@ -129,4 +129,6 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
         request_max_body_size=settings.max_body_bytes,
         before_request=_json_bodies_only,
     )
-    return Litestar.from_config(config)
+    app = Litestar.from_config(config)
+    document_errors(app)
+    return app

@@ -2,6 +2,7 @@
 
 Every error body is `{"detail": "...", "status_code": N}`; a validation failure names the field at fault.
 An unexpected exception's text never reaches the answer (it is logged): the body says "internal error".
+`document_errors` lists each route's error answers, with that body, in the OpenAPI schema.
 """
 
 from __future__ import annotations
@@ -9,13 +10,20 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from litestar import Request, Response
+import msgspec
+from litestar import Litestar, Request, Response
 from litestar.exceptions import HTTPException, ValidationException
+from litestar.handlers import HTTPRouteHandler
+from litestar.openapi import ResponseSpec
+from litestar.routes import HTTPRoute
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
 from core.errors import NotFoundError, StoreUnavailableError, TandemError
 
-__all__ = ["EXCEPTION_HANDLERS", "RequestError"]
+__all__ = ["EXCEPTION_HANDLERS", "NAME_PATTERN", "ErrorBody", "RequestError", "document_errors"]
+
+NAME_PATTERN = r"^[^\x00-\x1f\x7f]{1,200}$"
+"""A name in a query (job, model): no control characters (PostgreSQL refuses NUL: a 400, not a 500)."""
 
 logger = logging.getLogger(__name__)
 
@@ -73,3 +81,55 @@ EXCEPTION_HANDLERS: dict[int | type[Exception], Any] = {
     TandemError: _domain,
     Exception: _unexpected,
 }
+
+
+class ErrorBody(msgspec.Struct):
+    """Every error answer's body."""
+
+    detail: str
+    status_code: int
+
+
+_WHY = {
+    400: "Bad request: the detail names the field at fault",
+    401: "Missing or unknown X-API-Key",
+    403: "The API key lacks the route's scope",
+    404: "Unknown model, entity, push source, job or report",
+    409: "The request conflicts with Tandem's state (a domain rule refused it)",
+    413: "Request body too large",
+    415: "The request body is not application/json",
+    429: "Rate limit exceeded: retry after the Retry-After header's seconds",
+    503: "A store (PostgreSQL or Redis) is unreachable, or no model is served",
+}
+_PUBLIC = ("/health/", "/schema", "/metrics")
+
+
+def _codes(method: str, path: str) -> set[int]:
+    """The error statuses a route can answer: access (every /v1 route), bodies, lookups, stores."""
+    if path == "/health/ready":
+        return {503}  # not ready: the readiness body, with `detail` and `status_code`
+    if path.startswith(_PUBLIC):
+        return set()
+    codes = {400, 401, 403, 409, 429, 503}
+    if method in {"POST", "PUT", "PATCH"}:
+        codes |= {413, 415}
+    if "{" in path or method == "POST":
+        codes.add(404)
+    return codes
+
+
+def document_errors(app: Litestar) -> None:
+    """Document in the OpenAPI schema the error answers every route can give, each with `ErrorBody`
+    (a handler's own `responses` win). Call before the schema is first served."""
+    for route in app.routes:
+        if not isinstance(route, HTTPRoute):
+            continue
+        for handler in route.route_handlers:
+            if not isinstance(handler, HTTPRouteHandler):
+                continue
+            documented = {
+                code: ResponseSpec(data_container=ErrorBody, description=_WHY[code], generate_examples=False)
+                for method in handler.http_methods
+                for code in _codes(method, route.path)
+            }
+            handler.responses = {**documented, **(handler.responses or {})}

@@ -9,17 +9,18 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
 from litestar import Controller, Request, get, post
 from litestar.di import NamedDependency
-from litestar.params import FromPath, FromQuery
+from litestar.params import FromPath, FromQuery, QueryParameter
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from core.records.job_runs import JobRunInfo, forecast_batch_deadline, list_job_runs, request_job_run
 from core.settings import Settings
 from service.auth import SECURITY, Scope, principal_of, require_api_key
+from service.errors import NAME_PATTERN
 
 __all__ = ["JobsController", "error_for"]
 
@@ -67,7 +68,9 @@ class JobsController(Controller):
         request: Request[Any, Any, Any],
         db_engine: NamedDependency[Engine],
         settings: NamedDependency[Settings],
-        job: FromQuery[str | None] = None,
+        job: Annotated[
+            str | None, QueryParameter(pattern=NAME_PATTERN, description="Only this job's runs")
+        ] = None,
         limit: FromQuery[int] = 50,
     ) -> dict[str, Any]:
         """Newest runs first, with durations, rows, status; and when batch predictions will be ready. A failed

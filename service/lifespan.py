@@ -346,3 +346,4 @@ async def lifespan(app: Litestar) -> AsyncIterator[None]:
         with contextlib.suppress(asyncio.CancelledError):
             await watcher
         await services.close()
+        app.state.pop("tandem", None)  # a restarted lifespan opens fresh services, never these closed ones

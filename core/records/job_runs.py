@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Collection, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
@@ -22,7 +22,7 @@ from sqlalchemy import Engine, func, or_, select
 from sqlalchemy.exc import ProgrammingError
 from sqlalchemy.orm import Session
 
-from core.errors import ConfigurationError, NotFoundError
+from core.errors import ConfigurationError, NotFoundError, TandemError
 from core.metrics import JOB_DURATION, JOB_RUNS
 from core.records.deadline import DeadlineForecast, forecast_deadline, next_cron_start
 from core.records.tables import JobRun
@@ -31,7 +31,9 @@ from core.settings import Settings
 __all__ = [
     "FINISHED_STATUSES",
     "JOB_NAMES",
+    "PROCESS_DIED",
     "TRIGGERS",
+    "Fence",
     "JobRunInfo",
     "RunHandle",
     "claim_requested_run",
@@ -40,6 +42,7 @@ __all__ = [
     "forecast_batch_deadline",
     "list_job_runs",
     "one_line",
+    "pid_alive",
     "recent_durations",
     "request_job_run",
     "start_job_run",
@@ -49,6 +52,7 @@ __all__ = [
 JOB_NAMES: tuple[str, ...] = ("materialize", "batch_predict", "check_skew", "push_outbox")
 TRIGGERS: tuple[str, ...] = ("schedule", "manual", "api")
 FINISHED_STATUSES: tuple[str, ...] = ("succeeded", "failed", "skipped")
+PROCESS_DIED = "process died"  # the error of a run whose process ended without finishing it
 # Rows of this pid started before this moment belong to an earlier process that had the same pid.
 _PROCESS_STARTED = datetime.now(UTC)
 
@@ -196,7 +200,8 @@ def recent_durations(session: Session, *, job: str, limit: int = 30) -> list[flo
     return [float(value) for value in session.scalars(query) if value is not None]
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """True while process `pid` of this host exists and is not a zombie."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -221,8 +226,8 @@ def fail_dead_runs(session: Session, *, host: str | None = None) -> list[int]:
     now = datetime.now(UTC)
     for run in session.scalars(query):
         mine_before = run.pid == os.getpid() and (run.started_at or now) < _PROCESS_STARTED
-        if run.pid is None or mine_before or (run.pid != os.getpid() and not _pid_alive(run.pid)):
-            run.status, run.error, run.finished_at = "failed", "process died", now
+        if run.pid is None or mine_before or (run.pid != os.getpid() and not pid_alive(run.pid)):
+            run.status, run.error, run.finished_at = "failed", PROCESS_DIED, now
             run.duration_s = max(0.0, (now - (run.started_at or run.requested_at)).total_seconds())
             repaired.append(run.id)
     session.flush()
@@ -266,8 +271,16 @@ def _begin(engine: Engine, *, job: str, trigger: str, attempt: int, requested_by
         raise
 
 
-def _end(engine: Engine, handle: RunHandle, status: str, error: str | None) -> JobRunInfo:
+Fence = Callable[[Session], str | None]
+"""Checked in the transaction that records a success: a reason (not None) records the run failed instead."""
+
+
+def _end(
+    engine: Engine, handle: RunHandle, status: str, error: str | None, fence: Fence | None = None
+) -> JobRunInfo:
     with Session(engine) as session, session.begin():
+        if status == "succeeded" and fence is not None and (reason := fence(session)) is not None:
+            status, error = "failed", reason
         info = finish_job_run(
             session,
             run_id=handle.run_id,
@@ -291,10 +304,13 @@ def tracked_run(
     attempt: int = 1,
     requested_by: str | None = None,
     run_id: int | None = None,
+    fence: Fence | None = None,
 ) -> Iterator[RunHandle]:
     """Run a block as one job run: start and finish each committed on their own (see module docstring).
 
-    Pass `run_id` of a claimed request to finish that row instead of starting a new one.
+    Pass `run_id` of a claimed request to finish that row instead of starting a new one. `fence` is asked
+    in the transaction that would record a success: when it gives a reason, the run is recorded failed
+    with it and TandemError(reason) is raised (the scheduler's leader lease: scheduler.leader).
     """
     if run_id is None:
         run_id = _begin(engine, job=job, trigger=trigger, attempt=attempt, requested_by=requested_by)
@@ -304,4 +320,6 @@ def tracked_run(
     except BaseException as exc:  # recorded, then re-raised: interrupts and exits fail the run too
         _end(engine, handle, "failed", one_line(exc))
         raise
-    _end(engine, handle, "succeeded", None)
+    info = _end(engine, handle, "succeeded", None, fence)
+    if info.status != "succeeded":
+        raise TandemError(info.error or "the run's fence refused its success")

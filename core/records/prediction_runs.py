@@ -3,6 +3,13 @@
 running -> loaded (every row durably in PostgreSQL) -> publishing -> published (every row online).
 Any failure -> failed, with the error. Only published runs are visible to Feast (the batch_predictions
 source joins on status) and to the service. Functions take the session first; callers own transactions.
+
+A run whose process is killed stays unfinished (running, loaded or publishing) until repaired: the job
+run that starts it notes it as its own first (`record_owner`: the prediction run id in the job run's
+details under "prediction_runs"), and once that job run is marked "process died" (core.records.job_runs:
+`fail_dead_runs`), `fail_orphaned_runs` marks the prediction run failed too, naming the dead process.
+The previous published run stays served throughout. Runs started outside a job run have no owner and
+are never repaired this way.
 """
 
 from __future__ import annotations
@@ -12,20 +19,28 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import Text, cast, select, update
 from sqlalchemy.orm import Session
 
 from core.errors import NotFoundError
-from core.records.tables import PredictionRun
+from core.records.job_runs import PROCESS_DIED
+from core.records.tables import JobRun, PredictionRun
 
 __all__ = [
+    "OWNED_RUNS_KEY",
+    "UNFINISHED_STATUSES",
     "RunInfo",
     "create_run",
+    "fail_orphaned_runs",
     "get_run",
     "latest_published_run",
     "list_runs",
+    "record_owner",
     "set_run_status",
 ]
+
+OWNED_RUNS_KEY = "prediction_runs"  # in job_runs.details: ids of the prediction runs that job run started
+UNFINISHED_STATUSES: tuple[str, ...] = ("running", "loaded", "publishing")
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,3 +160,39 @@ def list_runs(session: Session, *, limit: int = 20) -> list[RunInfo]:
     """Newest runs first."""
     rows = session.scalars(select(PredictionRun).order_by(PredictionRun.started_at.desc()).limit(limit))
     return [RunInfo.of(row) for row in rows]
+
+
+def record_owner(session: Session, *, job_run_id: int, run_id: uuid.UUID) -> None:
+    """Note that job run `job_run_id` (its process) runs prediction run `run_id`; NotFoundError if unknown."""
+    job_run = session.get(JobRun, job_run_id, with_for_update=True)
+    if job_run is None:
+        raise NotFoundError(f"job run {job_run_id} does not exist")
+    details = dict(job_run.details or {})
+    details[OWNED_RUNS_KEY] = [*details.get(OWNED_RUNS_KEY, []), str(run_id)]
+    job_run.details = details
+    session.flush()
+
+
+def fail_orphaned_runs(session: Session) -> list[uuid.UUID]:
+    """Mark failed the unfinished runs whose owning job run died ("process died"); returns their ids."""
+    query = (
+        select(PredictionRun, JobRun)
+        .join(JobRun, JobRun.details[OWNED_RUNS_KEY].has_key(cast(PredictionRun.run_id, Text)))
+        .where(
+            PredictionRun.status.in_(UNFINISHED_STATUSES),
+            JobRun.status == "failed",
+            JobRun.error == PROCESS_DIED,
+        )
+        .with_for_update(of=PredictionRun, skip_locked=True)
+    )
+    now = datetime.now(UTC)
+    repaired: list[uuid.UUID] = []
+    for run, owner in session.execute(query):
+        run.error = (
+            f"the process running it died while {run.status} (job run {owner.id}, pid {owner.pid} on "
+            f"{owner.host}); the previous published run stays served"
+        )
+        run.status, run.finished_at = "failed", now
+        repaired.append(run.run_id)
+    session.flush()
+    return repaired

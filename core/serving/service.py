@@ -132,6 +132,8 @@ class PredictionService:
         if mode is Mode.LIVE and model is None:
             raise StoreUnavailableError("no model is loaded: live scoring is unavailable")
         if not online and len(missing) == len(answers):
+            if mode is Mode.LIVE:  # forced live: a stored score from PostgreSQL is not an answer
+                raise StoreUnavailableError("Redis is unreachable: live scoring needs the online features")
             names = ", ".join(str(i) for i in missing[:_NAMED])
             raise StoreUnavailableError(f"Redis is unreachable and {key} {names} has no stored prediction")
         error = UNKNOWN_ENTITY if online else NO_STORED_SCORE

@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session
 
 from core.errors import NotFoundError
 from core.records.skew_reports import ack_report, get_report, list_reports
+from service.errors import NAME_PATTERN
 
 __all__ = ["AckRequest", "ReportId", "skew_api_controller"]
 
@@ -63,7 +64,9 @@ def skew_api_controller(
             self,
             db_engine: NamedDependency[Engine],
             limit: Annotated[int, QueryParameter(ge=1, le=500, description="How many reports")] = 50,
-            model: Annotated[str | None, QueryParameter(description="Only this model's reports")] = None,
+            model: Annotated[
+                str | None, QueryParameter(pattern=NAME_PATTERN, description="Only this model's reports")
+            ] = None,
         ) -> dict[str, Any]:
             """Each report's model, status, mismatch rates (overall and worst feature), parity status and ack."""
             with Session(db_engine) as session:

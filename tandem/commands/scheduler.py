@@ -61,7 +61,7 @@ def scheduler_cmd(
     install_stop_signals(stop)
     code = run_scheduler(cli.settings, stores, registry=registry, stop=stop, notify=cli.console.print)
     if code == LEADERSHIP_LOST:
-        cli.console.print("[red]leader lock lost: exiting so that only one scheduler runs jobs[/red]")
+        cli.console.print("[red]leader lease lost: exiting so that only one scheduler runs jobs[/red]")
         exit_now(code)
 
 

@@ -1,6 +1,7 @@
 """The scheduler on real stores: one leader among two processes, failover on SIGKILL, clean SIGTERM; the
-job store kept across leaders; a runner's retries, follow-ups, self-exclusion and requested runs;
-`tandem materialize` and `tandem runs` record and show job runs."""
+job store kept across leaders; a runner's retries, timeouts, lease guard, follow-ups, self-exclusion and
+requested runs; `tandem materialize` and `tandem runs` record and show job runs. (The lease itself and a
+SIGSTOPped leader: test_leader_lease.py, test_leader_sigstop.py.)"""
 
 from __future__ import annotations
 
@@ -32,18 +33,21 @@ from rich.console import Console
 from sqlalchemy import Engine, delete, select, text
 from sqlalchemy.orm import Session
 
+from core.batch.predict import run_batch_predict
 from core.features.feast_repo import apply_feature_repo, open_feature_store
 from core.metrics import BATCH_DEADLINE_SLACK
 from core.model.lifecycle import train_and_promote
 from core.records.job_runs import RunHandle, request_job_run
-from core.records.tables import JobRun
+from core.records.prediction_runs import latest_published_run
+from core.records.tables import JobRun, PredictionRun
 from core.settings import PROJECT_ROOT, Settings
 from core.stores.resolve import Stores
 from scheduler.app import create_scheduler
 from scheduler.entry import run_job, serving
+from scheduler.errors import JobTimeoutError, LeadershipLostError
 from scheduler.job_runner import JobRunner
 from scheduler.jobs import default_jobs
-from scheduler.leader import LeaderLock, leader_lock_key
+from scheduler.leader import LeaderLease
 from scheduler.registry import Body, Job, JobContext, JobRegistry, RetryPolicy
 from tandem.commands.data import materialize_cmd
 from tandem.commands.scheduler import runs_cmd
@@ -71,6 +75,7 @@ def _env(settings: Settings) -> dict[str, str]:
         **store_env(settings),
         "TANDEM_MATERIALIZE_INTERVAL_S": "1",
         "TANDEM_LEADER_POLL_S": "0.5",
+        "TANDEM_LEADER_LEASE_S": "2",
         "TANDEM_JOB_MAX_ATTEMPTS": "2",
         "TANDEM_JOB_RETRY_BACKOFF_S": "0.2",
         "PYTHONUNBUFFERED": "1",
@@ -128,8 +133,9 @@ def test_one_leader_runs_jobs_and_the_standby_takes_over(
     tmp_path: Path,
     start_scheduler: Callable[[str], subprocess.Popen[bytes]],
 ) -> None:
-    """Two schedulers: only one runs jobs, never two at once; SIGKILL it and the other runs jobs in < 10 s;
-    SIGTERM stops the new leader with exit 0 and releases the lock; nothing is left `running`."""
+    """Two schedulers: only one runs jobs, never two at once; SIGKILL it and the other runs jobs in < 10 s
+    (a 2 s lease); SIGTERM stops the new leader with exit 0 and releases the lease; nothing is left
+    `running`."""
     first, second = start_scheduler("first"), start_scheduler("second")
     pids = {first.pid, second.pid}
     launched, launched_at = time.monotonic(), datetime.now(UTC)
@@ -160,9 +166,8 @@ def test_one_leader_runs_jobs_and_the_standby_takes_over(
 
     standby.send_signal(signal.SIGTERM)
     assert standby.wait(timeout=20) == 0
-    lock = LeaderLock(stores.postgres)
-    assert lock.try_acquire(), "the stopped leader released the lock"
-    lock.release()
+    with LeaderLease(stores.postgres, lease_s=2.0, poll_s=0.5) as lease:
+        assert lease.try_acquire(), "the stopped leader released the lease"
 
     history = _materialize_runs(engine, pids)
     assert all(run.status in {"succeeded", "failed"} for run in history), [run.status for run in history]
@@ -172,21 +177,6 @@ def test_one_leader_runs_jobs_and_the_standby_takes_over(
         assert later.started_at >= earlier.finished_at, f"runs {earlier.id} and {later.id} overlap"
     timings = f"3 runs {three_runs_s:.1f} s after launch; standby's first run {takeover_s:.2f}-{done_s:.2f} s"
     print(f"\n{timings} after SIGKILL; {len(history)} runs")  # noqa: T201 - timings, shown with -s
-
-
-def test_a_leader_whose_session_ends_notices_and_another_can_lead(stores: Stores) -> None:
-    """Only one LeaderLock holds a database's lock; when the server ends its session, `still_held()` turns
-    False at the next check and a standby's next try succeeds."""
-    assert leader_lock_key(stores.postgres.database) == leader_lock_key(stores.postgres.database)
-    assert leader_lock_key(stores.postgres.database) != leader_lock_key("another_database")
-    with LeaderLock(stores.postgres) as leader, LeaderLock(stores.postgres) as standby:
-        assert leader.try_acquire()
-        assert not standby.try_acquire()
-        assert leader.still_held()
-        with psycopg.connect(stores.postgres.url(), autocommit=True) as admin:
-            admin.execute("SELECT pg_terminate_backend(%s)", (leader.session_pid,))
-        assert not leader.still_held()
-        _wait_for(lambda: [standby] if standby.try_acquire() else [], timeout_s=5, what="the standby to lead")
 
 
 def test_the_job_store_lives_in_its_own_schema(feature_data: None, engine: Engine) -> None:
@@ -208,7 +198,13 @@ def job_name() -> str:
 
 
 def _job(
-    name: str, body: Body, *, attempts: int = 1, backoff_s: float = 0.01, then: str | None = None
+    name: str,
+    body: Body,
+    *,
+    attempts: int = 1,
+    backoff_s: float = 0.01,
+    then: str | None = None,
+    timeout_s: float | None = None,
 ) -> Job:
     return Job(
         name=name,
@@ -217,11 +213,19 @@ def _job(
         misfire_grace_s=60,
         retry=RetryPolicy(max_attempts=attempts, backoff_s=backoff_s),
         then=then,
+        timeout_s=timeout_s,
     )
 
 
-def _runner(settings: Settings, stores: Stores, engine: Engine, *jobs: Job) -> JobRunner:
-    return JobRunner(JobRegistry(jobs), JobContext(settings=settings, stores=stores, engine=engine))
+def _runner(
+    settings: Settings,
+    stores: Stores,
+    engine: Engine,
+    *jobs: Job,
+    leading: Callable[[], bool] | None = None,
+) -> JobRunner:
+    context = JobContext(settings=settings, stores=stores, engine=engine)
+    return JobRunner(JobRegistry(jobs), context, leading=leading)
 
 
 def _runs(engine: Engine, *names: str) -> list[JobRun]:
@@ -271,8 +275,8 @@ def test_batch_predict_job_records_its_run_and_sets_the_deadline_gauge(
     promoted: Settings, stores: Stores, engine: Engine
 ) -> None:
     """The scheduled batch_predict job (fired through the persisted entry point) scores every customer,
-    records rows and the prediction run id, then sets the deadline slack gauge from a forecast that now has
-    history."""
+    records rows and the prediction run id (noted as its own before the run started), then sets the
+    deadline slack gauge from a forecast that now has history."""
     context = JobContext(settings=promoted, stores=stores, engine=engine)
     runner = JobRunner(default_jobs(promoted).select("batch_predict"), context)
     BATCH_DEADLINE_SLACK.set(math.nan)
@@ -287,9 +291,83 @@ def test_batch_predict_job_records_its_run_and_sets_the_deadline_gauge(
     assert (run.status, run.trigger, run.rows) == ("succeeded", "schedule", rows)
     assert run.details["models"][DEMO_MODEL]["rows"] == 200
     assert uuid.UUID(run.details["models"][DEMO_MODEL]["run_id"])
+    assert run.details["prediction_runs"] == [run.details["models"][DEMO_MODEL]["run_id"]], "owner noted"
     slack = REGISTRY.get_sample_value("tandem_batch_deadline_slack_seconds")
     assert slack is not None
     assert not math.isnan(slack)
+
+
+def _leader_process(settings: Settings, log: IO[bytes], *args: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.faults.leader_process", *args],
+        cwd=PROJECT_ROOT,
+        env=_env(settings),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+
+
+def test_a_leader_killed_mid_publish_leaves_a_run_the_next_leader_fails(
+    promoted: Settings, stores: Stores, engine: Engine, tmp_path: Path
+) -> None:
+    """A leader SIGKILLed while its batch run is `publishing` (publishing stalled on purpose): the previous
+    published run stays served; the next leader marks the run failed, naming the dead process, and its job
+    run "process died"; the previous run is still the one served."""
+    with Session(engine) as session:
+        if latest_published_run(session, model_name=DEMO_MODEL) is None:
+            run_batch_predict(promoted, stores, model_name=DEMO_MODEL)
+        previous = latest_published_run(session, model_name=DEMO_MODEL)
+    assert previous is not None
+    processes: list[subprocess.Popen[bytes]] = []
+    with (tmp_path / "killed.log").open("wb") as killed_log, (tmp_path / "next.log").open("wb") as next_log:
+        try:
+            killed = _leader_process(promoted, killed_log, "batch_predict", "--stall-publish")
+            processes.append(killed)
+            with Session(engine) as session, session.begin():
+                request_id = request_job_run(session, job="batch_predict", requested_by="fault-test")
+
+            def publishing() -> list[PredictionRun]:
+                with Session(engine) as session:
+                    job_run = session.get(JobRun, request_id)
+                    owned = (job_run.details or {}).get("prediction_runs", []) if job_run else []
+                    query = select(PredictionRun).where(
+                        PredictionRun.run_id.in_([uuid.UUID(run_id) for run_id in owned]),
+                        PredictionRun.status == "publishing",
+                    )
+                    return list(session.scalars(query))
+
+            [stuck] = _wait_for(publishing, timeout_s=60, what="a run publishing")
+            with Session(engine) as session:
+                served = latest_published_run(session, model_name=DEMO_MODEL)
+            assert served is not None
+            assert served.run_id == previous.run_id, "the previous run is served while one publishes"
+            killed.send_signal(signal.SIGKILL)
+            killed.wait(timeout=10)
+            nxt = _leader_process(promoted, next_log, "batch_predict")
+            processes.append(nxt)
+
+            def failed() -> list[PredictionRun]:
+                with Session(engine) as session:
+                    run = session.get(PredictionRun, stuck.run_id)
+                    return [run] if run is not None and run.status == "failed" else []
+
+            [repaired] = _wait_for(failed, timeout_s=30, what="the next leader to fail the run")
+            nxt.send_signal(signal.SIGTERM)
+            assert nxt.wait(timeout=20) == 0
+        finally:
+            for process in processes:
+                if process.poll() is None:
+                    process.kill()
+                    process.wait(timeout=10)
+    assert f"pid {killed.pid}" in (repaired.error or "")
+    assert "died while publishing" in (repaired.error or "")
+    with Session(engine) as session:
+        job_run = session.get(JobRun, request_id)
+        assert job_run is not None
+        assert (job_run.status, job_run.error) == ("failed", "process died")
+        served = latest_published_run(session, model_name=DEMO_MODEL)
+    assert served is not None
+    assert served.run_id == previous.run_id
 
 
 def test_retries_are_recorded_one_row_per_attempt(
@@ -354,6 +432,92 @@ def test_stopping_ends_a_backoff_wait_without_another_attempt(
     thread.join(timeout=10)
     assert not thread.is_alive()
     assert len(errors) == 1
+    assert [(r.attempt, r.status) for r in _runs(engine, job_name)] == [(1, "failed")]
+
+
+def test_an_attempt_past_its_timeout_fails_and_the_job_waits_for_it(
+    engine: Engine, settings: Settings, stores: Stores, job_name: str
+) -> None:
+    """A body stuck past its 0.5 s timeout: the run fails at once with JobTimeoutError and is not retried
+    (3 attempts allowed); while the body still runs, ticks are skipped and `run` refuses to start; once it
+    ends, the next tick runs normally."""
+    release, calls = threading.Event(), []
+
+    def stuck(_ctx: JobContext, run: RunHandle) -> None:
+        calls.append(run.attempt)
+        release.wait(30)
+        run.rows = 9
+
+    runner = _runner(settings, stores, engine, _job(job_name, stuck, attempts=3, timeout_s=0.5))
+    began = time.monotonic()
+    try:
+        with pytest.raises(JobTimeoutError, match=r"ran past its timeout of 0\.5 s"):
+            runner.run_scheduled(job_name)
+        waited_s = time.monotonic() - began
+        assert 0.5 <= waited_s < 3, waited_s
+        [timed_out] = _runs(engine, job_name)
+        assert (timed_out.attempt, timed_out.status, timed_out.rows) == (1, "failed", None)
+        assert timed_out.error is not None
+        assert timed_out.error.startswith("JobTimeoutError: ")
+        assert timed_out.details["timeout_s"] == 0.5
+        assert runner.stuck(job_name)
+        assert runner.run_scheduled(job_name) is None
+        with pytest.raises(JobTimeoutError, match="still running"):
+            runner.run(job_name, trigger="schedule")
+        assert len(_runs(engine, job_name)) == 1
+        assert calls == [1]
+    finally:
+        release.set()
+    _wait_for(lambda: [] if runner.stuck(job_name) else [True], timeout_s=10, what="the stuck body to end")
+    assert runner.run_scheduled(job_name) == 9
+    assert [(r.status, r.rows) for r in _runs(engine, job_name)] == [("failed", None), ("succeeded", 9)]
+    assert calls == [1, 1]
+
+
+def test_the_timeout_setting_applies_to_jobs_without_their_own(
+    engine: Engine, settings: Settings, stores: Stores, job_name: str
+) -> None:
+    """`job_timeout_s` bounds a job whose `timeout_s` is None; a body within it succeeds with its rows."""
+    release = threading.Event()
+
+    def slow_once(_ctx: JobContext, run: RunHandle) -> None:
+        release.wait(30)
+        run.rows = 2
+
+    scoped = settings.model_copy(update={"job_timeout_s": 0.3})
+    runner = _runner(scoped, stores, engine, _job(job_name, slow_once))
+    try:
+        with pytest.raises(JobTimeoutError, match=r"timeout of 0\.3 s"):
+            runner.run(job_name, trigger="schedule")
+    finally:
+        release.set()
+    _wait_for(lambda: [] if runner.stuck(job_name) else [True], timeout_s=10, what="the stuck body to end")
+    assert runner.run(job_name, trigger="schedule") == 2
+
+
+def test_a_runner_without_the_lease_starts_nothing_and_fails_what_ends_after_losing_it(
+    engine: Engine, settings: Settings, stores: Stores, job_name: str
+) -> None:
+    """With `leading` False no attempt starts (no row, LeadershipLostError; a tick is skipped); a body that
+    ends after leadership was lost is recorded failed, not succeeded, and not retried."""
+    idle = _runner(settings, stores, engine, _job(job_name, _succeed), leading=lambda: False)
+    with pytest.raises(LeadershipLostError, match="does not hold the leader lease"):
+        idle.run(job_name, trigger="schedule")
+    assert idle.run_scheduled(job_name) is None
+    assert _runs(engine, job_name) == []
+
+    leading = threading.Event()
+    leading.set()
+
+    def loses_lease(_ctx: JobContext, run: RunHandle) -> None:
+        leading.clear()
+        run.rows = 4
+
+    runner = _runner(
+        settings, stores, engine, _job(job_name, loses_lease, attempts=3), leading=leading.is_set
+    )
+    with pytest.raises(LeadershipLostError, match="lost the leader lease while the job ran"):
+        runner.run(job_name, trigger="schedule")
     assert [(r.attempt, r.status) for r in _runs(engine, job_name)] == [(1, "failed")]
 
 
