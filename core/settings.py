@@ -103,7 +103,7 @@ class Settings(BaseSettings):
         default=0.5, gt=0, description="Socket and connect timeout of the API's Redis"
     )
     redis_backoff_s: float = Field(
-        default=1.0,
+        default=0.5,
         ge=0,
         description="After a Redis failure, how long the API skips Redis (serving degraded)",
     )

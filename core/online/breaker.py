@@ -36,7 +36,7 @@ class BreakerTransport:
     """Wraps an asyncio transport (`request(payload, replies)`); see the module docstring."""
 
     def __init__(
-        self, inner: _Transport, *, backoff_s: float = 1.0, clock: Callable[[], float] = time.monotonic
+        self, inner: _Transport, *, backoff_s: float = 0.5, clock: Callable[[], float] = time.monotonic
     ) -> None:
         self.inner = inner
         self.backoff_s = backoff_s
