@@ -40,13 +40,8 @@ from feast.infra.passthrough_provider import PassthroughProvider
 from feast.types import Float64, Int64, String
 
 from core.endpoints import parse_redis_url
-from core.online.encoding import (
-    encode_entity_keys,
-    encode_timestamps,
-    encode_values,
-    feature_field,
-    timestamp_field,
-)
+from core.online.encoding import encode_timestamps, encode_values, feature_field, timestamp_field
+from core.online.keys import encode_entity_keys
 from core.online.rows import FeatureColumn, FeatureRows
 from core.online.store import OnlineStore
 

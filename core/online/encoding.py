@@ -1,12 +1,8 @@
-"""Feast's Redis online-store bytes, computed without protobuf objects: keys, hash fields, values, timestamps.
+"""Feast's Redis online-store bytes, computed without protobuf objects: hash fields, values, timestamps.
 
 Everything here is pure (no I/O) and mirrors Feast 0.67 byte for byte:
 
-- key: `serialize_entity_key(EntityKey, entity_key_serialization_version=3) + project`: `<u32 n>`, then per
-  join key (sorted by name when n > 1) `<u32 STRING=2><u32 len><name>`, then per value in the same order
-  `<u32 type><u32 len><bytes>`: int64 `4, 8, <i64>`, int32 `3, 4, <i32>`, string `2, len, <utf-8>` (all
-  little-endian); then the project name in UTF-8. `serialize_entity_key` / `encode_redis_keys` take any
-  int64, int32 or string keys, composite ones too; `encode_entity_keys` is the fast path for one int64 key;
+- key: Feast's serialized entity key + project, in `core.online.keys`;
 - feature field: `_mmh3(f"{view}:{feature}")`, the 4 little-endian bytes of the unsigned murmur3_32 hash;
 - timestamp field: `_ts:{view}`, holding a serialized `google.protobuf.Timestamp` (microsecond precision:
   Feast goes through `datetime`, so nanoseconds are floored away);
@@ -31,38 +27,30 @@ import numpy as np
 import numpy.typing as npt
 
 __all__ = [
+    "INT_BOUNDS",
     "NULL_VALUE",
     "FeatureColumn",
-    "IntKeyKind",
-    "KeyKind",
     "ValueKind",
-    "encode_entity_keys",
-    "encode_redis_keys",
     "encode_timestamp",
     "encode_timestamps",
     "encode_values",
-    "entity_key_prefix",
     "feature_field",
-    "redis_key",
-    "serialize_entity_key",
+    "row_bytes",
     "timestamp_field",
     "varint",
 ]
 
 ValueKind = Literal["float64", "float32", "int64", "int32", "string", "bool"]
-KeyKind = Literal["int64", "int32", "string"]
 
 NULL_VALUE = b""
 """What Feast stores for a null feature value: an empty `Value` message serializes to no bytes."""
 
-_VALUE_TYPE_STRING = 2  # feast.types.ValueType.STRING
-_VALUE_TYPE_INT32 = 3  # feast.types.ValueType.INT32
-_VALUE_TYPE_INT64 = 4  # feast.types.ValueType.INT64
 _TAG_INT32 = 0x18  # Value.int32_val = 3, varint
 _TAG_INT64 = 0x20  # Value.int64_val = 4, varint
 _TAG_DOUBLE = 0x29  # Value.double_val = 5, fixed64
 _TAG_FLOAT = 0x35  # Value.float_val = 6, fixed32
-_INT_BOUNDS = {"int64": (-(2**63), 2**63 - 1), "int32": (-(2**31), 2**31 - 1)}
+INT_BOUNDS = {"int64": (-(2**63), 2**63 - 1), "int32": (-(2**31), 2**31 - 1)}
+"""The range of Feast's int64 and int32 values (feature values and entity keys)."""
 _STRING_TAG = b"\x12"  # Value.string_val = 2, length-delimited
 _BOOL_TRUE = b"\x38\x01"  # Value.bool_val = 7, varint
 _BOOL_FALSE = b"\x38\x00"
@@ -90,143 +78,6 @@ def varint(value: int) -> bytes:
         value >>= 7
     out.append(value)
     return bytes(out)
-
-
-IntKeyKind = Literal["int64", "int32"]
-"""Key kinds with a fixed width: the fast, vectorised key paths below."""
-
-_INT_KEYS: dict[str, tuple[int, str]] = {
-    "int64": (_VALUE_TYPE_INT64, "<i8"),
-    "int32": (_VALUE_TYPE_INT32, "<i4"),
-}
-
-
-def entity_key_prefix(join_key: str, kind: IntKeyKind = "int64") -> bytes:
-    """The bytes of a v3 serialized entity key with one int join key, up to (excluding) the id itself."""
-    value_type, dtype = _INT_KEYS[kind]
-    name = join_key.encode("utf-8")
-    return (
-        struct.pack("<III", 1, _VALUE_TYPE_STRING, len(name))
-        + name
-        + struct.pack("<II", value_type, np.dtype(dtype).itemsize)
-    )
-
-
-def encode_entity_keys(
-    *, join_key: str, entity_ids: npt.NDArray[np.int64], project: str, kind: IntKeyKind = "int64"
-) -> list[bytes]:
-    """Feast's Redis key (`_redis_key`, serialization v3) for each id of a single int64 or int32 join key;
-    an id outside the kind's range raises ValueError naming the join key."""
-    _, dtype = _INT_KEYS[kind]
-    if kind == "int32":
-        _check_int_range(join_key, np.asarray(entity_ids), "int32")
-    prefix = np.frombuffer(entity_key_prefix(join_key, kind), dtype=np.uint8)
-    suffix = np.frombuffer(project.encode("utf-8"), dtype=np.uint8)
-    ids = np.ascontiguousarray(entity_ids, dtype=dtype)
-    size = ids.itemsize
-    n, width = len(ids), len(prefix) + size + len(suffix)
-    rows = np.empty((n, width), dtype=np.uint8)
-    rows[:, : len(prefix)] = prefix
-    rows[:, len(prefix) : len(prefix) + size] = ids.view(np.uint8).reshape(n, size)
-    rows[:, len(prefix) + size :] = suffix
-    return _row_bytes(rows)
-
-
-def _key_bytes(join_key: str, value: object, kind: KeyKind) -> bytes:
-    """`<u32 type><u32 len><bytes>` of one entity key value, or ValueError naming the join key."""
-    if kind == "string":
-        if not isinstance(value, str):
-            raise ValueError(f"entity key {join_key!r}: expected a string, got {type(value).__name__}")
-        data = value.encode("utf-8")
-        return struct.pack("<II", _VALUE_TYPE_STRING, len(data)) + data
-    if kind not in _INT_BOUNDS:
-        raise ValueError(f"entity key {join_key!r}: unsupported key kind {kind!r}")
-    if isinstance(value, bool) or not isinstance(value, int | np.integer):
-        raise ValueError(f"entity key {join_key!r}: expected an integer, got {type(value).__name__}")
-    low, high = _INT_BOUNDS[kind]
-    if not low <= int(value) <= high:
-        raise ValueError(f"entity key {join_key!r}: {value} is out of {kind} range")
-    if kind == "int64":
-        return struct.pack("<IIq", _VALUE_TYPE_INT64, 8, int(value))
-    return struct.pack("<IIi", _VALUE_TYPE_INT32, 4, int(value))
-
-
-def _key_order(join_keys: Sequence[str], values: Sequence[object], kinds: Sequence[KeyKind]) -> list[int]:
-    """Positions of the join keys in Feast's order (sorted by name when there are several)."""
-    if not len(join_keys) == len(values) == len(kinds):
-        raise ValueError("join_keys, values and kinds must have the same length")
-    if not join_keys:
-        raise ValueError("an entity key needs at least one join key")
-    if len(set(join_keys)) != len(join_keys):
-        raise ValueError(f"join keys repeat: {list(join_keys)}")
-    return sorted(range(len(join_keys)), key=lambda i: join_keys[i])
-
-
-def _key_header(join_keys: Sequence[str], order: Sequence[int]) -> bytes:
-    names = [join_keys[i].encode("utf-8") for i in order]
-    return struct.pack("<I", len(names)) + b"".join(
-        struct.pack("<II", _VALUE_TYPE_STRING, len(name)) + name for name in names
-    )
-
-
-def serialize_entity_key(
-    join_keys: Sequence[str], values: Sequence[object], kinds: Sequence[KeyKind]
-) -> bytes:
-    """Feast's `serialize_entity_key(EntityKey, 3)` for int64, int32 and string join keys, composite too.
-
-    ValueError naming the join key for a value of the wrong type or out of its kind's range.
-    """
-    order = _key_order(join_keys, values, kinds)
-    return _key_header(join_keys, order) + b"".join(
-        _key_bytes(join_keys[i], values[i], kinds[i]) for i in order
-    )
-
-
-def redis_key(
-    join_keys: Sequence[str], values: Sequence[object], kinds: Sequence[KeyKind], *, project: str
-) -> bytes:
-    """Feast's Redis key (`_redis_key`, serialization v3): the serialized entity key, then the project."""
-    return serialize_entity_key(join_keys, values, kinds) + project.encode("utf-8")
-
-
-def _check_int_range(join_key: str, values: npt.NDArray[Any], kind: KeyKind) -> None:
-    low, high = _INT_BOUNDS[kind]
-    if len(values) and (int(values.min()) < low or int(values.max()) > high):
-        raise ValueError(f"entity key {join_key!r}: a value is out of {kind} range")
-
-
-def _key_column(join_key: str, values: npt.NDArray[Any] | Sequence[object], kind: KeyKind) -> list[bytes]:
-    """`_key_bytes` for every value of one join key; numpy int columns are packed without a Python loop."""
-    if kind in _INT_BOUNDS and isinstance(values, np.ndarray) and values.dtype.kind in "iu":
-        _check_int_range(join_key, values, kind)
-        width, type_code = (8, _VALUE_TYPE_INT64) if kind == "int64" else (4, _VALUE_TYPE_INT32)
-        ints = np.ascontiguousarray(values.astype(np.int64), dtype=f"<i{width}")
-        rows = np.empty((len(ints), 8 + width), dtype=np.uint8)
-        rows[:, :8] = np.frombuffer(struct.pack("<II", type_code, width), dtype=np.uint8)
-        rows[:, 8:] = ints.view(np.uint8).reshape(-1, width)
-        return _row_bytes(rows)
-    items = values.tolist() if isinstance(values, np.ndarray) else values
-    return [_key_bytes(join_key, value, kind) for value in items]
-
-
-def encode_redis_keys(
-    join_keys: Sequence[str],
-    columns: Sequence[npt.NDArray[Any] | Sequence[object]],
-    kinds: Sequence[KeyKind],
-    *,
-    project: str,
-) -> list[bytes]:
-    """`redis_key` for many entities: one column of values per join key (numpy or list), equal lengths."""
-    order = _key_order(join_keys, columns, kinds)
-    if len({len(column) for column in columns}) > 1:
-        raise ValueError("every join key needs one value per entity")
-    first = columns[0]
-    if len(order) == 1 and kinds[0] == "int64" and isinstance(first, np.ndarray) and first.dtype.kind in "iu":
-        _check_int_range(join_keys[0], first, "int64")
-        return encode_entity_keys(join_key=join_keys[0], entity_ids=first.astype(np.int64), project=project)
-    head, tail = _key_header(join_keys, order), project.encode("utf-8")
-    parts = [_key_column(join_keys[i], columns[i], kinds[i]) for i in order]
-    return [head + b"".join(values) + tail for values in zip(*parts, strict=True)]
 
 
 def feature_field(view: str, feature: str) -> bytes:
@@ -288,7 +139,7 @@ def encode_values(kind: ValueKind, values: npt.NDArray[Any] | Sequence[object]) 
     raise ValueError(f"unsupported feature kind {kind!r}")
 
 
-def _row_bytes(rows: npt.NDArray[np.uint8]) -> list[bytes]:
+def row_bytes(rows: npt.NDArray[np.uint8]) -> list[bytes]:
     """Each row of a C-contiguous 2-D uint8 array as one bytes object, without a Python-level loop."""
     if rows.shape[0] == 0:
         return []
@@ -323,7 +174,7 @@ def _encode_doubles(values: npt.NDArray[Any] | Sequence[object]) -> list[bytes]:
     rows = np.empty((len(doubles), 9), dtype=np.uint8)
     rows[:, 0] = _TAG_DOUBLE
     rows[:, 1:] = doubles.view(np.uint8).reshape(-1, 8)
-    return _with_nulls(_row_bytes(rows), np.isnan(doubles))
+    return _with_nulls(row_bytes(rows), np.isnan(doubles))
 
 
 def _encode_floats(values: npt.NDArray[Any] | Sequence[object]) -> list[bytes]:
@@ -333,12 +184,12 @@ def _encode_floats(values: npt.NDArray[Any] | Sequence[object]) -> list[bytes]:
     rows = np.empty((len(floats), 5), dtype=np.uint8)
     rows[:, 0] = _TAG_FLOAT
     rows[:, 1:] = floats.view(np.uint8).reshape(-1, 4)
-    return _with_nulls(_row_bytes(rows), np.isnan(doubles))
+    return _with_nulls(row_bytes(rows), np.isnan(doubles))
 
 
 def _encode_ints(values: npt.NDArray[Any] | Sequence[object], kind: Literal["int64", "int32"]) -> list[bytes]:
     array = values if isinstance(values, np.ndarray) else np.asarray(values, dtype=object)
-    low, high = _INT_BOUNDS[kind]
+    low, high = INT_BOUNDS[kind]
     tag = _TAG_INT64 if kind == "int64" else _TAG_INT32
     if array.dtype.kind in "iu":
         if len(array) and (int(array.min()) < low or int(array.max()) > high):
@@ -371,7 +222,7 @@ def _varint_values(ints: npt.NDArray[np.int64], tag: int = _TAG_INT64) -> list[b
             lengths += shifted != 0
     more = np.arange(10) < (lengths[:, None] - 1)
     rows[:, 1:] |= more.astype(np.uint8) << 7
-    return [row[:size] for row, size in zip(_row_bytes(rows), (lengths + 1).tolist(), strict=True)]
+    return [row[:size] for row, size in zip(row_bytes(rows), (lengths + 1).tolist(), strict=True)]
 
 
 def _encode_string(value: object) -> bytes:

@@ -21,13 +21,8 @@ import hashlib
 from collections.abc import Sequence
 from typing import Any
 
-from core.online.encoding import (
-    encode_entity_keys,
-    encode_timestamps,
-    encode_values,
-    feature_field,
-    timestamp_field,
-)
+from core.online.encoding import encode_timestamps, encode_values, feature_field, timestamp_field
+from core.online.keys import encode_entity_keys
 from core.online.rows import FeatureRows
 from core.online.wire import command
 

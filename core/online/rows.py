@@ -15,7 +15,8 @@ import numpy.typing as npt
 
 from core.features.specs import ServiceSpec
 from core.online.decoding import Scalar
-from core.online.encoding import FeatureColumn, IntKeyKind
+from core.online.encoding import FeatureColumn
+from core.online.keys import IntKeyKind
 
 __all__ = ["STORED_FEATURES", "FeatureColumn", "FeatureRows", "OnlineRow", "StoredPrediction", "apply_ttl"]
 

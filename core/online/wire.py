@@ -1,7 +1,7 @@
 """Every Redis command Tandem sends to the online store, as pre-packed RESP bytes, and their replies decoded.
 
-The one place that produces the wire format. Keys, fields and values are Feast's (`core.online.encoding`);
-this module lays them out as commands, the same ones Feast sends:
+The one place that produces the wire format. Keys (`core.online.keys`), fields and values
+(`core.online.encoding`) are Feast's; this module lays them out as commands, the same ones Feast sends:
 
 - read: per entity one `HMGET <key> <features...> <_ts:views...> <stored-score fields...> <_ts:scores>`,
   k entities in one buffer (`ReadLayout`); redis-py's pipeline would pack each command anew, ~2x slower;
@@ -29,15 +29,8 @@ import numpy.typing as npt
 from core.errors import ConfigurationError
 from core.features.specs import ServiceSpec, ViewSpec
 from core.online.decoding import decode_snapshot, decode_timestamp, value_decoder
-from core.online.encoding import (
-    IntKeyKind,
-    encode_entity_keys,
-    encode_timestamps,
-    encode_values,
-    entity_key_prefix,
-    feature_field,
-    timestamp_field,
-)
+from core.online.encoding import encode_timestamps, encode_values, feature_field, timestamp_field
+from core.online.keys import IntKeyKind, encode_entity_keys, entity_key_prefix
 from core.online.rows import STORED_FEATURES, FeatureRows, OnlineRow, StoredPrediction
 
 __all__ = [

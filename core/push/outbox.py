@@ -26,7 +26,8 @@ from psycopg_pool import AsyncConnectionPool
 
 from core.errors import StoreUnavailableError
 from core.offline.append import OfflineRows, PgAppender
-from core.online.encoding import IntKeyKind, ValueKind
+from core.online.encoding import ValueKind
+from core.online.keys import IntKeyKind
 from core.online.rows import FeatureColumn, FeatureRows
 
 __all__ = [

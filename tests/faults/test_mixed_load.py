@@ -23,7 +23,8 @@ import redis
 from litestar.testing import TestClient
 
 from core.online.decoding import decode_timestamp, value_decoder
-from core.online.encoding import encode_entity_keys, feature_field, timestamp_field
+from core.online.encoding import feature_field, timestamp_field
+from core.online.keys import encode_entity_keys
 from core.online.store import OnlineStore
 from core.push.drain import drain_outbox
 from core.stores.resolve import Stores

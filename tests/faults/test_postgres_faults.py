@@ -25,7 +25,8 @@ from sqlalchemy.orm import Session
 from core.batch.predict import run_batch_predict
 from core.errors import StackError
 from core.online.decoding import decode_value
-from core.online.encoding import encode_entity_keys, feature_field
+from core.online.encoding import feature_field
+from core.online.keys import encode_entity_keys
 from core.records.prediction_runs import get_run, latest_published_run
 from core.settings import Settings
 from core.stack.local import LocalStack, start_local_stack, stop_local_stack

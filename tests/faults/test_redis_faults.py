@@ -21,7 +21,8 @@ from pydantic import SecretStr
 
 from consistency.checker import run_skew_check
 from core.batch.materialize import run_materialize
-from core.online.encoding import encode_entity_keys, feature_field, timestamp_field
+from core.online.encoding import feature_field, timestamp_field
+from core.online.keys import encode_entity_keys
 from core.online.store import OnlineStore
 from core.push.drain import drain_outbox
 from core.records.skew_models import SKEW_CLASSES

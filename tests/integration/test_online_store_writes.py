@@ -27,7 +27,8 @@ from feast.types import Bool, Float64, Int64, String
 from core.endpoints import RedisEndpoint
 from core.errors import StoreUnavailableError
 from core.features.specs import FeatureSpec, ViewSpec
-from core.online.encoding import encode_entity_keys, feature_field, timestamp_field
+from core.online.encoding import feature_field, timestamp_field
+from core.online.keys import encode_entity_keys
 from core.online.newer_wins import NEWER_WINS_SHA
 from core.online.rows import FeatureColumn, FeatureRows
 from tests.integration.test_online_store import TRANSPORTS, StoreUnderTest

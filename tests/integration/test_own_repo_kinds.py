@@ -34,7 +34,8 @@ from core.features.specs import ServiceSpec, load_service_spec
 from core.features.watermarks import materialization_watermarks
 from core.offline.point_in_time import FeatureChunk, stream_point_in_time
 from core.online.decoding import value_decoder
-from core.online.encoding import encode_redis_keys, feature_field
+from core.online.encoding import feature_field
+from core.online.keys import encode_redis_keys
 from core.settings import Settings
 from core.stores.resolve import Stores
 from tandem.commands.data import apply_cmd

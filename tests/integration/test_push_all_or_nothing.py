@@ -32,7 +32,8 @@ from core.errors import StoreUnavailableError, TandemError
 from core.features.specs import FeatureSpec, ServiceSpec, ViewSpec
 from core.offline.append import PgAppender
 from core.online.decoding import decode_timestamp, value_decoder
-from core.online.encoding import encode_entity_keys, feature_field, timestamp_field
+from core.online.encoding import feature_field, timestamp_field
+from core.online.keys import encode_entity_keys
 from core.online.resp_pool import RespPool
 from core.online.rows import FeatureColumn, FeatureRows
 from core.online.store import AsyncOnlineStore, OnlineStore

@@ -28,7 +28,8 @@ from core.features.feast_repo import apply_feature_repo, open_feature_store
 from core.features.watermarks import materialization_watermarks
 from core.model.lifecycle import train_and_promote
 from core.model.registry import load_model
-from core.online.encoding import encode_entity_keys, feature_field, timestamp_field
+from core.online.encoding import feature_field, timestamp_field
+from core.online.keys import encode_entity_keys
 from core.records.skew_models import SkewReportInfo
 from core.records.skew_reports import get_report
 from core.records.tables import SkewReport

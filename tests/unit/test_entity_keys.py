@@ -14,13 +14,7 @@ from feast.protos.feast.types.EntityKey_pb2 import EntityKey
 from feast.protos.feast.types.Value_pb2 import Value
 
 from core.features.specs import FeatureSpec, ServiceSpec, ViewSpec
-from core.online.encoding import (
-    KeyKind,
-    encode_entity_keys,
-    encode_redis_keys,
-    redis_key,
-    serialize_entity_key,
-)
+from core.online.keys import KeyKind, encode_entity_keys, encode_redis_keys, redis_key, serialize_entity_key
 from core.online.wire import ReadLayout
 
 _FIELDS: dict[str, str] = {"int64": "int64_val", "int32": "int32_val", "string": "string_val"}

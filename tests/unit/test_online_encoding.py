@@ -20,7 +20,6 @@ from google.protobuf.timestamp_pb2 import Timestamp  # type: ignore[import-untyp
 
 from core.online.encoding import (
     NULL_VALUE,
-    encode_entity_keys,
     encode_timestamp,
     encode_timestamps,
     encode_values,
@@ -28,6 +27,7 @@ from core.online.encoding import (
     timestamp_field,
     varint,
 )
+from core.online.keys import encode_entity_keys
 
 _INT64_EDGES = sorted(
     {0, 1, -1, -(2**63), 2**63 - 1}

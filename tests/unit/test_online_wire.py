@@ -16,13 +16,8 @@ import redis
 
 from core.errors import ConfigurationError, NotFoundError
 from core.features.specs import FeatureSpec, ServiceSpec, ViewSpec
-from core.online.encoding import (
-    encode_entity_keys,
-    encode_timestamps,
-    encode_values,
-    feature_field,
-    timestamp_field,
-)
+from core.online.encoding import encode_timestamps, encode_values, feature_field, timestamp_field
+from core.online.keys import encode_entity_keys
 from core.online.rows import FeatureColumn, FeatureRows, OnlineRow, StoredPrediction, apply_ttl
 from core.online.store import AsyncOnlineStore, OnlineStore
 from core.online.wire import ReadLayout, command, newer_positions, pack_hdels, pack_hgets, pack_hsets
