@@ -15,7 +15,7 @@ import logging
 import threading
 import time
 
-from core.records.job_runs import RunHandle
+from core.records.tracked_run import RunHandle
 from scheduler.errors import JobTimeoutError
 from scheduler.registry import Job, JobContext
 

@@ -29,7 +29,8 @@ from collections.abc import Callable
 
 from sqlalchemy.orm import Session
 
-from core.records.job_runs import Fence, JobRunInfo, RunHandle, claim_requested_run, tracked_run
+from core.records.job_runs import JobRunInfo, claim_requested_run
+from core.records.tracked_run import Fence, RunHandle, tracked_run
 from scheduler.attempt import Attempt
 from scheduler.errors import JobTimeoutError, LeadershipLostError
 from scheduler.registry import JobContext, JobRegistry

@@ -31,8 +31,9 @@ from core.model.promoted import promoted_models
 from core.online.store import OnlineStore
 from core.push.drain import drain_outbox
 from core.records.deadline import DeadlineForecast, cron_trigger
-from core.records.job_runs import RunHandle, forecast_batch_deadline, one_line
+from core.records.job_runs import forecast_batch_deadline, one_line
 from core.records.prediction_runs import fail_orphaned_runs, record_owner
+from core.records.tracked_run import RunHandle
 from core.settings import Settings
 from scheduler.registry import Job, JobContext, JobRegistry, RetryPolicy
 

@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import Engine
 
 from core.errors import ConfigurationError
-from core.records.job_runs import RunHandle
+from core.records.tracked_run import RunHandle
 from core.settings import Settings
 from core.stores.resolve import Stores
 

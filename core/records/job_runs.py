@@ -1,9 +1,9 @@
 """The record of job runs (`tandem.job_runs`): requests, starts, finishes, history and durations.
 
 Functions take the session first, the rest keyword-only, and never commit (the caller owns the
-transaction); except `tracked_run`, by design: it commits the start and the finish each on its own, so
-a failed run leaves a `failed` row, never a `running` one. Only a killed process leaves `running` rows:
-the next `tracked_run` (or scheduler start) on its host marks those of dead pids failed, "process died".
+transaction); `core.records.tracked_run` runs a block as a job run, committing its start and finish. Only a
+killed process leaves `running` rows: the next tracked run (or scheduler start) on its host marks those of
+dead pids failed, "process died".
 Statuses: requested -> running -> succeeded | failed (| skipped); each retry attempt is its own row.
 """
 
@@ -11,19 +11,16 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Callable, Collection, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field, fields
+from collections.abc import Collection
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, func, or_, select
-from sqlalchemy.exc import ProgrammingError
+from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
-from core.errors import ConfigurationError, NotFoundError, TandemError
-from core.metrics import JOB_DURATION, JOB_RUNS
+from core.errors import NotFoundError
 from core.records.deadline import DeadlineForecast, forecast_deadline, next_cron_start
 from core.records.tables import JobRun
 from core.settings import Settings
@@ -33,9 +30,7 @@ __all__ = [
     "JOB_NAMES",
     "PROCESS_DIED",
     "TRIGGERS",
-    "Fence",
     "JobRunInfo",
-    "RunHandle",
     "claim_requested_run",
     "fail_dead_runs",
     "finish_job_run",
@@ -46,7 +41,6 @@ __all__ = [
     "recent_durations",
     "request_job_run",
     "start_job_run",
-    "tracked_run",
 ]
 
 JOB_NAMES: tuple[str, ...] = ("materialize", "batch_predict", "check_skew", "push_outbox")
@@ -245,81 +239,3 @@ def forecast_batch_deadline(
         deadline_time=settings.batch_deadline_utc,
         percentile=settings.deadline_percentile,
     )
-
-
-@dataclass(slots=True)
-class RunHandle:
-    """What a tracked job may fill in while it runs: rows and free-form details (JSON)."""
-
-    run_id: int
-    job: str
-    attempt: int
-    rows: int | None = None
-    details: dict[str, Any] = field(default_factory=dict)
-
-
-def _begin(engine: Engine, *, job: str, trigger: str, attempt: int, requested_by: str | None) -> int:
-    try:
-        with Session(engine) as session, session.begin():
-            fail_dead_runs(session)
-            return start_job_run(
-                session, job=job, trigger=trigger, attempt=attempt, requested_by=requested_by
-            )
-    except ProgrammingError as exc:
-        if "job_runs" in str(exc.orig):
-            raise ConfigurationError("table tandem.job_runs is missing: run `tandem apply` first") from None
-        raise
-
-
-Fence = Callable[[Session], str | None]
-"""Checked in the transaction that records a success: a reason (not None) records the run failed instead."""
-
-
-def _end(
-    engine: Engine, handle: RunHandle, status: str, error: str | None, fence: Fence | None = None
-) -> JobRunInfo:
-    with Session(engine) as session, session.begin():
-        if status == "succeeded" and fence is not None and (reason := fence(session)) is not None:
-            status, error = "failed", reason
-        info = finish_job_run(
-            session,
-            run_id=handle.run_id,
-            status=status,
-            rows=handle.rows,
-            error=error,
-            details=handle.details,
-        )
-    JOB_RUNS.labels(handle.job, status).inc()
-    if info.duration_s is not None:
-        JOB_DURATION.labels(handle.job).observe(info.duration_s)
-    return info
-
-
-@contextmanager
-def tracked_run(
-    engine: Engine,
-    *,
-    job: str,
-    trigger: str,
-    attempt: int = 1,
-    requested_by: str | None = None,
-    run_id: int | None = None,
-    fence: Fence | None = None,
-) -> Iterator[RunHandle]:
-    """Run a block as one job run: start and finish each committed on their own (see module docstring).
-
-    Pass `run_id` of a claimed request to finish that row instead of starting a new one. `fence` is asked
-    in the transaction that would record a success: when it gives a reason, the run is recorded failed
-    with it and TandemError(reason) is raised (the scheduler's leader lease: scheduler.leader).
-    """
-    if run_id is None:
-        run_id = _begin(engine, job=job, trigger=trigger, attempt=attempt, requested_by=requested_by)
-    handle = RunHandle(run_id=run_id, job=job, attempt=attempt)
-    try:
-        yield handle
-    except BaseException as exc:  # recorded, then re-raised: interrupts and exits fail the run too
-        _end(engine, handle, "failed", one_line(exc))
-        raise
-    info = _end(engine, handle, "succeeded", None, fence)
-    if info.status != "succeeded":
-        raise TandemError(info.error or "the run's fence refused its success")

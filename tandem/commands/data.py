@@ -146,7 +146,7 @@ def _snapshot_specs(settings: Settings, stores: Stores) -> list[str]:
 def materialize_cmd(cli: CliContext, reset_days: int | None) -> None:
     """Feast incremental materialization of the feature service's views: newest offline rows to Redis."""
     from core.batch.materialize import run_materialize
-    from core.records.job_runs import tracked_run
+    from core.records.tracked_run import tracked_run
 
     stores = cli.stores()
     start = None

@@ -21,7 +21,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 import core.batch.predict
 from core.batch.publish import publish_rows
-from core.records.job_runs import RunHandle
+from core.records.tracked_run import RunHandle
 from core.settings import Settings
 from core.stores.resolve import resolve_stores
 from scheduler.jobs import default_jobs

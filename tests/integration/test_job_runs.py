@@ -25,9 +25,9 @@ from core.records.job_runs import (
     recent_durations,
     request_job_run,
     start_job_run,
-    tracked_run,
 )
 from core.records.tables import JobRun
+from core.records.tracked_run import tracked_run
 from core.settings import Settings
 
 

@@ -21,9 +21,10 @@ from sqlalchemy import Engine, delete, select
 from sqlalchemy.orm import Session
 
 from core.errors import ConfigurationError, TandemError
-from core.records.job_runs import PROCESS_DIED, RunHandle
+from core.records.job_runs import PROCESS_DIED
 from core.records.prediction_runs import OWNED_RUNS_KEY, latest_published_run
 from core.records.tables import JobRun, ModelVersion, PredictionRun
+from core.records.tracked_run import RunHandle
 from core.settings import Settings
 from core.stores.resolve import Stores
 from scheduler.job_runner import JobRunner

@@ -42,7 +42,7 @@ from core.push.drain import drain_outbox
 from core.push.outbox import PgPushStore
 from core.push.rows import offline_rows, online_rows, validate_rows
 from core.push.service import PushPolicy, PushResult, PushService
-from core.records.job_runs import RunHandle
+from core.records.tracked_run import RunHandle
 from core.settings import Settings
 from core.stack.redis_server import redis_bin_dir
 from core.stores.resolve import Stores

@@ -37,9 +37,10 @@ from core.batch.predict import run_batch_predict
 from core.features.feast_repo import apply_feature_repo, open_feature_store
 from core.metrics import BATCH_DEADLINE_SLACK
 from core.model.lifecycle import train_and_promote
-from core.records.job_runs import RunHandle, request_job_run
+from core.records.job_runs import request_job_run
 from core.records.prediction_runs import latest_published_run
 from core.records.tables import JobRun, PredictionRun
+from core.records.tracked_run import RunHandle
 from core.settings import PROJECT_ROOT, Settings
 from core.stores.resolve import Stores
 from scheduler.app import create_scheduler

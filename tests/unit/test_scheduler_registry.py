@@ -9,7 +9,8 @@ from pydantic import SecretStr
 
 from core.endpoints import parse_postgres_url, parse_redis_url
 from core.errors import ConfigurationError
-from core.records.job_runs import JOB_NAMES, RunHandle
+from core.records.job_runs import JOB_NAMES
+from core.records.tracked_run import RunHandle
 from core.settings import Settings
 from core.stores.database import create_db_engine
 from core.stores.resolve import Stores
