@@ -7,8 +7,7 @@ The one place that produces the wire format. Keys (`core.online.keys`), fields a
   k entities in one buffer (`ReadLayout`); redis-py's pipeline would pack each command anew, ~2x slower;
 - write: per row `HSET <key> _ts:<view> <Timestamp> <mmh3 field> <Value> ...` (Feast's field order), then
   `EXPIRE <key> <ttl>` when a key TTL is set (`pack_hsets`); other views' fields in the hash stay;
-- newer-wins: Feast's rule for its own online write as a pure reference (`pack_hgets`, `newer_positions`);
-  the store runs it atomically per entity as a Lua script (`core.online.newer_wins`);
+- newer-wins: one atomic compare-and-set script per entity, in `core.online.newer_wins`;
 - delete: `HDEL <key> <fields...>` (`pack_hdels`), and `SCAN`/`DEL` for a project's keys.
 
 Pure: no I/O. Transports (`core.online.transport`, `core.online.resp_pool`) move the bytes.
@@ -18,7 +17,6 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable, Iterable, Sequence
-from datetime import UTC, datetime
 from itertools import chain, repeat
 from operator import call
 from typing import Any, cast
@@ -36,9 +34,7 @@ from core.online.rows import STORED_FEATURES, FeatureRows, OnlineRow, StoredPred
 __all__ = [
     "ReadLayout",
     "command",
-    "newer_positions",
     "pack_hdels",
-    "pack_hgets",
     "pack_hsets",
     "view_fields",
 ]
@@ -213,48 +209,6 @@ def _keys(
     project: str, join_key: str, entity_ids: npt.NDArray[np.int64], kind: IntKeyKind = "int64"
 ) -> list[bytes]:
     return encode_entity_keys(join_key=join_key, entity_ids=entity_ids, project=project, kind=kind)
-
-
-def pack_hgets(project: str, rows: FeatureRows) -> bytes:
-    """`HGET <key> _ts:<view>` for every row: the stored event times newer-wins compares against."""
-    field = timestamp_field(rows.view)
-    keys = _keys(project, rows.join_key, rows.entity_ids, rows.key_kind)
-    return b"".join(command(b"HGET", key, field) for key in keys)
-
-
-def newer_positions(rows: FeatureRows, stored: Sequence[bytes | None]) -> list[int]:
-    """Positions of the rows whose event time is newer than the stored `_ts` (None: nothing stored).
-
-    Feast's rule: an older or equal event time never replaces the online row, nor a row of the same entity
-    written earlier in this batch (the rows are written in order). Compared at microseconds, the precision
-    Feast keeps.
-    """
-    if len(stored) != len(rows):
-        raise ValueError(f"{len(stored)} stored timestamps for {len(rows)} rows")
-    stamps = rows.event_timestamps
-    micros = (
-        np.full(len(rows), _micros(stamps), dtype=np.int64)
-        if isinstance(stamps, datetime)
-        else np.asarray(stamps).astype("datetime64[us]").astype(np.int64)
-    )
-    keep: list[int] = []
-    queued: dict[int, int] = {}  # entity id -> event time of its last row kept in this batch
-    rows_seen = zip(rows.entity_ids.tolist(), micros.tolist(), stored, strict=True)
-    for position, (entity_id, ours, theirs) in enumerate(rows_seen):
-        latest = queued.get(entity_id)
-        if latest is None and theirs is not None:
-            latest = _micros(decode_timestamp(theirs))
-        if latest is None or ours > latest:
-            keep.append(position)
-            queued[entity_id] = ours
-    return keep
-
-
-def _micros(moment: datetime) -> int:
-    """Microseconds since the epoch; naive means UTC."""
-    if moment.tzinfo is not None:
-        moment = moment.astimezone(UTC).replace(tzinfo=None)
-    return int(np.datetime64(moment, "us").astype(np.int64))
 
 
 def view_fields(view: ViewSpec) -> list[bytes]:

@@ -37,7 +37,7 @@ from core.online.keys import encode_entity_keys
 from core.online.resp_pool import RespPool
 from core.online.rows import FeatureColumn, FeatureRows
 from core.online.store import AsyncOnlineStore, OnlineStore
-from core.online.wire import newer_positions, pack_hgets, pack_hsets
+from core.online.wire import pack_hsets
 from core.push.drain import drain_outbox
 from core.push.outbox import PgPushStore
 from core.push.rows import offline_rows, online_rows, validate_rows
@@ -48,6 +48,7 @@ from core.stack.redis_server import redis_bin_dir
 from core.stores.resolve import Stores
 from scheduler.jobs import default_jobs
 from scheduler.registry import JobContext
+from tests.newer_wins_reference import newer_positions, pack_hgets
 from tests.servers import free_port
 
 PROJECT = f"push{uuid.uuid4().hex[:8]}"

@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 
 from core.errors import NotFoundError, TamperedArtifactError, TrainingError
 from core.features.feast_repo import apply_feature_repo, feature_service_refs, open_feature_store
+from core.model.lifecycle import register_trained
 from core.model.registry import list_versions, load_model, promote, register_model
 from core.model.training import TrainingResult, train_model, training_frame
 from core.records.tables import ModelVersion
@@ -399,18 +400,7 @@ def test_a_regression_model_trains_reports_mae_r2_and_round_trips(
     assert result.metrics["r2"] > 0.0
     assert 0.0 < result.metrics["mae"] < 10.0
     name = _model_name()
-    info = register_model(
-        session,
-        model_name=name,
-        estimator=result.estimator,
-        feature_service=result.feature_service,
-        feature_refs=result.feature_refs,
-        training_start=result.training_start,
-        training_end=result.training_end,
-        metrics=result.metrics,
-        params=result.params,
-        task=result.task,
-    )
+    info = register_trained(session, model_name=name, result=result)
     loaded = load_model(session, model_name=name, version=info.version)
     assert info.task == loaded.task == "regression"
     assert loaded.compiled is None

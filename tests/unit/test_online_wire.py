@@ -20,7 +20,8 @@ from core.online.encoding import encode_timestamps, encode_values, feature_field
 from core.online.keys import encode_entity_keys
 from core.online.rows import FeatureColumn, FeatureRows, OnlineRow, StoredPrediction, apply_ttl
 from core.online.store import AsyncOnlineStore, OnlineStore
-from core.online.wire import ReadLayout, command, newer_positions, pack_hdels, pack_hgets, pack_hsets
+from core.online.wire import ReadLayout, command, pack_hdels, pack_hsets
+from tests.newer_wins_reference import newer_positions, pack_hgets
 
 NOW = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
 
