@@ -11,6 +11,7 @@ __all__ = [
     "TamperedArtifactError",
     "TandemError",
     "TrainingError",
+    "first_line",
 ]
 
 
@@ -44,3 +45,9 @@ class InvalidModelError(TandemError):
 
 class TamperedArtifactError(TandemError):
     """A stored model artifact does not match its recorded sha256, or its HMAC signature is missing or wrong."""
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message, or its type's name when the message is empty."""
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__

@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 from core.batch.copy import COPY_COLUMNS, COPY_HEADER, COPY_TRAILER, copy_tuples
 from core.batch.publish import PublishBatch, publish_rows, restore_previous
 from core.batch.snapshots import Collected, snapshot_codes, snapshot_json
-from core.errors import ConfigurationError, TandemError
+from core.errors import ConfigurationError, TandemError, first_line
 from core.features.snapshots import service_specs
 from core.features.specs import ServiceSpec, ViewSpec
 from core.model.registry import LoadedModel, load_model
@@ -259,8 +259,9 @@ def run_batch_predict(
                 set_run_status(session, run_id=run_id, status="published", stage_seconds=timings)
         except BaseException as exc:
             with Session(engine) as session, session.begin():
-                message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-                set_run_status(session, run_id=run_id, status="failed", error=message, stage_seconds=timings)
+                set_run_status(
+                    session, run_id=run_id, status="failed", error=first_line(exc), stage_seconds=timings
+                )
             raise
     finally:
         engine.dispose()

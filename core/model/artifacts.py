@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from core.errors import InvalidModelError
+from core.errors import InvalidModelError, first_line
 
 __all__ = ["ALSO_TRUSTED", "JOBLIB_SUFFIXES", "SKOPS_SUFFIX", "read_model_file"]
 
@@ -24,18 +24,13 @@ SKOPS_SUFFIX = ".skops"
 JOBLIB_SUFFIXES = (".joblib", ".pkl", ".pickle")
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
 def _read_skops(path: Path, trusted: Sequence[str]) -> Any:
     import skops.io as sio
 
     try:
         untrusted = sio.get_untrusted_types(file=path)
     except Exception as exc:  # noqa: BLE001 - any failure to parse the file is one line for the user
-        raise InvalidModelError(f"{path} is not a readable skops file: {_first_line(exc)}") from None
+        raise InvalidModelError(f"{path} is not a readable skops file: {first_line(exc)}") from None
     refused = sorted(set(untrusted) - ALSO_TRUSTED - set(trusted))
     if refused:
         raise InvalidModelError(
@@ -45,7 +40,7 @@ def _read_skops(path: Path, trusted: Sequence[str]) -> Any:
     try:
         return sio.load(path, trusted=list(untrusted))
     except Exception as exc:  # noqa: BLE001 - as above
-        raise InvalidModelError(f"cannot load {path} with skops: {_first_line(exc)}") from None
+        raise InvalidModelError(f"cannot load {path} with skops: {first_line(exc)}") from None
 
 
 def _read_joblib(path: Path) -> Any:
@@ -54,7 +49,7 @@ def _read_joblib(path: Path) -> Any:
     try:
         return joblib.load(path)
     except Exception as exc:  # noqa: BLE001 - a broken or foreign file is one line for the user
-        raise InvalidModelError(f"cannot load {path} with joblib: {_first_line(exc)}") from None
+        raise InvalidModelError(f"cannot load {path} with joblib: {first_line(exc)}") from None
 
 
 def read_model_file(path: Path, *, trusted: Sequence[str] = ()) -> Any:

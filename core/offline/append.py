@@ -14,7 +14,7 @@ from typing import Any, TypeAlias, TypeVar
 from psycopg import AsyncConnection, sql
 from psycopg_pool import AsyncConnectionPool
 
-from core.errors import NotFoundError, StoreUnavailableError
+from core.errors import NotFoundError, StoreUnavailableError, first_line
 from core.features.specs import ViewSpec
 
 __all__ = ["OfflineRows", "PgAppender", "Work", "insert_offline"]
@@ -79,7 +79,4 @@ class PgAppender:
         except (NotFoundError, StoreUnavailableError):
             raise
         except Exception as exc:  # every failure here is PostgreSQL's: one error for callers
-            text = str(exc).strip().splitlines()
-            raise StoreUnavailableError(
-                f"PostgreSQL ({what}): {text[0] if text else type(exc).__name__}"
-            ) from exc
+            raise StoreUnavailableError(f"PostgreSQL ({what}): {first_line(exc)}") from exc

@@ -28,7 +28,7 @@ import numpy.typing as npt
 import redis
 
 from core.endpoints import RedisEndpoint
-from core.errors import StoreUnavailableError
+from core.errors import StoreUnavailableError, first_line
 from core.features.specs import ViewSpec
 from core.online.newer_wins import pack_newer_writes, written_count
 from core.online.rows import FeatureRows, OnlineRow
@@ -58,8 +58,7 @@ def _no_script(exc: redis.ResponseError) -> bool:
 
 
 def _unavailable(exc: BaseException) -> StoreUnavailableError:
-    text = str(exc).strip().splitlines()
-    return StoreUnavailableError(f"Redis (online store): {text[0] if text else type(exc).__name__}")
+    return StoreUnavailableError(f"Redis (online store): {first_line(exc)}")
 
 
 @contextmanager

@@ -12,7 +12,7 @@ from typing import Any, Protocol
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
-from core.errors import StoreUnavailableError
+from core.errors import StoreUnavailableError, first_line
 from core.online.decoding import decode_snapshot
 from core.online.rows import StoredPrediction
 
@@ -88,5 +88,4 @@ class PgStoredScores:
 
 
 def _unavailable(exc: BaseException) -> StoreUnavailableError:
-    text = str(exc).strip().splitlines()
-    return StoreUnavailableError(f"PostgreSQL (stored scores): {text[0] if text else type(exc).__name__}")
+    return StoreUnavailableError(f"PostgreSQL (stored scores): {first_line(exc)}")

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
+from core.errors import first_line
+
 __all__ = ["describe_failure"]
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0] if lines else type(exc).__name__
 
 
 def describe_failure(exc: BaseException) -> str | None:
@@ -21,8 +18,8 @@ def describe_failure(exc: BaseException) -> str | None:
     while current is not None and id(current) not in seen:
         seen.add(id(current))
         if isinstance(current, psycopg.OperationalError | sqlalchemy.exc.OperationalError):
-            return f"PostgreSQL is unreachable: {_first_line(current)}"
+            return f"PostgreSQL is unreachable: {first_line(current)}"
         if isinstance(current, redis.ConnectionError | redis.TimeoutError):
-            return f"Redis is unreachable: {_first_line(current)}"
+            return f"Redis is unreachable: {first_line(current)}"
         current = current.__cause__ or current.__context__
     return None

@@ -8,7 +8,7 @@ import psycopg
 import redis
 
 from core.endpoints import PostgresEndpoint, RedisEndpoint, parse_postgres_url, parse_redis_url
-from core.errors import ConfigurationError, StackError, StoreUnavailableError
+from core.errors import ConfigurationError, StackError, StoreUnavailableError, first_line
 from core.settings import Settings
 
 __all__ = ["Stores", "check_postgres", "check_redis", "resolve_stores"]
@@ -45,11 +45,6 @@ def resolve_stores(settings: Settings) -> Stores:
     return Stores(postgres=stack.postgres, redis=stack.redis, local=True)
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
-
-
 def check_postgres(endpoint: PostgresEndpoint, *, timeout_s: int = 3) -> None:
     """Raise StoreUnavailableError naming the server (password masked) if it does not answer."""
     try:
@@ -58,7 +53,7 @@ def check_postgres(endpoint: PostgresEndpoint, *, timeout_s: int = 3) -> None:
     except psycopg.Error as exc:
         raise StoreUnavailableError(
             f"PostgreSQL at {endpoint.host}:{endpoint.port} ({endpoint.masked()}) "
-            f"is unreachable: {_first_line(exc)}"
+            f"is unreachable: {first_line(exc)}"
         ) from None
 
 
@@ -69,7 +64,7 @@ def check_redis(endpoint: RedisEndpoint, *, timeout_s: float = 3.0) -> None:
         client.ping()
     except redis.RedisError as exc:
         raise StoreUnavailableError(
-            f"Redis at {endpoint.host}:{endpoint.port} ({endpoint.masked()}) is unreachable: {_first_line(exc)}"
+            f"Redis at {endpoint.host}:{endpoint.port} ({endpoint.masked()}) is unreachable: {first_line(exc)}"
         ) from None
     finally:
         client.close()
