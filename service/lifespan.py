@@ -76,11 +76,10 @@ class _Probe:
         return True
 
 
-def _fingerprint(settings: Settings, stores: Stores) -> str | None:
+def _fingerprint(stores: Stores, project: str, schema: str) -> str | None:
     """The Feast registry's fingerprint: a change means someone ran `tandem apply` (or `feast apply`)."""
-    schema = registry_schema(settings, stores)
     with psycopg.connect(stores.postgres.url(), autocommit=True, connect_timeout=5) as conn:
-        return registry_fingerprint(conn, project=settings.feast_project, schema=schema)
+        return registry_fingerprint(conn, project=project, schema=schema)
 
 
 def _record_latest_skew(services: Services, engine: Engine) -> None:
@@ -112,12 +111,18 @@ async def _warm_up(services: Services) -> None:
 async def _watch(services: Services, builder: ModelBuilder) -> None:
     """Poll for promotions and for a changed Feast registry; load and warm off the event loop, then swap
     each model in one step."""
-    settings = services.settings
-    fingerprint = await to_thread.run_sync(_fingerprint, settings, builder.stores)
+    settings, stores = services.settings, builder.stores
+    schema: str | None = None  # the repo's registry schema, read from its feature_store.yaml once
+    fingerprint: str | None = None  # unknown until PostgreSQL first answers: then every model is re-read
+    with contextlib.suppress(Exception):  # a store down at start-up: the polls below retry
+        schema = found = await to_thread.run_sync(registry_schema, settings, stores)
+        fingerprint = await to_thread.run_sync(_fingerprint, stores, settings.feast_project, found)
     while True:
         await asyncio.sleep(settings.model_poll_s)
         try:
-            now = await to_thread.run_sync(_fingerprint, settings, builder.stores)
+            if schema is None:
+                schema = await to_thread.run_sync(registry_schema, settings, stores)
+            now = await to_thread.run_sync(_fingerprint, stores, settings.feast_project, schema)
             await sync_models(services, builder, rebuild=now != fingerprint)
             fingerprint = now
             await to_thread.run_sync(_record_latest_skew, services, builder.engine)
