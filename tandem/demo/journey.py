@@ -62,7 +62,14 @@ def _wait_for_ctrl_c(check: object) -> None:
         while not stop:
             check_children = getattr(check, "check", None)
             if callable(check_children):
-                check_children()
+                try:
+                    check_children()
+                except StackError:
+                    # Ctrl-C reaches the whole process group: a child may stop a moment before our own
+                    # handler runs. A child that ended on its own stays an error.
+                    time.sleep(0.5)
+                    if not stop:
+                        raise
             time.sleep(0.5)
     finally:
         signal.signal(signal.SIGINT, previous)
