@@ -12,13 +12,15 @@ import signal
 import time
 from datetime import UTC, datetime
 from types import FrameType
+from typing import Any
 
 import click
 import httpx
 
 from core.errors import StackError
+from core.stores.resolve import Stores
 from tandem.context import CliContext
-from tandem.demo.processes import children, port_is_free, wait_ready
+from tandem.demo.processes import Children, children, port_is_free, wait_ready
 from tandem.demo.steps import Timeline, prepare_data, show_predictions, show_skew
 
 __all__ = ["demo_cmd"]
@@ -49,30 +51,40 @@ def _push_fresh(url: str, key: str, customer_ids: list[int]) -> None:
         raise StackError(f"push failed with {response.status_code}: {response.text[:200]}")
 
 
-def _wait_for_ctrl_c(check: object) -> None:
-    stop = False
+class _StopRequest:
+    """Ctrl-C or SIGTERM while the demo's API and scheduler run: remembered from the moment they start.
 
-    def handler(_signum: int, _frame: FrameType | None) -> None:
-        nonlocal stop
-        stop = True
+    Ctrl-C reaches the whole process group, children included, possibly while the demo is still pushing
+    and checking (a non-interactive shell may even start it with SIGINT ignored): the demo must hear it
+    then too, and treat the children stopping as the stop it asked for, not as a failure.
+    """
 
-    previous = signal.signal(signal.SIGINT, handler)
-    signal.signal(signal.SIGTERM, handler)
-    try:
-        while not stop:
-            check_children = getattr(check, "check", None)
-            if callable(check_children):
-                try:
-                    check_children()
-                except StackError:
-                    # Ctrl-C reaches the whole process group: a child may stop a moment before our own
-                    # handler runs. A child that ended on its own stays an error.
-                    time.sleep(0.5)
-                    if not stop:
-                        raise
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: list[tuple[int, Any]] = []
+
+    def _handler(self, _signum: int, _frame: FrameType | None) -> None:
+        self.requested = True
+
+    def __enter__(self) -> _StopRequest:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            self._previous.append((signum, signal.signal(signum, self._handler)))
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        for signum, previous in self._previous:
+            signal.signal(signum, previous)
+
+    def wait(self, group: Children) -> None:
+        """Until Ctrl-C; StackError if a child ends on its own meanwhile."""
+        while not self.requested:
+            try:
+                group.check()
+            except StackError:
+                time.sleep(0.5)  # its Ctrl-C may land a moment after the child's
+                if not self.requested:
+                    raise
             time.sleep(0.5)
-    finally:
-        signal.signal(signal.SIGINT, previous)
 
 
 @click.command("demo")
@@ -97,23 +109,38 @@ def demo_cmd(cli: CliContext, customers: int, days: int, seed_value: int, port: 
         "TANDEM_FEAST_PROJECT": settings.feast_project,
         "TANDEM_API_KEYS": key,
     }
-    with children(settings.home / "demo-logs", env) as group:
+    with _StopRequest() as stop, children(settings.home / "demo-logs", env) as group:
         group.start("scheduler", "scheduler")
         group.start("api", "serve", "--port", str(port))
-        ready_s = wait_ready(url, group)
-        timeline.step(f"API ready in {ready_s:.1f} s at {url}; scheduler started")
-        pushed = [3, 5, 8]
-        _push_fresh(url, key, pushed)
-        timeline.step(f"pushed fresh transactions for customers {', '.join(map(str, pushed))}")
-        show_predictions(console, url, [*pushed, 1, 2, 4])
-        show_skew(cli, stores, timeline)
-        console.print(f"\nAPI docs      {url}/schema/swagger")
-        console.print(f"skew review   {url}/skew")
-        console.print(f"metrics       {url}/metrics")
-        console.print(f"API key       {key}   (header X-API-Key, for push and job runs)")
-        timeline.summary()
+        try:
+            _serve_steps(cli, stores, timeline, group, url=url, key=key)
+        except Exception:
+            if not stop.requested:
+                raise
+        if stop.requested:  # Ctrl-C while the steps ran
+            console.print("stopping the API and the scheduler")
+            return
         if once:
             return
         console.print("\nserving until Ctrl-C ...")
-        _wait_for_ctrl_c(group)
+        stop.wait(group)
         console.print("stopping the API and the scheduler")
+
+
+def _serve_steps(
+    cli: CliContext, stores: Stores, timeline: Timeline, group: Children, *, url: str, key: str
+) -> None:
+    """With the API and the scheduler started: fresh events, blended predictions, a skew check, the URLs."""
+    console = cli.console
+    ready_s = wait_ready(url, group)
+    timeline.step(f"API ready in {ready_s:.1f} s at {url}; scheduler started")
+    pushed = [3, 5, 8]
+    _push_fresh(url, key, pushed)
+    timeline.step(f"pushed fresh transactions for customers {', '.join(map(str, pushed))}")
+    show_predictions(console, url, [*pushed, 1, 2, 4])
+    show_skew(cli, stores, timeline)
+    console.print(f"\nAPI docs      {url}/schema/swagger")
+    console.print(f"skew review   {url}/skew")
+    console.print(f"metrics       {url}/metrics")
+    console.print(f"API key       {key}   (header X-API-Key, for push and job runs)")
+    timeline.summary()
