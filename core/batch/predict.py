@@ -139,7 +139,7 @@ def _publish(
     progress: Progress | None,
 ) -> int:
     """Publish every row online; on failure restore the previous run's scores for what was written."""
-    ids = np.concatenate(collected.ids) if collected.ids else np.empty(0, dtype=np.int64)
+    ids = np.concatenate(collected.ids) if collected.ids else view.key.array([])
     strings = np.array([snapshot_json(views, key) for key in collected.snapshots] or [""], dtype=object)
     batch = PublishBatch(
         entity_ids=ids,

@@ -31,7 +31,7 @@ _PIPELINE_ROWS = 5_000
 class PublishBatch:
     """The rows of one run, as the stored-scores view's columns."""
 
-    entity_ids: npt.NDArray[np.int64]
+    entity_ids: npt.NDArray[Any]  # as core.features.keys makes them
     scores: npt.NDArray[np.float64]
     model_version: str
     run_id: str
@@ -48,7 +48,7 @@ class PublishBatch:
         size = len(self.entity_ids)
         return FeatureRows(
             view=view.name,
-            join_key=view.join_key,
+            key=view.key,
             entity_ids=self.entity_ids,
             columns=(
                 FeatureColumn("score", "float64", self.scores),
@@ -57,7 +57,6 @@ class PublishBatch:
                 FeatureColumn("feature_snapshot_ts", "string", self.snapshots),
             ),
             event_timestamps=self.scored_at,
-            key_kind=view.key_kind,
         )
 
 
@@ -80,23 +79,24 @@ def restore_previous(
     conn: psycopg.Connection[Any],
     *,
     view: ViewSpec,
-    entity_ids: npt.NDArray[np.int64],
+    entity_ids: npt.NDArray[Any],
     previous_run_id: uuid.UUID | None,
 ) -> int:
     """Put back the previous published scores of `entity_ids`; entities it lacked lose theirs. Returns rows."""
     if len(entity_ids) == 0:
         return 0
-    restored: set[int] = set()
+    key = view.key
+    restored: set[Any] = set()
     if previous_run_id is not None:
         rows = conn.execute(
-            "SELECT entity_id, score, model_version, run_id::text, feature_snapshot_ts, scored_at "
-            "FROM tandem.batch_predictions WHERE run_id = %s AND entity_id = ANY(%s)",
-            (previous_run_id, entity_ids.tolist()),
+            "SELECT entity_key, score, model_version, run_id::text, feature_snapshot_ts, scored_at "
+            "FROM tandem.batch_predictions WHERE run_id = %s AND entity_key = ANY(%s)",
+            (previous_run_id, key.texts(entity_ids)),
         ).fetchall()
         for scored_at in {row[5] for row in rows}:
             group = [row for row in rows if row[5] == scored_at]
             batch = PublishBatch(
-                entity_ids=np.array([row[0] for row in group], dtype=np.int64),
+                entity_ids=key.array([key.from_text(row[0]) for row in group]),
                 scores=np.array([row[1] for row in group], dtype=np.float64),
                 model_version=str(group[0][2]),
                 run_id=str(group[0][3]),
@@ -104,7 +104,7 @@ def restore_previous(
                 scored_at=scored_at,
             )
             publish_rows(store, view=view, batch=batch, chunk_rows=10_000)
-            restored.update(int(row[0]) for row in group)
-    orphans = np.array(sorted(set(entity_ids.tolist()) - restored), dtype=np.int64)
+            restored.update(key.from_text(row[0]) for row in group)
+    orphans = key.array(sorted(set(entity_ids.tolist()) - restored))
     store.delete(view, orphans)
     return len(restored) + len(orphans)

@@ -12,32 +12,28 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from core.features.keys import EntityKey, IntKeyKind, KeyKind
 from core.online.encoding import INT_BOUNDS, row_bytes
 
 __all__ = [
     "IntKeyKind",
     "KeyKind",
     "encode_entity_keys",
+    "encode_keys",
     "encode_redis_keys",
     "entity_key_prefix",
     "redis_key",
     "serialize_entity_key",
 ]
 
-KeyKind = Literal["int64", "int32", "string"]
-"""The Feast types a join key can have here."""
-
 _VALUE_TYPE_STRING = 2  # feast.types.ValueType.STRING
 _VALUE_TYPE_INT32 = 3  # feast.types.ValueType.INT32
 _VALUE_TYPE_INT64 = 4  # feast.types.ValueType.INT64
-
-IntKeyKind = Literal["int64", "int32"]
-"""Key kinds with a fixed width: the fast, vectorised key paths below."""
 
 _INT_KEYS: dict[str, tuple[int, str]] = {
     "int64": (_VALUE_TYPE_INT64, "<i8"),
@@ -172,3 +168,12 @@ def encode_redis_keys(
     head, tail = _key_header(join_keys, order), project.encode("utf-8")
     parts = [_key_column(join_keys[i], columns[i], kinds[i]) for i in order]
     return [head + b"".join(values) + tail for values in zip(*parts, strict=True)]
+
+
+def encode_keys(key: EntityKey, entity_ids: npt.NDArray[Any] | Sequence[Any], *, project: str) -> list[bytes]:
+    """Feast's Redis key of each entity id (see `core.features.keys`) of an entity key of any shape."""
+    int_kind = key.int_kind
+    if int_kind is not None:
+        ids = np.asarray(entity_ids, dtype=np.int64) if not isinstance(entity_ids, np.ndarray) else entity_ids
+        return encode_entity_keys(join_key=key.join_keys[0], entity_ids=ids, project=project, kind=int_kind)
+    return encode_redis_keys(key.join_keys, key.columns(entity_ids), key.kinds, project=project)

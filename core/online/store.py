@@ -23,12 +23,12 @@ from contextlib import contextmanager
 from typing import Any, Protocol
 
 import hiredis
-import numpy as np
 import numpy.typing as npt
 import redis
 
 from core.endpoints import RedisEndpoint
 from core.errors import StoreUnavailableError, first_line
+from core.features.keys import EntityId
 from core.features.specs import ViewSpec
 from core.online.newer_wins import pack_newer_writes, written_count
 from core.online.rows import FeatureRows, OnlineRow
@@ -69,7 +69,7 @@ def _mapped() -> Iterator[None]:
         raise _unavailable(exc) from exc
 
 
-def _decoded(layout: ReadLayout, entity_ids: Sequence[int], replies: Sequence[Any]) -> list[OnlineRow]:
+def _decoded(layout: ReadLayout, entity_ids: Sequence[EntityId], replies: Sequence[Any]) -> list[OnlineRow]:
     """Rows from replies; bytes that are not Feast's layout mean the online store can't be trusted."""
     try:
         return layout.decode_all(entity_ids, replies)
@@ -92,7 +92,9 @@ class OnlineStore:
         client = redis.Redis.from_url(endpoint.url(), socket_timeout=timeout_s, socket_connect_timeout=5)
         return cls(client, project=project)
 
-    def read(self, layout: ReadLayout, entity_ids: Sequence[int], *, batch: int = 1_000) -> list[OnlineRow]:
+    def read(
+        self, layout: ReadLayout, entity_ids: Sequence[EntityId], *, batch: int = 1_000
+    ) -> list[OnlineRow]:
         """Rows for `entity_ids`, in order, `batch` entities per round trip."""
         rows: list[OnlineRow] = []
         with _mapped():
@@ -136,12 +138,12 @@ class OnlineStore:
                 )
         return written_count(replies)
 
-    def delete(self, view: ViewSpec, entity_ids: npt.NDArray[np.int64]) -> int:
+    def delete(self, view: ViewSpec, entity_ids: npt.NDArray[Any]) -> int:
         """Remove `view`'s fields (values and `_ts`) from the entities' hashes; returns the entities."""
         if len(entity_ids) == 0:
             return 0
         with _mapped():
-            payload = pack_hdels(self.project, view.join_key, entity_ids, view_fields(view), view.key_kind)
+            payload = pack_hdels(self.project, view.key, entity_ids, view_fields(view))
             self.transport.request(payload, len(entity_ids))
         return len(entity_ids)
 
@@ -180,7 +182,7 @@ class AsyncOnlineStore:
         self.transport = transport
         self.project = project
 
-    async def read(self, layout: ReadLayout, entity_ids: Sequence[int]) -> list[OnlineRow]:
+    async def read(self, layout: ReadLayout, entity_ids: Sequence[EntityId]) -> list[OnlineRow]:
         """Rows for `entity_ids`, in order, from one round trip (none for no ids)."""
         payload = layout.request(entity_ids)
         if not payload:

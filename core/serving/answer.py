@@ -12,7 +12,9 @@ from datetime import datetime
 
 import numpy as np
 
-from core.features.specs import ServiceSpec
+from core.features.inputs import live_input
+from core.features.keys import EntityId
+from core.features.specs import Kind, ServiceSpec
 from core.model.registry import LoadedModel
 from core.online.rows import OnlineRow, StoredPrediction, apply_ttl
 from core.serving.blend import BlendDecision, BlendInput, Mode, Source, StoredScore, decide
@@ -29,7 +31,7 @@ NO_STORED_SCORE = "no_stored_score"
 class Answer:
     """One entity's answer with its provenance; `decision` None means nothing to serve."""
 
-    entity_id: int
+    entity_id: EntityId
     decision: BlendDecision | None
     score: float | None = None
     model_version: str | None = None
@@ -82,9 +84,16 @@ def answer_rows(
     ]
     live_scores: dict[int, float] = {}
     if live and model is not None:
+        kinds = _ref_kinds(service, model.feature_refs)
         matrix = np.array(
-            [[_number(fresh[i].values.get(ref)) for ref in model.feature_refs] for i in live],
-            dtype=np.float64,
+            [
+                [
+                    live_input(kind, fresh[i].values.get(ref))
+                    for ref, kind in zip(model.feature_refs, kinds, strict=True)
+                ]
+                for i in live
+            ],
+            dtype=object if "string" in kinds else np.float64,
         )
         live_scores = dict(zip(live, model.predict_scores(matrix).tolist(), strict=True))
     answers = []
@@ -124,9 +133,10 @@ def answer_rows(
     return answers
 
 
-def _number(value: object) -> float:
-    if value is None:
-        return float("nan")
-    if isinstance(value, bool | int | float):
-        return float(value)
-    raise TypeError(f"model inputs must be numeric, got {type(value).__name__}")
+def _ref_kinds(service: ServiceSpec, refs: Sequence[str]) -> list[Kind]:
+    """The kind of each `view:feature` ref (float64 for one the service lacks: the model call then fails
+    as it would in batch)."""
+    kinds: dict[str, Kind] = {
+        f"{view.name}:{feature.name}": feature.kind for view in service.views for feature in view.features
+    }
+    return [kinds.get(ref, "float64") for ref in refs]

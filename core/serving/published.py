@@ -13,6 +13,7 @@ import time
 from collections.abc import Sequence
 
 from core.errors import StoreUnavailableError
+from core.features.keys import EntityId
 from core.online.rows import OnlineRow
 from core.serving.stored import StoredScores
 
@@ -34,7 +35,7 @@ class PublishedRuns:
         self.ids = await self.stored.published_runs()
         self.loaded_at = time.monotonic()
 
-    def _unverified(self, rows: Sequence[OnlineRow]) -> list[int]:
+    def _unverified(self, rows: Sequence[OnlineRow]) -> list[EntityId]:
         known = self.ids
         return [row.entity_id for row in rows if row.stored is not None and row.stored.run_id not in known]
 

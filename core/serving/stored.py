@@ -13,18 +13,19 @@ from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
 from core.errors import StoreUnavailableError, first_line
+from core.features.keys import EntityId
 from core.online.decoding import decode_snapshot
 from core.online.rows import StoredPrediction
 
 __all__ = ["PgStoredScores", "StoredScores", "stored_predictions"]
 
 _LATEST_PUBLISHED = """
-SELECT DISTINCT ON (p.entity_id) p.entity_id, p.score, p.model_version, p.run_id::text, p.scored_at,
+SELECT DISTINCT ON (p.entity_key) p.entity_key, p.score, p.model_version, p.run_id::text, p.scored_at,
        p.feature_snapshot_ts
 FROM tandem.batch_predictions p
 JOIN tandem.prediction_runs r ON r.run_id = p.run_id AND r.status = 'published' AND r.model_name = %s
-WHERE p.entity_id = ANY(%s)
-ORDER BY p.entity_id, r.published_at DESC
+WHERE p.entity_key = ANY(%s)
+ORDER BY p.entity_key, r.published_at DESC
 """
 _PUBLISHED_RUNS = (
     "SELECT run_id::text FROM tandem.prediction_runs WHERE status = 'published' AND model_name = %s"
@@ -38,19 +39,20 @@ class StoredScores(Protocol):
         """Ids of the published runs."""
         ...
 
-    async def latest(self, entity_ids: Sequence[int]) -> dict[int, StoredPrediction]:
+    async def latest(self, entity_ids: Sequence[EntityId]) -> dict[EntityId, StoredPrediction]:
         """The newest published stored score of each entity that has one."""
         ...
 
 
 async def stored_predictions(
-    conn: AsyncConnection[Any], entity_ids: Sequence[int], *, model_name: str
-) -> dict[int, StoredPrediction]:
+    conn: AsyncConnection[Any], entity_ids: Sequence[EntityId], *, model_name: str
+) -> dict[EntityId, StoredPrediction]:
     """The newest published stored prediction of the model for each entity that has one."""
-    cursor = await conn.execute(_LATEST_PUBLISHED, (model_name, list(entity_ids)))
-    found: dict[int, StoredPrediction] = {}
-    for entity_id, score, version, run_id, scored_at, snapshot in await cursor.fetchall():
-        found[int(entity_id)] = StoredPrediction(
+    wanted = {str(entity_id): entity_id for entity_id in entity_ids}
+    cursor = await conn.execute(_LATEST_PUBLISHED, (model_name, list(wanted)))
+    found: dict[EntityId, StoredPrediction] = {}
+    for entity_key, score, version, run_id, scored_at, snapshot in await cursor.fetchall():
+        found[wanted[entity_key]] = StoredPrediction(
             score=float(score),
             model_version=str(version),
             run_id=str(run_id),
@@ -78,7 +80,7 @@ class PgStoredScores:
         except Exception as exc:
             raise _unavailable(exc) from exc
 
-    async def latest(self, entity_ids: Sequence[int]) -> dict[int, StoredPrediction]:
+    async def latest(self, entity_ids: Sequence[EntityId]) -> dict[EntityId, StoredPrediction]:
         """The newest published stored prediction of each entity that has one."""
         try:
             async with self.pool.connection(timeout=self.timeout_s) as conn:

@@ -68,7 +68,7 @@ def world(settings: Settings, stores: Stores, engine: Engine) -> World:
 def _stored(stores: Stores, run_id: uuid.UUID) -> pd.DataFrame:
     with psycopg.connect(stores.postgres.url()) as conn:
         rows = conn.execute(
-            "SELECT entity_id, score, feature_snapshot_ts FROM tandem.batch_predictions WHERE run_id = %s",
+            "SELECT entity_key::int8, score, feature_snapshot_ts FROM tandem.batch_predictions WHERE run_id = %s",
             (run_id,),
         ).fetchall()
     return pd.DataFrame(rows, columns=["customer_id", "score", "snapshot"]).set_index("customer_id")
