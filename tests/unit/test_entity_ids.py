@@ -14,7 +14,7 @@ from feast.protos.feast.types.Value_pb2 import Value
 
 from core.batch.copy import key_texts
 from core.features.keys import EntityKey
-from core.online.keys import encode_keys
+from core.online.keys import encode_keys, entity_id_of_redis_key, parse_entity_key
 from core.online.wire import command
 
 COMPOSITE = EntityKey.of([("store_code", "string"), ("sku", "int64")])
@@ -94,7 +94,7 @@ def test_redis_keys_equal_feasts(key: EntityKey) -> None:
     rng = np.random.default_rng(3)
     samples: list[tuple[Any, ...]] = []
     for n in range(50):
-        parts = []
+        parts: list[Any] = []
         for kind in key.kinds:
             if kind == "string":
                 parts.append([f"S-{n:03d}", "Zürich-1", "", "日本-" + str(n)][n % 4])
@@ -128,8 +128,8 @@ def test_read_request_packs_one_hmget_per_entity_for_any_key() -> None:
     view = ViewSpec("shelf", "t", COMPOSITE, "ts", None, 0, features)
     scores = ViewSpec(
         "m_predictions", "(q)", COMPOSITE, "scored_at", None, 0,
-        tuple(FeatureSpec(n, k) for n, k in (("score", "float64"), ("model_version", "string"),
-              ("run_id", "string"), ("feature_snapshot_ts", "string")))  # type: ignore[arg-type]
+        (FeatureSpec("score", "float64"), FeatureSpec("model_version", "string"),
+         FeatureSpec("run_id", "string"), FeatureSpec("feature_snapshot_ts", "string")),
     )  # fmt: skip
     layout = ReadLayout(
         project="p", service=ServiceSpec("svc", (view,), ("shelf:stock",)), predictions=scores
@@ -141,3 +141,21 @@ def test_read_request_packs_one_hmget_per_entity_for_any_key() -> None:
     assert timestamp_field("shelf") in fields
     assert layout.request(ids) == b"".join(command(b"HMGET", key, *fields) for key in keys)
     assert layout.key(ids[1]) == keys[1]
+
+
+@pytest.mark.parametrize("key", [COMPOSITE, STRING, INT32, EntityKey.single("driver_id")])
+def test_redis_keys_parse_back_to_their_ids(key: EntityKey) -> None:
+    parts_of: dict[str, list[Any]] = {
+        "string": ["Zürich-1", "", "x"],
+        "int32": [-(2**31), 0, 7],
+        "int64": [2**63 - 1, -1, 5],
+    }
+    ids = [key.compose([parts_of[kind][n] for kind in key.kinds]) for n in range(3)]
+    for entity_id, redis_key in zip(ids, encode_keys(key, key.array(ids), project="proj"), strict=True):
+        assert entity_id_of_redis_key(key, redis_key, project="proj") == entity_id
+        assert entity_id_of_redis_key(key, redis_key, project="other") is None
+        assert parse_entity_key(redis_key[: -len(b"proj")])[0] == key.join_keys
+    other = EntityKey.single("driver_id", "int32")
+    int32_key = encode_keys(other, np.array([5]), project="proj")[0]
+    assert entity_id_of_redis_key(EntityKey.single("driver_id"), int32_key, project="proj") is None
+    assert entity_id_of_redis_key(key, b"\x01garbageproj", project="proj") is None
