@@ -25,7 +25,7 @@ from psycopg import sql
 from consistency.classify import NO_TIME, ValueColumn
 from core.features.specs import Kind, ViewSpec
 
-__all__ = ["ExpectedView", "entity_population", "expected_view_rows"]
+__all__ = ["ExpectedView", "entity_population", "expected_view_rows", "latest_event_us"]
 
 _CASTS: dict[Kind, str] = {
     "float64": "float8",
@@ -165,3 +165,26 @@ def entity_population(
         cur.execute(sql.SQL(" UNION ").join(parts), params)
         ids = np.fromiter((row[0] for row in cur), dtype=np.int64)
     return np.unique(ids)
+
+
+def latest_event_us(
+    conn: psycopg.Connection[Any], view: ViewSpec, *, entity_ids: npt.NDArray[np.int64]
+) -> npt.NDArray[np.int64]:
+    """The newest offline event time of `view` (no time bound, no TTL) of each of `entity_ids`, in µs since
+    the Unix epoch, NO_TIME for an entity without a row; aligned with the ids."""
+    ids = np.asarray(entity_ids, dtype=np.int64)
+    latest = np.full(len(ids), NO_TIME, dtype=np.int64)
+    if not len(ids):
+        return latest
+    query = sql.SQL(
+        "SELECT src.{key}::int8, (EXTRACT(EPOCH FROM max(src.{ts})) * 1000000)::int8 FROM {table} AS src "
+        "JOIN unnest(%(ids)s::int8[]) AS wanted(id) ON src.{key} = wanted.id GROUP BY src.{key}"
+    ).format(
+        key=sql.Identifier(view.join_key), ts=sql.Identifier(view.timestamp_field), table=sql.SQL(view.table)
+    )
+    with conn.cursor(binary=True) as cur:
+        cur.execute(query, {"ids": ids.tolist()})
+        found = {int(key): int(moment) for key, moment in cur.fetchall() if moment is not None}
+    for position, entity in enumerate(ids.tolist()):
+        latest[position] = found.get(entity, NO_TIME)
+    return latest

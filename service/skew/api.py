@@ -6,7 +6,7 @@
   guard (API key) is the app's: pass it as `write_guards` to `skew_api_controller`.
 
 Handlers read through `core.records.skew_reports` with the `db_engine` dependency the app provides; domain errors
-become HTTP errors here: NotFoundError -> 404, an empty `by` -> 400, both as `{"detail", "status_code"}`
+become HTTP errors here: NotFoundError -> 404, bad text (`core.records.skew_reports.check_ack_text`) -> 400, both as `{"detail", "status_code"}`
 (the app's exception handlers may reshape them).
 """
 
@@ -26,7 +26,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from core.errors import NotFoundError
-from core.records.skew_reports import ack_report, get_report, list_reports
+from core.records.skew_reports import ack_report, check_ack_text, get_report, list_reports
 from service.errors import NAME_PATTERN
 
 __all__ = ["AckRequest", "ReportId", "skew_api_controller"]
@@ -93,19 +93,17 @@ def skew_api_controller(
         def ack_skew_report(
             self, db_engine: NamedDependency[Engine], report_id: ReportId, data: JSONBody[AckRequest]
         ) -> dict[str, Any]:
-            """Record who acknowledged the report and a comment (a later ack replaces an earlier one)."""
-            if not data.by.strip():
-                raise ValidationException(detail="field 'by' must name who acknowledges the report")
-            for name, text in (("by", data.by), ("comment", data.comment)):
-                if any(ord(char) < 32 and char not in "\t\n" for char in text) or len(text) > 2_000:
-                    raise ValidationException(
-                        detail=f"field {name!r} must be at most 2,000 characters without control characters"
-                    )
+            """Record who acknowledged the report and a comment (a later ack replaces an earlier one). An
+            acknowledged report stops steering answers while `TANDEM_SKEW_ACK_STOPS_STEERING` holds (within
+            `TANDEM_MODEL_POLL_S` on every API worker)."""
             try:
+                check_ack_text(data.by, data.comment)  # before the database: a NUL never reaches it
                 with Session(db_engine) as session, session.begin():
                     return ack_report(
                         session, report_id=report_id, by=data.by, comment=data.comment
                     ).to_json()
+            except ValueError as exc:
+                raise ValidationException(detail=str(exc)) from None
             except NotFoundError as exc:
                 raise _not_found(exc) from None
 
