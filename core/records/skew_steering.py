@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from core.records.skew_models import ONLINE_WRONG_CLASSES, utc_or_none
@@ -102,14 +102,24 @@ def latest_steering_reports(
     session: Session, *, default_breach: float, model_names: Sequence[str] | None = None
 ) -> dict[str, SteeringReport]:
     """Each model's newest report (of the models in `model_names`, or every model), by model name."""
+    rank = (
+        func.row_number()
+        .over(
+            partition_by=SkewReport.model_name,
+            order_by=(SkewReport.created_at.desc(), SkewReport.id.desc()),
+        )
+        .label("rank")
+    )
+    newest = select(SkewReport.id, rank).where(SkewReport.model_name.is_not(None))
+    if model_names is not None:
+        newest = newest.where(SkewReport.model_name.in_(list(model_names)))
+    ranked = newest.subquery()
     query = (
         select(SkewReport)
-        .where(SkewReport.model_name.is_not(None))
-        .distinct(SkewReport.model_name)
-        .order_by(SkewReport.model_name, SkewReport.created_at.desc(), SkewReport.id.desc())
+        .join(ranked, ranked.c.id == SkewReport.id)
+        .where(ranked.c.rank == 1)
+        .order_by(SkewReport.model_name)
     )
-    if model_names is not None:
-        query = query.where(SkewReport.model_name.in_(list(model_names)))
     reports = list(session.scalars(query))
     findings: dict[int, list[tuple[str, str, Mapping[str, Any]]]] = {row.id: [] for row in reports}
     if reports:

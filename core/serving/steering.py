@@ -15,7 +15,8 @@ goes into every `auto` decision of the model (`core.serving.blend`). Rules, firs
 5. otherwise none.
 
 `active` is true when the policy is `enforce` and the model is steered; with `annotate` the same steer only
-names itself in answers (`advised`).
+names itself in answers (`advised`). `steering_overview` reads what the review pages show (the only function
+here that reads a store).
 """
 
 from __future__ import annotations
@@ -24,10 +25,14 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
 
-from core.records.skew_steering import SteeringReport
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from core.records.skew_steering import SteeringReport, latest_steering_reports
+from core.records.tables import ModelVersion
 from core.serving.blend import Reason, SkewPolicy, Steer
 
-__all__ = ["ModelSteering", "model_steering", "steer_of"]
+__all__ = ["ModelSteering", "model_steering", "steer_of", "steering_overview"]
 
 
 def steer_of(
@@ -131,3 +136,34 @@ def model_steering(
         parity_breached=parity,
         stopped_by_ack=steer is Steer.NONE and unacked is not Steer.NONE,
     )
+
+
+def steering_overview(
+    session: Session, *, policy: SkewPolicy, ack_stops: bool, default_breach: float
+) -> list[ModelSteering]:
+    """The steering of every model with a promoted version or a skew report, by name, as the API's watcher
+    computes it (the promoted version and the features it reads; a model without a promoted version is
+    judged on every feature of its report)."""
+    promoted = {
+        str(name): (str(version), tuple(str(ref) for ref in refs or ()))
+        for name, version, refs in session.execute(
+            select(ModelVersion.model_name, ModelVersion.version, ModelVersion.feature_refs).where(
+                ModelVersion.promoted
+            )
+        )
+    }
+    reports = latest_steering_reports(session, default_breach=default_breach)
+    overview = []
+    for name in sorted(set(promoted) | set(reports)):
+        version, refs = promoted.get(name, (None, None))
+        overview.append(
+            model_steering(
+                name,
+                reports.get(name),
+                policy=policy,
+                ack_stops=ack_stops,
+                model_version=version,
+                feature_refs=refs,
+            )
+        )
+    return overview
