@@ -96,7 +96,12 @@ class PredictionService:
         """What the skew policy does to this model's answers now (recomputed when the report or the model
         changes, never on a store read)."""
         model, report = self.model, self.skew_report
-        key = (id(report), model.version if model is not None else None)
+        key = (
+            id(report),
+            model.version if model is not None else None,
+            self.skew_policy,
+            self.ack_stops_steering,
+        )
         cached = self._steering
         if cached is not None and cached[0] == key:
             return cached[1]
