@@ -14,6 +14,8 @@ from sqlalchemy.orm import Session
 from consistency.checker import run_skew_check
 from core.records.skew_models import CLASSES, SkewReportInfo
 from core.records.skew_reports import ack_report, get_report, list_reports
+from core.serving.blend import SkewPolicy
+from core.serving.steering import steering_overview
 from core.stores.database import disposing_engine
 from core.stores.resolve import check_postgres
 from tandem.context import CliContext
@@ -195,10 +197,31 @@ def list_cmd(cli: CliContext, limit: int, model: str | None) -> None:
 @click.argument("report_id", type=click.IntRange(min=1))
 @pass_cli
 def show_cmd(cli: CliContext, report_id: int) -> None:
-    """One skew report: the per-feature table and the parity section."""
+    """One skew report: the per-feature table, the parity section, and what the skew policy does to its
+    model now."""
+    settings = cli.settings
     with disposing_engine(cli.stores().postgres) as engine, Session(engine) as session:
         report = get_report(session, report_id=report_id)
+        steering = next(
+            (
+                item
+                for item in steering_overview(
+                    session,
+                    policy=SkewPolicy(settings.skew_policy),
+                    ack_stops=settings.skew_ack_stops_steering,
+                    default_breach=settings.mismatch_rate_breach,
+                )
+                if item.model == report.model_name
+            ),
+            None,
+        )
     cli.console.print(render_report(report))
+    if steering is not None and steering.report is not None:
+        where = "" if steering.report.report_id == report.id else " (only the model's latest report steers)"
+        cli.console.print(
+            f"skew policy {settings.skew_policy}, model {steering.model}: {steering.describe()}{where}",
+            highlight=False,
+        )
 
 
 @skew_group.command("ack")

@@ -241,6 +241,10 @@ def test_cli_ack_stops_the_steering(
     assert len(blank.stderr.strip().splitlines()) == 1
     replaced = _tandem(world, "skew", "ack", str(skewed_report), "--by", "bo", "--replace")
     assert replaced.returncode == 0, replaced.stderr
+    shown = _tandem(world, "skew", "show", str(skewed_report))
+    assert shown.returncode == 0, shown.stderr
+    assert f"not steered: report {skewed_report}" in shown.stdout
+    assert "was acknowledged by bo" in shown.stdout
 
 
 def test_parity_breach_prefers_live_and_annotate_only_names_it(
