@@ -121,9 +121,8 @@ class BlendDecision:
     source: Source
     reason: Reason
     degraded: bool = False
-    steered_by: Reason | None = (
-        None  # the skew policy's row that matched (enforce: decided; annotate: advice)
-    )
+    # The skew policy's row that matched (enforce: it decided; annotate: advice only), None when none did.
+    steered_by: Reason | None = None
 
 
 def _features_newer(stored: StoredScore, online_ts: Mapping[str, datetime | None]) -> bool:

@@ -24,6 +24,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -88,6 +89,28 @@ class ModelSteering:
     def skewed_views(self) -> tuple[str, ...]:
         """The feature views of `skewed_refs`, sorted."""
         return tuple(sorted({ref.split(":", 1)[0] for ref in self.skewed_refs}))
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-ready dict (the API's steering overview)."""
+        report = self.report
+        return {
+            "model": self.model,
+            "policy": self.policy.value,
+            "steer": self.steer.value,
+            "reason": self.reason.value if self.reason is not None else None,
+            "active": self.active,
+            "advised": self.advised,
+            "stopped_by_ack": self.stopped_by_ack,
+            "skewed_features": list(self.skewed_refs),
+            "parity_breached": self.parity_breached,
+            "report_id": report.report_id if report is not None else None,
+            "since": report.report_at.isoformat() if report is not None else None,
+            "ack": {
+                "at": report.acked_at.isoformat() if report is not None and report.acked_at else None,
+                "by": report.acked_by if report is not None else None,
+            },
+            "summary": self.describe(),
+        }
 
     def describe(self) -> str:
         """One line for people: what the policy does to this model and why."""

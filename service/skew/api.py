@@ -2,6 +2,8 @@
 
 - `GET /v1/skew/reports?limit=N` -> `{"reports": [...]}`, newest first;
 - `GET /v1/skew/reports/{id}` -> the report with its findings and parity (404 for an unknown id);
+- `GET /v1/skew/steering` -> `{"policy": ..., "models": [...]}`: what the skew policy does to each model
+  now, from its latest report (as the API's watcher computes it);
 - `POST /v1/skew/reports/{id}/ack` `{"by": "...", "comment": "..."}` -> the acknowledged report. The write
   guard (API key) is the app's: pass it as `write_guards` to `skew_api_controller`.
 
@@ -27,6 +29,9 @@ from sqlalchemy.orm import Session
 
 from core.errors import NotFoundError
 from core.records.skew_reports import ack_report, check_ack_text, get_report, list_reports
+from core.serving.blend import SkewPolicy
+from core.serving.steering import steering_overview
+from core.settings import Settings
 from service.errors import NAME_PATTERN
 
 __all__ = ["AckRequest", "ReportId", "skew_api_controller"]
@@ -56,10 +61,10 @@ def skew_api_controller(
     class SkewApiController(Controller):
         """Skew reports as JSON."""
 
-        path = "/v1/skew/reports"
+        path = "/v1/skew"
         tags = ["skew"]  # noqa: RUF012 - Litestar reads a plain class attribute
 
-        @get("/", sync_to_thread=True, summary="Skew reports, newest first")
+        @get("/reports", sync_to_thread=True, summary="Skew reports, newest first")
         def list_skew_reports(
             self,
             db_engine: NamedDependency[Engine],
@@ -73,7 +78,28 @@ def skew_api_controller(
                 reports = list_reports(session, limit=limit, model_name=model)
             return {"reports": [report.to_json() for report in reports]}
 
-        @get("/{report_id:int}", sync_to_thread=True, summary="One skew report")
+        @get("/steering", sync_to_thread=True, summary="What the skew policy does to each model")
+        def skew_steering(
+            self, db_engine: NamedDependency[Engine], settings: NamedDependency[Settings]
+        ) -> dict[str, Any]:
+            """Per model: whether its latest report steers its `auto` answers (`active`, policy enforce) or
+            only names the row in them (`advised`, policy annotate), the reason, the report and since when,
+            and whether an acknowledgement stopped it. API workers apply a change within
+            `TANDEM_MODEL_POLL_S`."""
+            with Session(db_engine) as session:
+                overview = steering_overview(
+                    session,
+                    policy=SkewPolicy(settings.skew_policy),
+                    ack_stops=settings.skew_ack_stops_steering,
+                    default_breach=settings.mismatch_rate_breach,
+                )
+            return {
+                "policy": settings.skew_policy,
+                "ack_stops_steering": settings.skew_ack_stops_steering,
+                "models": [item.to_json() for item in overview],
+            }
+
+        @get("/reports/{report_id:int}", sync_to_thread=True, summary="One skew report")
         def get_skew_report(self, db_engine: NamedDependency[Engine], report_id: ReportId) -> dict[str, Any]:
             """The report with per-feature findings (counts, distances, examples, histograms) and parity."""
             try:
@@ -83,7 +109,7 @@ def skew_api_controller(
                 raise _not_found(exc) from None
 
         @post(
-            "/{report_id:int}/ack",
+            "/reports/{report_id:int}/ack",
             guards=list(write_guards),
             security=write_security,
             sync_to_thread=True,

@@ -200,6 +200,11 @@ def test_pages_show_the_steering_and_since_when(client: TestClient[Any], skewed_
     page = client.get(f"/skew/{skewed_report}").text
     assert f"steering since report {skewed_report}" in page
     assert "stored scores preferred" in page
+    overview = client.get("/v1/skew/steering").json()
+    assert overview["policy"] == "enforce"
+    mine = next(item for item in overview["models"] if item["model"] == DEMO_MODEL)
+    assert (mine["active"], mine["reason"], mine["report_id"]) == (True, "online_skewed", skewed_report)
+    assert mine["since"] is not None
 
 
 def test_cli_ack_stops_the_steering(
@@ -224,6 +229,8 @@ def test_cli_ack_stops_the_steering(
     assert "stopped by ack" in listing
     page = client.get(f"/skew/{skewed_report}").text
     assert "The acknowledgement stopped the steering." in page
+    after = next(m for m in client.get("/v1/skew/steering").json()["models"] if m["model"] == DEMO_MODEL)
+    assert (after["active"], after["stopped_by_ack"], after["ack"]["by"]) == (False, True, "ana")
     assert "acknowledged by ana" in page
 
     again = _tandem(world, "skew", "ack", str(skewed_report), "--by", "bo")
