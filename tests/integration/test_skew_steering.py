@@ -155,9 +155,11 @@ def _push(client: TestClient[Any], entity: int) -> None:
 
 @pytest.fixture(scope="module")
 def skewed_report(client: TestClient[Any], world: World, engine: Engine) -> int:
-    """PUSHED's features moved online (live, features_newer); then a report breaches a txn feature."""
+    """PUSHED's features moved online (live, features_newer); then a report breaches a txn feature. A clean
+    report first: other modules' reports of the same model share the session's database."""
+    _save(engine, world, skewed_ref=None, parity="ok")
     _push(client, PUSHED)
-    assert _answer(client, PUSHED)["reason"] == "features_newer"
+    _wait_for(client, PUSHED, "features_newer")
     return _save(engine, world, skewed_ref=_txn_ref(engine), parity="ok")
 
 
