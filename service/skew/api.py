@@ -80,7 +80,12 @@ def skew_api_controller(
 
         @get("/steering", sync_to_thread=True, summary="What the skew policy does to each model")
         def skew_steering(
-            self, db_engine: NamedDependency[Engine], settings: NamedDependency[Settings]
+            self,
+            db_engine: NamedDependency[Engine],
+            settings: NamedDependency[Settings],
+            model: Annotated[
+                str | None, QueryParameter(pattern=NAME_PATTERN, description="Only this model")
+            ] = None,
         ) -> dict[str, Any]:
             """Per model: whether its latest report steers its `auto` answers (`active`, policy enforce) or
             only names the row in them (`advised`, policy annotate), the reason, the report and since when,
@@ -96,7 +101,7 @@ def skew_api_controller(
             return {
                 "policy": settings.skew_policy,
                 "ack_stops_steering": settings.skew_ack_stops_steering,
-                "models": [item.to_json() for item in overview],
+                "models": [item.to_json() for item in overview if model is None or item.model == model],
             }
 
         @get("/reports/{report_id:int}", sync_to_thread=True, summary="One skew report")

@@ -202,9 +202,10 @@ def test_pages_show_the_steering_and_since_when(client: TestClient[Any], skewed_
     page = client.get(f"/skew/{skewed_report}").text
     assert f"steering since report {skewed_report}" in page
     assert "stored scores preferred" in page
-    overview = client.get("/v1/skew/steering").json()
+    overview = client.get("/v1/skew/steering", params={"model": DEMO_MODEL}).json()
     assert overview["policy"] == "enforce"
-    mine = next(item for item in overview["models"] if item["model"] == DEMO_MODEL)
+    assert [item["model"] for item in overview["models"]] == [DEMO_MODEL]
+    mine = overview["models"][0]
     assert (mine["active"], mine["reason"], mine["report_id"]) == (True, "online_skewed", skewed_report)
     assert mine["since"] is not None
 
