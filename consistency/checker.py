@@ -7,7 +7,9 @@
    for a repeatable one), or all of it.
 4. Expected rows: Feast's point-in-time row per view as of that view's watermark, TTL included
    (`consistency.offline_sample`), read while the online rows are fetched (`consistency.online_sample`).
-5. Per feature: classes, mismatch rate, differences, PSI / JS, examples (`consistency.findings`).
+5. Per feature: classes, mismatch rate, differences, PSI / JS, examples (`consistency.findings`); for
+   entities whose online row is newer than the watermark, the newest offline event time (any time), so a
+   pushed row whose offline append was lost is `online_only_fresh` once older than the grace period.
 6. Prediction parity: stored batch score vs a live re-score now (`consistency.parity`).
 7. One report row and its findings in one transaction; Prometheus gauges (`core.records.skew_metrics`).
 
@@ -20,7 +22,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 import numpy as np
@@ -28,9 +30,9 @@ import numpy.typing as npt
 import psycopg
 from sqlalchemy.orm import Session
 
-from consistency.classify import CLASSES, SKEW_CLASSES, ValueColumn
+from consistency.classify import CLASSES, NO_TIME, SKEW_CLASSES, ValueColumn
 from consistency.findings import FeatureInput, build_finding
-from consistency.offline_sample import ExpectedView, entity_population, expected_view_rows
+from consistency.offline_sample import ExpectedView, entity_population, expected_view_rows, latest_event_us
 from consistency.online_sample import OnlineSample, read_online_sample
 from consistency.parity import compute_parity, skipped_parity
 from consistency.stats import Status, Thresholds, worst
@@ -51,6 +53,8 @@ from core.stores.database import create_db_engine
 from core.stores.resolve import Stores
 
 __all__ = ["Progress", "choose_sample", "run_skew_check", "validate_sample"]
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 Progress = Callable[[str], None]
 """progress(stage): called when a stage starts."""
@@ -124,6 +128,27 @@ def _batch_inputs(
     return read
 
 
+def _offline_latest(
+    url: str,
+    spec: ServiceSpec,
+    ids: npt.NDArray[Any],
+    online: OnlineSample,
+    watermarks: dict[str, datetime],
+) -> dict[str, npt.NDArray[np.int64]]:
+    """Per view, the newest offline event time of each sampled entity whose online row is newer than the
+    view's watermark (NO_TIME for the others: only those can be online_only_fresh)."""
+    latest: dict[str, npt.NDArray[np.int64]] = {}
+    with psycopg.connect(url) as conn:
+        for view in spec.views:
+            found = np.full(len(ids), NO_TIME, dtype=np.int64)
+            watermark_us = (watermarks[view.name] - _EPOCH) // timedelta(microseconds=1)
+            fresher = np.flatnonzero(online.event_us[view.name] > watermark_us)
+            if len(fresher):
+                found[fresher] = latest_event_us(conn, view, entity_ids=ids[fresher])
+            latest[view.name] = found
+    return latest
+
+
 def _findings(
     settings: Settings,
     spec: ServiceSpec,
@@ -131,6 +156,9 @@ def _findings(
     expected: dict[str, ExpectedView],
     online: OnlineSample,
     watermarks: dict[str, datetime],
+    *,
+    offline_latest: dict[str, npt.NDArray[np.int64]],
+    now: datetime,
 ) -> tuple[list[FindingInfo], dict[str, int]]:
     thresholds = Thresholds.of(settings)
     findings: list[FindingInfo] = []
@@ -147,6 +175,9 @@ def _findings(
                     online=online.columns[f"{view.name}:{feature.name}"],
                     online_us=online.event_us[view.name],
                     watermark=watermarks[view.name],
+                    offline_latest_us=offline_latest[view.name],
+                    now=now,
+                    fresher_grace_s=settings.skew_fresher_grace_s,
                 ),
                 tolerance=settings.value_tolerance,
                 thresholds=thresholds,
@@ -229,7 +260,10 @@ def run_skew_check(
             lap("offline")
     finally:
         store.close()
-    findings, totals = _findings(settings, spec, ids, expected, online, watermarks)
+    offline_latest = _offline_latest(url, spec, ids, online, watermarks)
+    findings, totals = _findings(
+        settings, spec, ids, expected, online, watermarks, offline_latest=offline_latest, now=started_at
+    )
     lap("classify")
     engine = create_db_engine(stores.postgres, pool_size=1)
     try:

@@ -8,8 +8,13 @@ Redis holds it: no TTL applied). Rules, first match wins:
 1. no online row (`O` none):
    - no expected row either -> `match` (both stores agree there is nothing);
    - else -> `missing_online`.
-2. `O > W` -> `fresher_online`: written online after the watermark (a push); materialization cannot have
-   known it, so it is expected, never skew.
+2. `O > W`: written online after the watermark (a push); materialization cannot have known it:
+   - the offline store has no row of the entity in the view at or after `O` (its newest event time `L`,
+     unbounded, is older or there is none) and the row is older than the grace period (`now - O > grace`)
+     -> `online_only_fresh`: a push whose offline append was lost (pushes append offline first, so only a
+     write that bypassed or lost the offline append leaves this). Checked only when the caller gives `now`
+     and `L` (the checker does, with `TANDEM_SKEW_FRESHER_GRACE_S`);
+   - else -> `fresher_online`: expected, never skew.
 3. no expected row, the view has a TTL and `O < W - ttl` -> `expired_online`: the row is past the view's
    TTL as of the watermark, offline retrieval returns nulls, yet online still serves it (Feast #6821).
    (`O == W - ttl` is still inside the TTL, as offline retrieval's `event_timestamp >= as_of - ttl` says.)
@@ -28,8 +33,10 @@ Values are equal when both are null, or both non-null and:
   float32, so an offline double equals its float32 rounding (`comparable_values`);
 - int64, int32, bool, string: exactly equal.
 
-`value_mismatch`, `missing_online`, `stale_online` and `expired_online` are skew (`SKEW_CLASSES`) and count
-toward a feature's mismatch rate; `match` and `fresher_online` do not.
+`value_mismatch`, `missing_online`, `stale_online`, `expired_online` and `online_only_fresh` are skew
+(`SKEW_CLASSES`) and count toward a feature's mismatch rate; `match` and `fresher_online` do not. The first
+four mean the online value is wrong (`ONLINE_WRONG_CLASSES`: what steers serving to stored scores);
+`online_only_fresh` means the offline store lacks the newest value.
 
 Times are int64 microseconds since the Unix epoch with `NO_TIME` for none (vectorised form), or aware
 datetimes / None (the scalar form, `classify_cell`); both forms give the same class for the same input.
@@ -47,11 +54,12 @@ import numpy as np
 import numpy.typing as npt
 
 from core.features.specs import Kind
-from core.records.skew_models import CLASSES, SKEW_CLASSES, SkewClass
+from core.records.skew_models import CLASSES, ONLINE_WRONG_CLASSES, SKEW_CLASSES, SkewClass
 
 __all__ = [
     "CLASSES",
     "NO_TIME",
+    "ONLINE_WRONG_CLASSES",
     "SKEW_CLASSES",
     "SkewClass",
     "ValueColumn",
@@ -175,11 +183,18 @@ def classify_cell(
     watermark: datetime,
     ttl_s: int,
     tolerance: float,
+    offline_latest_ts: datetime | None = None,
+    now: datetime | None = None,
+    fresher_grace_s: float = 0.0,
 ) -> SkewClass:
-    """The class of one (entity, feature); times are aware datetimes or None (see the module docstring)."""
+    """The class of one (entity, feature); times are aware datetimes or None (see the module docstring);
+    `now` None leaves `online_only_fresh` unchecked."""
     if online_ts is None:
         return "match" if expected_ts is None else "missing_online"
     if online_ts > watermark:
+        unbacked = offline_latest_ts is None or offline_latest_ts < online_ts
+        if now is not None and unbacked and now - online_ts > timedelta(seconds=fresher_grace_s):
+            return "online_only_fresh"
         return "fresher_online"
     if expected_ts is None and ttl_s > 0 and online_ts < watermark - timedelta(seconds=ttl_s):
         return "expired_online"
@@ -198,8 +213,12 @@ def classify_column(
     watermark_us: int,
     ttl_s: int,
     tolerance: float,
+    offline_latest_us: npt.NDArray[np.int64] | None = None,
+    now_us: int | None = None,
+    fresher_grace_s: float = 0.0,
 ) -> npt.NDArray[np.int8]:
-    """The class code (index into CLASSES) of every row of one feature; times in µs, NO_TIME for none."""
+    """The class code (index into CLASSES) of every row of one feature; times in µs, NO_TIME for none;
+    `now_us` None leaves `online_only_fresh` unchecked (then `offline_latest_us` is not needed)."""
     no_expected = expected_us == NO_TIME
     no_online = online_us == NO_TIME
     # With no expected row the expected value is null, whatever the column holds.
@@ -209,7 +228,18 @@ def classify_column(
     codes[~no_expected & (online_us < expected_us)] = _CODE["stale_online"]
     if ttl_s > 0:
         codes[no_expected & (online_us < watermark_us - ttl_s * 1_000_000)] = _CODE["expired_online"]
-    codes[online_us > watermark_us] = _CODE["fresher_online"]
+    fresher = online_us > watermark_us
+    codes[fresher] = _CODE["fresher_online"]
+    if now_us is not None:
+        latest = (
+            np.full(len(online_us), NO_TIME, dtype=np.int64)
+            if offline_latest_us is None
+            else offline_latest_us
+        )
+        grace_us = timedelta(seconds=fresher_grace_s) // timedelta(microseconds=1)
+        with np.errstate(over="ignore"):
+            old = (now_us - online_us) > grace_us
+        codes[fresher & (latest < online_us) & old] = _CODE["online_only_fresh"]
     codes[no_online] = np.where(no_expected[no_online], _CODE["match"], _CODE["missing_online"])
     return codes
 

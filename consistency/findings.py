@@ -52,6 +52,9 @@ class FeatureInput:
     online: ValueColumn
     online_us: npt.NDArray[np.int64]
     watermark: datetime
+    offline_latest_us: npt.NDArray[np.int64] | None = None  # newest offline event time (online_only_fresh)
+    now: datetime | None = None  # None: online_only_fresh is not checked
+    fresher_grace_s: float = 0.0
 
 
 def _iso(us: int) -> str | None:
@@ -116,6 +119,9 @@ def build_finding(
         watermark_us=watermark_us,
         ttl_s=data.view.ttl_s,
         tolerance=tolerance,
+        offline_latest_us=data.offline_latest_us,
+        now_us=None if data.now is None else (data.now - _EPOCH) // timedelta(microseconds=1),
+        fresher_grace_s=data.fresher_grace_s,
     )
     # What offline retrieval returns: null wherever the view has no row as of the watermark.
     expected = ValueColumn(

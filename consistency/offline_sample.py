@@ -26,7 +26,7 @@ from consistency.classify import NO_TIME, ValueColumn
 from core.features.keys import EntityId, EntityKey
 from core.features.specs import Kind, ViewSpec
 
-__all__ = ["ExpectedView", "entity_population", "expected_view_rows"]
+__all__ = ["ExpectedView", "entity_population", "expected_view_rows", "latest_event_us"]
 
 _CASTS: dict[Kind, str] = {
     "float64": "float8",
@@ -205,3 +205,43 @@ def entity_population(
             return np.unique(np.fromiter((row[0] for row in cur), dtype=np.int64))
         found = {key.compose(row) for row in cur if None not in row}
     return key.array(sorted(found))
+
+
+def latest_event_us(
+    conn: psycopg.Connection[Any], view: ViewSpec, *, entity_ids: npt.NDArray[Any]
+) -> npt.NDArray[np.int64]:
+    """The newest offline event time of `view` (no time bound, no TTL) of each of `entity_ids`, in µs since
+    the Unix epoch, NO_TIME for an entity without a row; aligned with the ids."""
+    key = view.key
+    ids = key.array(entity_ids)
+    latest = np.full(len(ids), NO_TIME, dtype=np.int64)
+    if not len(ids):
+        return latest
+    keys = [sql.SQL("src.{}").format(sql.Identifier(name)) for name in key.join_keys]
+    casts = [_key_cast(kind) for kind in key.kinds]
+    wanted = [sql.Identifier(f"w{n}") for n in range(len(keys))]
+    query = sql.SQL(
+        "SELECT {columns}, (EXTRACT(EPOCH FROM max(src.{ts})) * 1000000)::int8 FROM {table} AS src "
+        "JOIN unnest({arrays}) AS wanted({names}) ON {match} GROUP BY {group}"
+    ).format(
+        columns=sql.SQL(", ").join(sql.SQL("{}::{}").format(k, c) for k, c in zip(keys, casts, strict=True)),
+        ts=sql.Identifier(view.timestamp_field),
+        table=sql.SQL(view.table),
+        arrays=sql.SQL(", ").join(
+            sql.SQL("{}::{}[]").format(sql.Placeholder(f"k{n}"), cast) for n, cast in enumerate(casts)
+        ),
+        names=sql.SQL(", ").join(wanted),
+        match=sql.SQL(" AND ").join(
+            sql.SQL("{}::{} = wanted.{}").format(k, c, w) for k, c, w in zip(keys, casts, wanted, strict=True)
+        ),
+        group=sql.SQL(", ").join(keys),
+    )
+    width = len(keys)
+    with conn.cursor(binary=True) as cur:
+        cur.execute(query, {f"k{n}": column for n, column in enumerate(_key_columns(key, ids))})
+        found = {
+            key.compose(row[:width]): int(row[width]) for row in cur.fetchall() if row[width] is not None
+        }
+    for position, entity in enumerate(ids.tolist()):
+        latest[position] = found.get(entity, NO_TIME)
+    return latest

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 __all__ = [
+    "AlreadyAcknowledgedError",
     "ConfigurationError",
     "InvalidModelError",
     "NotFoundError",
@@ -33,6 +34,10 @@ class StackError(TandemError):
 
 class NotFoundError(TandemError):
     """A named thing (model version, report, feature service, entity) does not exist."""
+
+
+class AlreadyAcknowledgedError(TandemError):
+    """A skew report was acknowledged already and the caller did not ask to replace the acknowledgement."""
 
 
 class TrainingError(TandemError):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import time
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -79,6 +80,20 @@ class Settings(BaseSettings):
     psi_breach: float = Field(default=0.25, ge=0)
     js_warn: float = Field(default=0.05, ge=0)
     js_breach: float = Field(default=0.1, ge=0)
+    skew_fresher_grace_s: float = Field(
+        default=3600.0,
+        ge=0,
+        description="An online row newer than every offline row of its entity for longer is online_only_fresh",
+    )
+
+    # Skew policy: what the latest skew report of a model does to its `auto` answers (README, DESIGN.md)
+    skew_policy: Literal["off", "annotate", "enforce"] = Field(
+        default="annotate",
+        description="off: nothing; annotate: answers name the steering row; enforce: the row decides",
+    )
+    skew_ack_stops_steering: bool = Field(
+        default=True, description="An acknowledged report stops steering (annotate: stops the advice)"
+    )
 
     # API
     api_keys: SecretStr = SecretStr("")  # entries `key`, `sha256:<hex>`, `read:key`, `admin:sha256:<hex>`...

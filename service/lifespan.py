@@ -45,6 +45,7 @@ from service.health import check_stores
 from service.model_sync import ModelBuilder, push_views, sync_models
 from service.models import ServedModels
 from service.state import Services
+from service.steering_sync import SteeringSync
 
 __all__ = ["lifespan", "open_services"]
 
@@ -110,9 +111,9 @@ async def _warm_up(services: Services) -> None:
     services.warmed_up = True
 
 
-async def _watch(services: Services, builder: ModelBuilder) -> None:
+async def _watch(services: Services, builder: ModelBuilder, steering: SteeringSync) -> None:
     """Poll for promotions and for a changed Feast registry; load and warm off the event loop, then swap
-    each model in one step."""
+    each model in one step; refresh each model's skew steering (its own failures logged once)."""
     settings, stores = services.settings, builder.stores
     schema: str | None = None  # the repo's registry schema, read from its feature_store.yaml once
     fingerprint: str | None = None  # unknown until PostgreSQL first answers: then every model is re-read
@@ -134,6 +135,7 @@ async def _watch(services: Services, builder: ModelBuilder) -> None:
         except Exception as exc:  # noqa: BLE001 - PostgreSQL down: keep serving the loaded models
             services.models.health.mark(offline=False)
             logger.warning("model check failed: %s", exc)
+        await steering.refresh(services.models)
 
 
 def _pg_pool(stores: Stores, settings: Settings, *, size: int) -> AsyncConnectionPool:
@@ -147,7 +149,7 @@ def _pg_pool(stores: Stores, settings: Settings, *, size: int) -> AsyncConnectio
     )
 
 
-async def open_services(settings: Settings, stores: Stores) -> tuple[Services, ModelBuilder]:
+async def open_services(settings: Settings, stores: Stores) -> tuple[Services, ModelBuilder, SteeringSync]:
     """Connect to both stores, read the specs, load every promoted model.
 
     Reads (stored scores, the degraded fallback, pings) and pushes get PostgreSQL pools of their own: a burst
@@ -185,7 +187,9 @@ async def open_services(settings: Settings, stores: Stores) -> tuple[Services, M
         await sync_models(services, builder, rebuild=True)
     except Exception as exc:  # noqa: BLE001 - PostgreSQL down at start: the watcher retries
         logger.warning("could not load the promoted models: %s", exc)
-    return services, builder
+    steering = SteeringSync(engine, default_breach=settings.mismatch_rate_breach)
+    await steering.refresh(models)
+    return services, builder, steering
 
 
 def _freeze_heap() -> None:
@@ -211,14 +215,14 @@ async def lifespan(app: Litestar) -> AsyncIterator[None]:
     try:
         _limit_threads()
         settings: Settings = app.state.settings
-        services, builder = await open_services(settings, resolve_stores(settings))
+        services, builder, steering = await open_services(settings, resolve_stores(settings))
         app.state.tandem = services
         await _warm_up(services)
         await check_stores(services)
     finally:
         _freeze_heap()
         gc.enable()
-    watcher = asyncio.create_task(_watch(services, builder))
+    watcher = asyncio.create_task(_watch(services, builder, steering))
     try:
         yield
     finally:

@@ -12,6 +12,8 @@ __all__ = [
     "PREDICTIONS",
     "PREDICT_LATENCY",
     "PREDICT_ROUTES",
+    "SKEW_STEERING_ACTIVE",
+    "SKEW_STEERING_ADVISED",
     "Coverage",
 ]
 
@@ -35,6 +37,17 @@ FEATURE_AGE = Histogram(
 )
 MODEL_VERSION = Gauge(
     "tandem_model_loaded", "1 for each model version this worker serves", ["model", "model_version"]
+)
+SKEW_STEERING_ACTIVE = Gauge(
+    "tandem_skew_steering_active",
+    "1 while the skew policy (enforce) steers the model's auto answers for the reason "
+    "(online_skewed: stored scores preferred; parity_breached: live preferred), else 0",
+    ["model", "reason"],
+)
+SKEW_STEERING_ADVISED = Gauge(
+    "tandem_skew_steering_advised",
+    "1 while the skew policy (annotate) would steer the model's auto answers for the reason, else 0",
+    ["model", "reason"],
 )
 BATCH_COVERAGE = Gauge("tandem_batch_coverage_ratio", "Share of answers served from stored batch scores")
 

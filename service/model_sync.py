@@ -26,6 +26,7 @@ from core.model.promoted import PromotedModel, promoted_models
 from core.model.registry import LoadedModel, load_model
 from core.online.store import AsyncOnlineStore
 from core.online.wire import ReadLayout
+from core.serving.blend import SkewPolicy
 from core.serving.service import PredictionService
 from core.serving.stored import PgStoredScores
 from core.settings import Settings
@@ -123,6 +124,8 @@ class ModelBuilder:
             layout=ReadLayout(project=settings.feast_project, service=service, predictions=predictions),
             max_staleness_s=settings.max_staleness_s,
             model=model,
+            skew_policy=SkewPolicy(settings.skew_policy),
+            ack_stops_steering=settings.skew_ack_stops_steering,
         )
         with contextlib.suppress(StoreUnavailableError):  # PostgreSQL answered the spec read just now
             await prediction.refresh()

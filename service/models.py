@@ -28,6 +28,9 @@ class ServedModels:
     def put(self, name: str, service: PredictionService) -> None:
         """Serve `service` as model `name` (replacing the previous one in one step)."""
         service.health = self.health
+        previous = self._by_name.get(name)
+        if previous is not None and service.skew_report is None:  # a swapped version keeps the steering
+            service.skew_report = previous.skew_report
         self._by_name = {**self._by_name, name: service}
 
     def remove(self, name: str) -> None:

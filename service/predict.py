@@ -26,7 +26,7 @@ from service.errors import RequestError
 from service.metrics import DEGRADED, FEATURE_AGE, PREDICT_LATENCY, PREDICTIONS
 from service.state import Services
 
-__all__ = ["PredictController", "PredictRequest", "PredictResponse", "PredictionItem"]
+__all__ = ["PredictController", "PredictRequest", "PredictResponse", "PredictionItem", "SteeringNote"]
 
 
 class PredictRequest(msgspec.Struct, forbid_unknown_fields=True):
@@ -37,6 +37,20 @@ class PredictRequest(msgspec.Struct, forbid_unknown_fields=True):
     model: str | None = None
     mode: Mode = Mode.AUTO
     max_staleness_s: Annotated[float, msgspec.Meta(ge=0)] | None = None
+
+
+class SteeringNote(msgspec.Struct):
+    """The skew policy's row that matched this answer (present only then): `reason` is `online_skewed` (a
+    feature view the model reads has wrong online values: stored score preferred) or `parity_breached`
+    (stored scores disagree with live ones: live preferred); `applied` is true under policy `enforce` (the
+    answer's own `reason` then says what was served), false under `annotate` (advice only: the answer is what
+    it would be without the policy). `report_id` and `report_at` name the skew report behind it."""
+
+    policy: str
+    reason: Reason
+    applied: bool
+    report_id: int | None
+    report_at: str | None
 
 
 class PredictionItem(msgspec.Struct):
@@ -55,6 +69,7 @@ class PredictionItem(msgspec.Struct):
     feature_timestamps: dict[str, str | None] | UnsetType = UNSET
     staleness_s: float | UnsetType | None = UNSET
     error: str | UnsetType = UNSET
+    steering: SteeringNote | UnsetType = UNSET
 
 
 class PredictResponse(msgspec.Struct):
@@ -83,6 +98,21 @@ def _item(key: EntityKey, answer: Answer) -> PredictionItem:
         scored_at=_iso(answer.scored_at),
         feature_timestamps={view: _iso(ts) for view, ts in (answer.feature_timestamps or {}).items()},
         staleness_s=answer.staleness_s,
+        steering=_note(answer),
+    )
+
+
+def _note(answer: Answer) -> SteeringNote | UnsetType:
+    steering, decision = answer.steering, answer.decision
+    if steering is None or decision is None or decision.steered_by is None:
+        return UNSET
+    report = steering.report
+    return SteeringNote(
+        policy=steering.policy.value,
+        reason=decision.steered_by,
+        applied=steering.active,
+        report_id=report.report_id if report is not None else None,
+        report_at=_iso(report.report_at) if report is not None else None,
     )
 
 

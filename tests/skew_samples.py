@@ -135,11 +135,18 @@ def sample_report(*, entities: int = 2_000, seed: int = 0, skew: float = 0.01) -
     )
 
 
-def skew_app(engine: Engine, *, write_guards: Sequence[Guard] = ()) -> Litestar:
-    """The skew pages and API with the `db_engine` dependency and templates, as the service mounts them."""
+def skew_app(
+    engine: Engine, *, write_guards: Sequence[Guard] = (), settings: Settings | None = None
+) -> Litestar:
+    """The skew pages and API with the `db_engine` and `settings` dependencies and templates, as the service
+    mounts them."""
+    configured = settings or Settings()
     return Litestar(
         route_handlers=[SkewPagesController, skew_api_controller(write_guards=write_guards)],
-        dependencies={"db_engine": Provide(lambda: engine, sync_to_thread=False)},
+        dependencies={
+            "db_engine": Provide(lambda: engine, sync_to_thread=False),
+            "settings": Provide(lambda: configured, sync_to_thread=False),
+        },
         template_config=skew_template_config(),
         exception_handlers=EXCEPTION_HANDLERS,
     )

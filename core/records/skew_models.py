@@ -13,6 +13,7 @@ from core.records.tables import SkewFinding
 
 __all__ = [
     "CLASSES",
+    "ONLINE_WRONG_CLASSES",
     "SKEW_CLASSES",
     "FindingInfo",
     "NewSkewReport",
@@ -24,7 +25,13 @@ __all__ = [
 
 
 SkewClass = Literal[
-    "match", "value_mismatch", "missing_online", "stale_online", "fresher_online", "expired_online"
+    "match",
+    "value_mismatch",
+    "missing_online",
+    "stale_online",
+    "fresher_online",
+    "expired_online",
+    "online_only_fresh",
 ]
 CLASSES: tuple[SkewClass, ...] = (
     "match",
@@ -33,11 +40,19 @@ CLASSES: tuple[SkewClass, ...] = (
     "stale_online",
     "fresher_online",
     "expired_online",
+    "online_only_fresh",
 )
-"""Every class, in report order; `classify_column` returns indices into this tuple."""
+"""Every class, in report order; `classify_column` returns indices into this tuple (new classes go last:
+saved reports keep their meaning)."""
 SKEW_CLASSES: frozenset[SkewClass] = frozenset(
+    {"value_mismatch", "missing_online", "stale_online", "expired_online", "online_only_fresh"}
+)
+"""The classes that count toward a feature's mismatch rate."""
+ONLINE_WRONG_CLASSES: frozenset[SkewClass] = frozenset(
     {"value_mismatch", "missing_online", "stale_online", "expired_online"}
 )
+"""The skew classes where the online store serves a wrong value (what steers serving to stored scores).
+`online_only_fresh` is skew too, but there online holds the newest value and the offline store lost it."""
 
 
 def utc_or_none(moment: datetime | None) -> datetime | None:

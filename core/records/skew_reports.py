@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from core.errors import NotFoundError
+from core.errors import AlreadyAcknowledgedError, NotFoundError
 from core.records.skew_models import (
     FindingInfo,
     NewSkewReport,
@@ -28,6 +28,7 @@ __all__ = [
     "SkewReportInfo",
     "SkewReportSummary",
     "ack_report",
+    "check_ack_text",
     "get_report",
     "list_reports",
     "save_report",
@@ -152,16 +153,44 @@ def list_reports(
     return summaries
 
 
+ACK_TEXT_MAX = 2_000
+
+
+def check_ack_text(by: str, comment: str) -> None:
+    """ValueError naming the field when `by` is blank, or either text is longer than ACK_TEXT_MAX characters
+    or holds control characters (a NUL PostgreSQL refuses, a terminal escape); tabs and newlines are fine."""
+    if not by.strip():
+        raise ValueError("field 'by' must name who acknowledges the report (an acknowledgement needs a name)")
+    for name, text in (("by", by), ("comment", comment)):
+        if any(ord(char) < 32 and char not in "\t\n" for char in text) or len(text) > ACK_TEXT_MAX:
+            raise ValueError(
+                f"field {name!r} must be at most {ACK_TEXT_MAX:,} characters without control characters"
+            )
+
+
 def ack_report(
-    session: Session, *, report_id: int, by: str, comment: str, at: datetime | None = None
+    session: Session,
+    *,
+    report_id: int,
+    by: str,
+    comment: str,
+    at: datetime | None = None,
+    replace: bool = True,
 ) -> SkewReportInfo:
-    """Record who acknowledged the report, when, and why (a later ack replaces an earlier one)."""
+    """Record who acknowledged the report, when, and why: the one acknowledgement path of the API and the
+    command line. Bad text is a ValueError naming the field (`check_ack_text`), an unknown id NotFoundError;
+    a report already acknowledged is acknowledged again (the later ack replaces the earlier one) with
+    `replace`, else AlreadyAcknowledgedError naming who did it and when."""
+    check_ack_text(by, comment)
     who = by.strip()
-    if not who:
-        raise ValueError("an acknowledgement needs the name of who acknowledges it")
     if at is not None and at.tzinfo is None:
         raise ValueError("at must be timezone-aware (UTC)")
     row = _row(session, report_id)
+    if row.acked_at is not None and not replace:
+        raise AlreadyAcknowledgedError(
+            f"skew report {report_id} is already acknowledged by {row.acked_by} at "
+            f"{row.acked_at.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC (pass --replace to replace it)"
+        )
     row.acked_by = who
     row.ack_comment = comment.strip()
     row.acked_at = at or datetime.now(UTC)

@@ -17,7 +17,8 @@ from core.features.keys import EntityId
 from core.features.specs import Kind, ServiceSpec
 from core.model.registry import LoadedModel
 from core.online.rows import OnlineRow, StoredPrediction, apply_ttl
-from core.serving.blend import BlendDecision, BlendInput, Mode, Source, StoredScore, decide
+from core.serving.blend import BlendDecision, BlendInput, Mode, SkewPolicy, Source, Steer, StoredScore, decide
+from core.serving.steering import ModelSteering
 
 __all__ = ["NO_STORED_SCORE", "UNKNOWN_ENTITY", "Answer", "answer_rows"]
 
@@ -40,6 +41,7 @@ class Answer:
     feature_timestamps: dict[str, datetime | None] | None = None
     staleness_s: float | None = None
     error: str | None = None  # why there is no decision: UNKNOWN_ENTITY or NO_STORED_SCORE
+    steering: ModelSteering | None = None  # set when a skew-policy row matched (decision.steered_by)
 
 
 def _stored_score(stored: StoredPrediction | None) -> StoredScore | None:
@@ -62,8 +64,12 @@ def answer_rows(
     max_staleness_s: float,
     mode: Mode,
     online_available: bool = True,
+    steering: ModelSteering | None = None,
 ) -> list[Answer]:
-    """Decide every row, re-score the live ones in one model call, and attach provenance."""
+    """Decide every row, re-score the live ones in one model call, and attach provenance; `steering` is the
+    model's skew steering (None: not steered)."""
+    steer = steering.steer if steering is not None else Steer.NONE
+    policy = steering.policy if steering is not None else SkewPolicy.OFF
     fresh = [apply_ttl(row, service, now=now) for row in rows] if online_available else list(rows)
     decisions = [
         decide(
@@ -75,6 +81,8 @@ def answer_rows(
                 now=now,
                 online_available=online_available,
                 mode=mode,
+                steer=steer,
+                skew_policy=policy,
             )
         )
         for row in fresh
@@ -98,6 +106,7 @@ def answer_rows(
         live_scores = dict(zip(live, model.predict_scores(matrix).tolist(), strict=True))
     answers = []
     for i, (row, decision) in enumerate(zip(fresh, decisions, strict=True)):
+        note = steering if decision is not None and decision.steered_by is not None else None
         if decision is None:
             answers.append(Answer(row.entity_id, None))
         elif decision.source is Source.LIVE:
@@ -112,6 +121,7 @@ def answer_rows(
                     scored_at=now,
                     feature_timestamps=dict(row.event_ts),
                     staleness_s=(now - newest).total_seconds() if newest is not None else None,
+                    steering=note,
                 )
             )
         else:
@@ -128,6 +138,7 @@ def answer_rows(
                     scored_at=stored.scored_at,
                     feature_timestamps=dict(stored.feature_snapshot_ts),
                     staleness_s=(now - stored.scored_at).total_seconds(),
+                    steering=note,
                 )
             )
     return answers

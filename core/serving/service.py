@@ -19,9 +19,11 @@ from core.features.specs import ServiceSpec
 from core.model.registry import LoadedModel
 from core.online.rows import OnlineRow
 from core.online.wire import ReadLayout
+from core.records.skew_steering import SteeringReport
 from core.serving.answer import NO_STORED_SCORE, UNKNOWN_ENTITY, Answer, answer_rows
-from core.serving.blend import Mode
+from core.serving.blend import Mode, SkewPolicy
 from core.serving.published import PublishedRuns
+from core.serving.steering import ModelSteering, model_steering
 from core.serving.stored import StoredScores
 
 __all__ = ["OnlineReads", "PredictionService", "StoreHealth"]
@@ -73,6 +75,8 @@ class PredictionService:
         model: LoadedModel | None = None,
         health: StoreHealth | None = None,
         clock: Callable[[], datetime] = _utcnow,
+        skew_policy: SkewPolicy = SkewPolicy.OFF,
+        ack_stops_steering: bool = True,
     ) -> None:
         self.name = name
         self.online = online
@@ -83,6 +87,35 @@ class PredictionService:
         self.health = health or StoreHealth()
         self.published = PublishedRuns(stored)
         self.clock = clock
+        self.skew_policy = skew_policy
+        self.ack_stops_steering = ack_stops_steering
+        self.skew_report: SteeringReport | None = None  # the model's latest skew report, set by the watcher
+        self._steering: tuple[object, ModelSteering] | None = None
+
+    @property
+    def steering(self) -> ModelSteering:
+        """What the skew policy does to this model's answers now (recomputed when the report or the model
+        changes, never on a store read)."""
+        model, report = self.model, self.skew_report
+        key = (
+            id(report),
+            model.version if model is not None else None,
+            self.skew_policy,
+            self.ack_stops_steering,
+        )
+        cached = self._steering
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        steering = model_steering(
+            self.name,
+            report,
+            policy=self.skew_policy,
+            ack_stops=self.ack_stops_steering,
+            model_version=model.version if model is not None else None,
+            feature_refs=model.feature_refs if model is not None else None,
+        )
+        self._steering = (key, steering)
+        return steering
 
     @property
     def service(self) -> ServiceSpec:
@@ -125,6 +158,7 @@ class PredictionService:
             max_staleness_s=self.max_staleness_s if max_staleness_s is None else max_staleness_s,
             mode=mode,
             online_available=online,
+            steering=self.steering,
         )
         missing = [answer.entity_id for answer in answers if answer.decision is None]
         if not missing:

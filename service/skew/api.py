@@ -2,11 +2,13 @@
 
 - `GET /v1/skew/reports?limit=N` -> `{"reports": [...]}`, newest first;
 - `GET /v1/skew/reports/{id}` -> the report with its findings and parity (404 for an unknown id);
+- `GET /v1/skew/steering` -> `{"policy": ..., "models": [...]}`: what the skew policy does to each model
+  now, from its latest report (as the API's watcher computes it);
 - `POST /v1/skew/reports/{id}/ack` `{"by": "...", "comment": "..."}` -> the acknowledged report. The write
   guard (API key) is the app's: pass it as `write_guards` to `skew_api_controller`.
 
 Handlers read through `core.records.skew_reports` with the `db_engine` dependency the app provides; domain errors
-become HTTP errors here: NotFoundError -> 404, an empty `by` -> 400, both as `{"detail", "status_code"}`
+become HTTP errors here: NotFoundError -> 404, bad text (`core.records.skew_reports.check_ack_text`) -> 400, both as `{"detail", "status_code"}`
 (the app's exception handlers may reshape them).
 """
 
@@ -26,7 +28,10 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from core.errors import NotFoundError
-from core.records.skew_reports import ack_report, get_report, list_reports
+from core.records.skew_reports import ack_report, check_ack_text, get_report, list_reports
+from core.serving.blend import SkewPolicy
+from core.serving.steering import steering_overview
+from core.settings import Settings
 from service.errors import NAME_PATTERN
 
 __all__ = ["AckRequest", "ReportId", "skew_api_controller"]
@@ -56,10 +61,10 @@ def skew_api_controller(
     class SkewApiController(Controller):
         """Skew reports as JSON."""
 
-        path = "/v1/skew/reports"
+        path = "/v1/skew"
         tags = ["skew"]  # noqa: RUF012 - Litestar reads a plain class attribute
 
-        @get("/", sync_to_thread=True, summary="Skew reports, newest first")
+        @get("/reports", sync_to_thread=True, summary="Skew reports, newest first")
         def list_skew_reports(
             self,
             db_engine: NamedDependency[Engine],
@@ -73,7 +78,33 @@ def skew_api_controller(
                 reports = list_reports(session, limit=limit, model_name=model)
             return {"reports": [report.to_json() for report in reports]}
 
-        @get("/{report_id:int}", sync_to_thread=True, summary="One skew report")
+        @get("/steering", sync_to_thread=True, summary="What the skew policy does to each model")
+        def skew_steering(
+            self,
+            db_engine: NamedDependency[Engine],
+            settings: NamedDependency[Settings],
+            model: Annotated[
+                str | None, QueryParameter(pattern=NAME_PATTERN, description="Only this model")
+            ] = None,
+        ) -> dict[str, Any]:
+            """Per model: whether its latest report steers its `auto` answers (`active`, policy enforce) or
+            only names the row in them (`advised`, policy annotate), the reason, the report and since when,
+            and whether an acknowledgement stopped it. API workers apply a change within
+            `TANDEM_MODEL_POLL_S`."""
+            with Session(db_engine) as session:
+                overview = steering_overview(
+                    session,
+                    policy=SkewPolicy(settings.skew_policy),
+                    ack_stops=settings.skew_ack_stops_steering,
+                    default_breach=settings.mismatch_rate_breach,
+                )
+            return {
+                "policy": settings.skew_policy,
+                "ack_stops_steering": settings.skew_ack_stops_steering,
+                "models": [item.to_json() for item in overview if model is None or item.model == model],
+            }
+
+        @get("/reports/{report_id:int}", sync_to_thread=True, summary="One skew report")
         def get_skew_report(self, db_engine: NamedDependency[Engine], report_id: ReportId) -> dict[str, Any]:
             """The report with per-feature findings (counts, distances, examples, histograms) and parity."""
             try:
@@ -83,7 +114,7 @@ def skew_api_controller(
                 raise _not_found(exc) from None
 
         @post(
-            "/{report_id:int}/ack",
+            "/reports/{report_id:int}/ack",
             guards=list(write_guards),
             security=write_security,
             sync_to_thread=True,
@@ -93,19 +124,17 @@ def skew_api_controller(
         def ack_skew_report(
             self, db_engine: NamedDependency[Engine], report_id: ReportId, data: JSONBody[AckRequest]
         ) -> dict[str, Any]:
-            """Record who acknowledged the report and a comment (a later ack replaces an earlier one)."""
-            if not data.by.strip():
-                raise ValidationException(detail="field 'by' must name who acknowledges the report")
-            for name, text in (("by", data.by), ("comment", data.comment)):
-                if any(ord(char) < 32 and char not in "\t\n" for char in text) or len(text) > 2_000:
-                    raise ValidationException(
-                        detail=f"field {name!r} must be at most 2,000 characters without control characters"
-                    )
+            """Record who acknowledged the report and a comment (a later ack replaces an earlier one). An
+            acknowledged report stops steering answers while `TANDEM_SKEW_ACK_STOPS_STEERING` holds (within
+            `TANDEM_MODEL_POLL_S` on every API worker)."""
             try:
+                check_ack_text(data.by, data.comment)  # before the database: a NUL never reaches it
                 with Session(db_engine) as session, session.begin():
                     return ack_report(
                         session, report_id=report_id, by=data.by, comment=data.comment
                     ).to_json()
+            except ValueError as exc:
+                raise ValidationException(detail=str(exc)) from None
             except NotFoundError as exc:
                 raise _not_found(exc) from None
 

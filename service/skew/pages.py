@@ -1,9 +1,11 @@
-"""HTML review pages of skew reports: `GET /skew` (reports, status badges, mismatch-rate trend) and
-`GET /skew/{id}` (per-feature bars, offline vs online histograms, examples, parity, acknowledgement).
+"""HTML review pages of skew reports: `GET /skew` (what the skew policy does to each model and since which
+report, reports, status badges, mismatch-rate trend) and `GET /skew/{id}` (whether the report steers its
+model now or an ack stopped it, per-feature bars, offline vs online histograms, examples, parity,
+acknowledgement).
 
 Server-rendered with Litestar's Jinja templates (`service/templates/skew/`); charts are inline SVG whose
-geometry `service.skew.charts` computes. The app provides a SQLAlchemy `Engine` as dependency `db_engine`
-and a template config on `TEMPLATES_DIR` (see `skew_template_config`).
+geometry `service.skew.charts` computes. The app provides a SQLAlchemy `Engine` as dependency `db_engine`,
+the `Settings` as `settings` (the policy and its thresholds), and a template config on `TEMPLATES_DIR` (see `skew_template_config`).
 
 Every page carries a Content-Security-Policy that allows no script at all and only the page's own `<style>`
 block (a fresh nonce per answer; the templates hold no `style` attribute), refuses framing
@@ -29,6 +31,9 @@ from sqlalchemy.orm import Session
 from core.errors import NotFoundError
 from core.records.skew_models import CLASSES, SKEW_CLASSES, SkewReportInfo
 from core.records.skew_reports import get_report, list_reports
+from core.serving.blend import SkewPolicy
+from core.serving.steering import ModelSteering, steering_overview
+from core.settings import Settings
 from service.skew.api import ReportId
 from service.skew.charts import histogram_chart, mismatch_bars, percent, trend_chart
 
@@ -80,8 +85,28 @@ def _moment(iso: str | None) -> str:
     )
 
 
-def report_context(report: SkewReportInfo) -> dict[str, Any]:
-    """Everything the report template draws."""
+def _overview(session: Session, settings: Settings) -> list[ModelSteering]:
+    return steering_overview(
+        session,
+        policy=SkewPolicy(settings.skew_policy),
+        ack_stops=settings.skew_ack_stops_steering,
+        default_breach=settings.mismatch_rate_breach,
+    )
+
+
+def _policy_context(settings: Settings, steering: list[ModelSteering]) -> dict[str, Any]:
+    return {
+        "policy": settings.skew_policy,
+        "ack_stops": settings.skew_ack_stops_steering,
+        "poll_s": settings.model_poll_s,
+        "steering": steering,
+    }
+
+
+def report_context(
+    report: SkewReportInfo, *, settings: Settings | None = None, steering: ModelSteering | None = None
+) -> dict[str, Any]:
+    """Everything the report template draws (`steering`: what the policy does to the report's model now)."""
     thresholds = report.summary.get("thresholds", {})
     findings = [
         {
@@ -120,6 +145,11 @@ def report_context(report: SkewReportInfo) -> dict[str, Any]:
         "examples": examples,
         "parity": report.parity,
         "fmt": _format,
+        "model_steering": steering,
+        "steers_now": steering is not None
+        and steering.report is not None
+        and steering.report.report_id == report.id,
+        **(_policy_context(settings, [steering] if steering else []) if settings is not None else {}),
     }
 
 
@@ -130,19 +160,31 @@ class SkewPagesController(Controller):
     include_in_schema = False
 
     @get("/", media_type=MediaType.HTML, sync_to_thread=True)
-    def reports_page(self, db_engine: NamedDependency[Engine]) -> Template:
-        """Newest reports first, with status badges and a mismatch-rate trend."""
+    def reports_page(
+        self, db_engine: NamedDependency[Engine], settings: NamedDependency[Settings]
+    ) -> Template:
+        """What the skew policy does to each model and since which report; newest reports first, with
+        status badges and a mismatch-rate trend."""
         with Session(db_engine) as session:
             reports = list_reports(session, limit=_TREND_REPORTS)
+            steering = _overview(session, settings)
         trend = trend_chart([(r.id, r.created_at, r.mismatch_rate, r.status) for r in reports])
-        return _page("skew/list.html", {"reports": reports, "trend": trend, "percent": percent})
+        return _page(
+            "skew/list.html",
+            {"reports": reports, "trend": trend, "percent": percent, **_policy_context(settings, steering)},
+        )
 
     @get("/{report_id:int}", media_type=MediaType.HTML, sync_to_thread=True)
-    def report_page(self, db_engine: NamedDependency[Engine], report_id: ReportId) -> Template:
-        """One report: bars, histograms, examples, parity and its acknowledgement."""
+    def report_page(
+        self, db_engine: NamedDependency[Engine], settings: NamedDependency[Settings], report_id: ReportId
+    ) -> Template:
+        """One report: what the policy does with it, bars, histograms, examples, parity, acknowledgement."""
         try:
             with Session(db_engine) as session:
                 report = get_report(session, report_id=report_id)
+                steering = next(
+                    (s for s in _overview(session, settings) if s.model == report.model_name), None
+                )
         except NotFoundError as exc:
             raise NotFoundException(detail=str(exc)) from None
-        return _page("skew/report.html", report_context(report))
+        return _page("skew/report.html", report_context(report, settings=settings, steering=steering))

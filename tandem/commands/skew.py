@@ -1,4 +1,5 @@
-"""`tandem check-skew` and `tandem skew list|show`: run the consistency checker, read its reports."""
+"""`tandem check-skew` and `tandem skew list|show|ack`: run the consistency checker, read and acknowledge its
+reports."""
 
 from __future__ import annotations
 
@@ -12,8 +13,11 @@ from sqlalchemy.orm import Session
 
 from consistency.checker import run_skew_check
 from core.records.skew_models import CLASSES, SkewReportInfo
-from core.records.skew_reports import get_report, list_reports
+from core.records.skew_reports import ack_report, get_report, list_reports
+from core.serving.blend import SkewPolicy
+from core.serving.steering import steering_overview
 from core.stores.database import disposing_engine
+from core.stores.resolve import check_postgres
 from tandem.context import CliContext
 
 __all__ = ["check_skew_cmd", "render_report", "skew_group"]
@@ -28,6 +32,7 @@ _SHORT = {
     "stale_online": "stale",
     "fresher_online": "fresher",
     "expired_online": "expired",
+    "online_only_fresh": "online-only",
 }
 
 
@@ -150,7 +155,7 @@ def check_skew_cmd(
 
 @click.group("skew")
 def skew_group() -> None:
-    """Read skew reports."""
+    """Read and acknowledge skew reports."""
 
 
 @skew_group.command("list")
@@ -192,7 +197,61 @@ def list_cmd(cli: CliContext, limit: int, model: str | None) -> None:
 @click.argument("report_id", type=click.IntRange(min=1))
 @pass_cli
 def show_cmd(cli: CliContext, report_id: int) -> None:
-    """One skew report: the per-feature table and the parity section."""
+    """One skew report: the per-feature table, the parity section, and what the skew policy does to its
+    model now."""
+    settings = cli.settings
     with disposing_engine(cli.stores().postgres) as engine, Session(engine) as session:
         report = get_report(session, report_id=report_id)
+        steering = next(
+            (
+                item
+                for item in steering_overview(
+                    session,
+                    policy=SkewPolicy(settings.skew_policy),
+                    ack_stops=settings.skew_ack_stops_steering,
+                    default_breach=settings.mismatch_rate_breach,
+                )
+                if item.model == report.model_name
+            ),
+            None,
+        )
     cli.console.print(render_report(report))
+    if steering is not None and steering.report is not None:
+        where = "" if steering.report.report_id == report.id else " (only the model's latest report steers)"
+        cli.console.print(
+            f"skew policy {settings.skew_policy}, model {steering.model}: {steering.describe()}{where}",
+            highlight=False,
+        )
+
+
+@skew_group.command("ack")
+@click.argument("report_id", type=click.IntRange(min=1, max=2**63 - 1))
+@click.option("--by", "by", required=True, help="Who acknowledges the report.")
+@click.option("--comment", default="", help="Why (e.g. 'known push lag, fixed in #123').")
+@click.option("--replace", is_flag=True, help="Replace an existing acknowledgement instead of refusing.")
+@pass_cli
+def ack_cmd(cli: CliContext, report_id: int, by: str, comment: str, replace: bool) -> None:
+    """Acknowledge a skew report (the same record as POST /v1/skew/reports/{id}/ack). An acknowledged report
+    stops steering answers (TANDEM_SKEW_ACK_STOPS_STEERING) once the API's watcher reads it."""
+    stores = cli.stores(check=False)
+    check_postgres(stores.postgres)  # Redis plays no part in an acknowledgement
+    try:
+        with (
+            disposing_engine(stores.postgres) as engine,
+            Session(engine) as session,
+            session.begin(),
+        ):
+            report = ack_report(session, report_id=report_id, by=by, comment=comment, replace=replace)
+    except ValueError as exc:  # bad text: a usage mistake, named as the option
+        message = str(exc).replace("field 'by'", "--by").replace("field 'comment'", "--comment")
+        raise click.UsageError(message) from None
+    stops = cli.settings.skew_ack_stops_steering
+    cli.console.print(
+        f"skew report {report.id} ({report.model_name or '-'}) acknowledged by {report.acked_by}"
+        + (
+            f"; it no longer steers answers (within {cli.settings.model_poll_s:g} s on each API worker)"
+            if stops
+            else "; it keeps steering answers (TANDEM_SKEW_ACK_STOPS_STEERING is false)"
+        ),
+        highlight=False,
+    )

@@ -388,3 +388,43 @@ def test_cli_bad_sample_is_a_usage_error(world: World, engine: Engine, args: lis
     assert done.exit_code == 2
     assert message in done.output
     assert _reports(engine) == before
+
+
+BACKED = 18  # pushed after the watermark the way Tandem pushes: offline append first, then online
+
+
+def test_online_row_newer_than_everything_offline_past_the_grace_is_online_only_fresh(
+    world: World, injected: tuple[SkewReportInfo, set[tuple[int, str, str]]]
+) -> None:
+    """FRESHER's push reached only Redis (its offline append is missing): with the grace period elapsed
+    (here 0 s) its features are online_only_fresh and count as skew; BACKED's push, appended offline at the
+    same event time, stays fresher_online; with the default grace (3600 s) FRESHER was fresher_online."""
+    first, _ = injected
+    assert {(e, c) for e, _, c in _flagged(first) if e == FRESHER} == {(FRESHER, "fresher_online")}
+    from feast.data_source import PushMode
+
+    now = datetime.now(UTC)
+    with psycopg.connect(world.stores.postgres.url()) as conn:
+        row = _row(conn, TXN_TABLE, BACKED, WATERMARK) | {"event_timestamp": now, "created": now}
+        columns = ", ".join(row)
+        conn.execute(
+            f"INSERT INTO {TXN_TABLE} ({columns}) VALUES ({', '.join(['%s'] * len(row))})",  # noqa: S608 - constants
+            tuple(row.values()),
+        )
+    world.store.push("customer_txn_stats_push", pd.DataFrame([row]), to=PushMode.ONLINE)
+    report = run_skew_check(
+        world.settings.model_copy(update={"skew_fresher_grace_s": 0.0}),
+        world.stores,
+        model_name=DEMO_MODEL,
+        all_entities=True,
+        sample=None,
+    )
+    flagged = _flagged(report)
+    assert {(FRESHER, f"{TXN}:{f}", "online_only_fresh") for f in TXN_FEATURES} <= flagged
+    assert {(BACKED, f"{TXN}:{f}", "fresher_online") for f in TXN_FEATURES} <= flagged
+    for finding in report.findings:
+        if finding.feature_view == TXN:
+            assert finding.counts["online_only_fresh"] == 1, finding.ref
+            assert finding.counts["fresher_online"] == 1, finding.ref
+    assert report.summary["counts"]["online_only_fresh"] == len(TXN_FEATURES)
+    assert report.mismatch_rate > first.mismatch_rate  # it counts toward the mismatch rate

@@ -23,12 +23,15 @@ from core.online.rows import FeatureRows, OnlineRow, StoredPrediction
 from core.online.wire import ReadLayout
 from core.push.outbox import OutboxItem
 from core.push.service import PushService
+from core.records.skew_steering import SteeringReport
+from core.serving.blend import Reason, SkewPolicy
 from core.serving.service import PredictionService
 from core.settings import Settings
 from service.app import create_app
 from service.metrics import PREDICT_LATENCY
 from service.models import ServedModels
 from service.state import Services
+from service.steering_sync import SteeringSync
 
 NOW = datetime(2026, 5, 4, 12, 0, tzinfo=UTC)
 RUN_AT = NOW - timedelta(hours=3)
@@ -410,3 +413,74 @@ def test_bodies_must_say_json(world: World) -> None:
     )
     assert response.status_code == 415
     assert response.json()["detail"] == "content-type: expected application/json, got text/plain"
+
+
+def _steering_report(report_id: int = 5, *, acked: bool = False) -> SteeringReport:
+    return SteeringReport(
+        model_name="eta", report_id=report_id, report_at=RUN_AT, model_version="eta-v7", status="breach",
+        skewed_refs=frozenset({"driver_stats:trips"}), parity_breached=False,
+        acked_at=NOW if acked else None, acked_by="ana" if acked else None,
+    )  # fmt: skip
+
+
+def test_steering_note_only_when_a_policy_row_matches(world: World) -> None:
+    """Policy off (or no report): answers are exactly as before, without a `steering` field. Annotate: the
+    newer-features entity stays live (features_newer) and names the row (`applied: false`); enforce: it is
+    served from its stored score (online_skewed, `applied: true`); the untouched entity never has a note."""
+    prediction = world.services.models.get("eta")
+    prediction.skew_report = _steering_report()
+    post = {"entities": [{"driver_id": 1}, {"driver_id": 2}]}
+    plain = world.client.post("/v1/predict", json=post).json()["predictions"]
+    assert all("steering" not in item for item in plain)  # the fixture's policy is off
+    prediction.skew_policy = SkewPolicy.ANNOTATE
+    fresh, newer = world.client.post("/v1/predict", json=post).json()["predictions"]
+    assert "steering" not in fresh
+    assert (newer["source"], newer["reason"]) == ("live", "features_newer")
+    assert newer["steering"] == {
+        "policy": "annotate", "reason": "online_skewed", "applied": False, "report_id": 5,
+        "report_at": RUN_AT.isoformat(),
+    }  # fmt: skip
+    prediction.skew_policy = SkewPolicy.ENFORCE
+    newer = world.client.get("/v1/predict/eta", params={"driver_id": 2}).json()
+    assert (newer["source"], newer["reason"], newer["score"]) == ("batch", "online_skewed", 0.4)
+    assert newer["steering"]["applied"] is True
+    prediction.skew_report = _steering_report(acked=True)  # an ack stops it (the default)
+    newer = world.client.get("/v1/predict/eta", params={"driver_id": 2}).json()
+    assert (newer["reason"], "steering" in newer) == ("features_newer", False)
+
+
+class _FailingSync(SteeringSync):
+    def __init__(self, reports: dict[str, SteeringReport] | None) -> None:
+        super().__init__(engine=None, default_breach=0.01)  # type: ignore[arg-type]  # _read is replaced
+        self.reports = reports
+
+    def _read(self, names: list[str]) -> dict[str, SteeringReport]:
+        if self.reports is None:
+            raise OSError("connection refused")
+        return self.reports
+
+
+def test_steering_refresh_keeps_the_last_state_and_logs_once(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A refresh hands each model its newest report; a failing read keeps the last one and warns once until
+    a read succeeds again."""
+    import anyio
+
+    prediction = world.services.models.get("eta")
+    prediction.skew_policy = SkewPolicy.ENFORCE
+    sync = _FailingSync({"eta": _steering_report()})
+    anyio.run(sync.refresh, world.services.models)
+    assert prediction.steering.reason is Reason.ONLINE_SKEWED
+    sync.reports = None
+    with caplog.at_level("WARNING", logger="service.steering_sync"):
+        for _ in range(3):
+            anyio.run(sync.refresh, world.services.models)
+    assert prediction.skew_report == _steering_report()
+    assert [r.message for r in caplog.records].count(
+        "skew steering not refreshed (keeping the last known state): connection refused"
+    ) == 1
+    sync.reports = {}
+    anyio.run(sync.refresh, world.services.models)
+    assert prediction.skew_report is None
+    assert prediction.steering.reason is None

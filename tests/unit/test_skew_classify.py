@@ -13,6 +13,7 @@ import pytest
 from consistency.classify import (
     CLASSES,
     NO_TIME,
+    ONLINE_WRONG_CLASSES,
     SKEW_CLASSES,
     SkewClass,
     ValueColumn,
@@ -185,10 +186,85 @@ def test_vectorised_equals_scalar_on_every_combination(kind: Kind, ttl_s: int) -
     scalar = [_cell(g[2], g[3], e=g[0], o=g[1], kind=kind, ttl_s=ttl_s) for g in grid]
     assert [CLASSES[int(code)] for code in codes] == scalar
     seen = set(scalar)
+    unchecked = {"online_only_fresh"}  # needs `now` (see test_online_only_fresh_on_every_combination)
     if ttl_s:
-        assert seen == set(CLASSES)
+        assert seen == set(CLASSES) - unchecked
     else:
-        assert seen == set(CLASSES) - {"expired_online"}
+        assert seen == set(CLASSES) - {"expired_online"} - unchecked
+
+
+GRACE_S = 3600.0
+LATEST_TIMES = [None, W - HOUR, W, W + HOUR - timedelta(microseconds=1), W + HOUR, W + 2 * HOUR]
+NOWS = [W + HOUR, W + 2 * HOUR, W + 2 * HOUR + timedelta(microseconds=1), W + 3 * HOUR, W + timedelta(days=2)]
+
+
+def _online_only_fresh_oracle(
+    *, o: datetime | None, latest: datetime | None, now: datetime, grace_s: float
+) -> bool:
+    """Written apart from the classifier: online newer than the watermark and than every offline row of the
+    entity, for longer than the grace period."""
+    if o is None or o <= W:
+        return False
+    offline_has_it = latest is not None and latest >= o
+    return not offline_has_it and (now - o).total_seconds() > grace_s
+
+
+@pytest.mark.parametrize("grace_s", [0.0, GRACE_S])
+def test_online_only_fresh_on_every_combination(grace_s: float) -> None:
+    """A row online newer than the watermark and than anything offline for the entity, for longer than the
+    grace period, is online_only_fresh; with an offline row at or after it, or younger than the grace, it
+    stays fresher_online; every other class is unchanged by the rule; vectorised == scalar."""
+    grid = list(
+        itertools.product(EXPECTED_TIMES, ONLINE_TIMES, LATEST_TIMES, NOWS, [None, 1.0], [None, 1.0, 2.0])
+    )
+    seen: set[str] = set()
+    for now in NOWS:
+        rows = [g for g in grid if g[3] == now]
+        vector = classify_column(
+            expected=ValueColumn.of("float64", [g[4] for g in rows]),
+            online=ValueColumn.of("float64", [g[5] for g in rows]),
+            expected_us=np.array([_us(g[0]) for g in rows], dtype=np.int64),
+            online_us=np.array([_us(g[1]) for g in rows], dtype=np.int64),
+            watermark_us=_us(W),
+            ttl_s=TTL,
+            tolerance=TOL,
+            offline_latest_us=np.array([_us(g[2]) for g in rows], dtype=np.int64),
+            now_us=_us(now),
+            fresher_grace_s=grace_s,
+        )
+        for (e, o, latest, _, expected, online), code in zip(rows, vector.tolist(), strict=True):
+            got = CLASSES[int(code)]
+            scalar = classify_cell(
+                "float64", expected, online, expected_ts=e, online_ts=o, watermark=W, ttl_s=TTL,
+                tolerance=TOL, offline_latest_ts=latest, now=now, fresher_grace_s=grace_s,
+            )  # fmt: skip
+            assert got == scalar
+            without = _cell(expected, online, e=e, o=o)
+            if _online_only_fresh_oracle(o=o, latest=latest, now=now, grace_s=grace_s):
+                assert got == "online_only_fresh", (e, o, latest, now)
+            else:
+                assert got == without, (e, o, latest, now)
+            seen.add(got)
+    assert seen == set(CLASSES)
+
+
+def test_online_only_fresh_boundaries() -> None:
+    """Exactly the grace period old is not yet flagged; an offline row at the online time backs it."""
+    o = W + HOUR
+
+    def cell(latest: datetime | None, now: datetime) -> SkewClass:
+        return classify_cell(
+            "float64", 1.0, 2.0, expected_ts=W - HOUR, online_ts=o, watermark=W, ttl_s=TTL, tolerance=TOL,
+            offline_latest_ts=latest, now=now, fresher_grace_s=GRACE_S,
+        )  # fmt: skip
+
+    assert cell(None, o + timedelta(seconds=GRACE_S)) == "fresher_online"
+    assert cell(None, o + timedelta(seconds=GRACE_S, microseconds=1)) == "online_only_fresh"
+    assert cell(W - HOUR, o + timedelta(days=1)) == "online_only_fresh"
+    assert cell(o, o + timedelta(days=1)) == "fresher_online"
+    assert cell(o + HOUR, o + timedelta(days=1)) == "fresher_online"
+    assert "online_only_fresh" in SKEW_CLASSES
+    assert "online_only_fresh" not in ONLINE_WRONG_CLASSES
 
 
 def test_counts_and_skew_classes() -> None:
@@ -203,10 +279,12 @@ def test_counts_and_skew_classes() -> None:
         "stale_online": 0,
         "fresher_online": 1,
         "expired_online": 1,
+        "online_only_fresh": 0,
     }
     assert "fresher_online" not in SKEW_CLASSES
     assert "match" not in SKEW_CLASSES
-    assert len(SKEW_CLASSES) == 4
+    assert len(SKEW_CLASSES) == 5
+    assert SKEW_CLASSES - {"online_only_fresh"} == ONLINE_WRONG_CLASSES
 
 
 def test_column_scalars_round_trip() -> None:
