@@ -21,6 +21,7 @@ class ServedModels:
 
     def __init__(self, services: dict[str, PredictionService] | None = None) -> None:
         self.health = StoreHealth()
+        self.refused: dict[str, str] = {}  # promoted models not served, and why (for /health/ready)
         self._by_name: dict[str, PredictionService] = {}
         for name, service in (services or {}).items():
             self.put(name, service)
