@@ -62,6 +62,11 @@ class HealthController(Controller):
         if not loaded:
             problems.append(
                 "no promoted model is loaded"
+                + (
+                    ""
+                    if services.models.synced
+                    else ": PostgreSQL, which holds the models, has not answered yet"
+                )
                 + "".join(f"; model {name} is refused: {why}" for name, why in sorted(refused.items()))
             )
         elif not services.warmed_up:

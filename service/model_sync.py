@@ -12,6 +12,8 @@ import contextlib
 import logging
 
 import numpy as np
+import psycopg
+import sqlalchemy.exc
 from anyio import to_thread
 from psycopg_pool import AsyncConnectionPool
 from sqlalchemy import Engine
@@ -142,6 +144,7 @@ async def sync_models(services: Services, builder: ModelBuilder, *, rebuild: boo
     """Serve exactly the promoted models: add new ones, swap new versions, drop demoted ones; with
     `rebuild`, re-read every model's specs (the registry changed: someone ran `tandem apply`)."""
     promoted = {model.name: model for model in await to_thread.run_sync(_promoted, builder.engine)}
+    services.models.synced = True
     models = services.models
     if rebuild:
         builder.refused.clear()  # the repo changed: a refused version may be servable now
@@ -162,8 +165,8 @@ async def sync_models(services: Services, builder: ModelBuilder, *, rebuild: boo
             continue
         try:
             fresh = await builder.build(model)
-        except StoreUnavailableError:
-            raise  # a store is down: the watcher retries everything later
+        except (StoreUnavailableError, psycopg.OperationalError, sqlalchemy.exc.OperationalError):
+            raise  # a store is down (even half-way through a load): the watcher retries everything later
         except Exception:  # one model that cannot load never keeps the others from being served
             logger.exception("model %s version %s could not be loaded", name, model.version)
             fresh = None

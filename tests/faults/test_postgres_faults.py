@@ -34,6 +34,7 @@ from core.records.prediction_runs import get_run, latest_published_run
 from core.records.tables import JobRun, PredictionRun
 from core.settings import PROJECT_ROOT, Settings
 from core.stack.local import LocalStack, start_local_stack, stop_local_stack
+from core.stack.postgres_server import running_postgres, stop_postgres
 from core.stores.database import create_db_engine, upgrade_schema
 from core.stores.resolve import Stores
 from scheduler.runner import repair_dead_runs
@@ -274,3 +275,50 @@ def test_a_cli_batch_run_killed_mid_publish_is_failed_by_the_leader_or_the_next_
         assert _batch_served_runs(world) == {str(latest.run_id)}
     finally:
         engine.dispose()
+
+
+def test_an_api_started_while_postgres_is_down_is_not_ready_then_recovers_by_itself(
+    embedded: Embedded, pg_world: tuple[World, Stores]
+) -> None:
+    """The API starts with PostgreSQL stopped: it comes up (live 200), /health/ready is 503 saying
+    postgresql down and that PostgreSQL, which holds the models, has not answered; a predict is a 503 with
+    that message, never a 404 or a 500. PostgreSQL started again, the same process loads the promoted model
+    from its watcher and is ready, answering from the stored scores, without a restart."""
+    world, _ = pg_world
+    settings = world.settings.model_copy(update={"model_poll_s": 0.2, "postgres_timeout_s": 0.5})
+    stop_postgres(embedded.settings.home)
+    try:
+        with TestClient(create_app(settings)) as client:
+            assert client.get("/health/live").status_code == 200
+            ready = client.get("/health/ready")
+            assert ready.status_code == 503
+            body = ready.json()
+            assert (body["postgresql"], body["redis"], body["models"]) == ("down", "ok", {})
+            assert "PostgreSQL, which holds the models, has not answered" in body["detail"]
+            answer = client.get(f"/v1/predict/{DEMO_MODEL}", params={"customer_id": 1})
+            assert answer.status_code == 503
+            assert "PostgreSQL" in answer.json()["detail"]
+            time.sleep(1.0)  # a few failed watcher polls: none of them gives up for good
+            assert client.get("/health/ready").status_code == 503
+
+            embedded.stack = start_local_stack(embedded.settings)
+            back = time.monotonic()
+            while (ready := client.get("/health/ready")).status_code != 200:
+                assert time.monotonic() - back < 30, ready.json()
+                time.sleep(0.05)
+            ready_s = time.monotonic() - back
+            assert ready.json()["models"] == {DEMO_MODEL: str(world.run.model_version)}
+            while (body := client.get("/health/ready").json())["postgresql"] != "ok":
+                assert time.monotonic() - back < 30, body
+                time.sleep(0.05)
+            healthy_s = time.monotonic() - back
+            assert body["degraded"] is False
+            item = client.get(f"/v1/predict/{DEMO_MODEL}", params={"customer_id": 1}).json()
+            assert (item["source"], item["reason"]) == ("batch", "batch_fresh")
+        figure(
+            f"api started with postgres down: ready (model loaded) {ready_s * 1000:.0f} ms and not degraded "
+            f"{healthy_s * 1000:.0f} ms after postgres answered again"
+        )
+    finally:
+        if running_postgres(embedded.settings.home) is None:
+            embedded.stack = start_local_stack(embedded.settings)
