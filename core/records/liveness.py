@@ -46,7 +46,10 @@ class Liveness:
         except psycopg.Error as exc:
             raise StoreUnavailableError(f"PostgreSQL is unreachable: {first_line(exc)}") from None
         timeout_ms = max(1_000, int(liveness_s * 1000))
-        self._conn.execute(f"SET idle_session_timeout = {timeout_ms}")  # the server ends a silent session
+        try:  # the server ends a session that stopped pinging (PostgreSQL 14+)
+            self._conn.execute(f"SET idle_session_timeout = {timeout_ms}")
+        except psycopg.errors.UndefinedObject:  # older servers: only a closed connection frees the lock
+            logger.warning("run liveness: this PostgreSQL has no idle_session_timeout (before 14)")
         self._conn.execute("SELECT pg_advisory_lock(%s)", (self.key,))
         self._thread = threading.Thread(target=self._ping, name="run-liveness", daemon=True)
         self._thread.start()
