@@ -124,7 +124,8 @@ def finish_job_run(
     error: str | None = None,
     details: dict[str, Any] | None = None,
 ) -> JobRunInfo:
-    """Record the end of a run: status, finished_at, duration_s, rows, error; `details` are merged in."""
+    """Record the end of a run: status, finished_at, duration_s, rows, error; `details` are merged in (and
+    the liveness lock's key dropped: a finished run holds none)."""
     _check(status, FINISHED_STATUSES, "final status")
     run = session.get(JobRun, run_id, with_for_update=True)
     if run is None:
@@ -133,8 +134,8 @@ def finish_job_run(
     started = run.started_at or run.requested_at
     run.duration_s = max(0.0, (run.finished_at - started).total_seconds())
     run.status, run.rows, run.error = status, rows, error
-    if details:
-        run.details = {**(run.details or {}), **details}
+    merged = {**(run.details or {}), **(details or {})}
+    run.details = {key: value for key, value in merged.items() if key != LIVENESS_KEY}  # its lock ends here
     session.flush()
     return JobRunInfo.of(run)
 
