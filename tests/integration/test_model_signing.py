@@ -5,6 +5,7 @@ out (then they load as before and a warning says they are unsigned)."""
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
 import os
 import pickle
@@ -428,3 +429,30 @@ def test_an_api_without_a_key_is_not_ready_and_says_why_unless_unsigned_models_a
     finally:
         with Session(engine) as session, session.begin():
             session.execute(delete(ModelVersion).where(ModelVersion.model_name == API_MODEL))
+
+
+def test_the_demo_on_configured_stores_generates_a_key_only_when_none_is_set(tmp_path: Path) -> None:
+    """`tandem demo` with store URLs and no key generates the home's key (its API and scheduler share the
+    home); with a key set, or the opt-out, it writes nothing."""
+    from rich.console import Console
+
+    from tandem.context import CliContext
+    from tandem.demo.steps import _ensure_demo_signing_key
+
+    configured = Settings(
+        postgres_url=SecretStr("postgresql://u@127.0.0.1:1/d"),
+        redis_url=SecretStr("redis://127.0.0.1:1/0"),
+        model_signing_key=None,
+    )
+    quiet = Console(file=io.StringIO())
+    for name, extra in (
+        ("keyed", {"model_signing_key": SecretStr("k" * 40)}),
+        ("unsafe", {"allow_unsigned_models": True}),
+        ("bare", {}),
+    ):
+        settings = configured.model_copy(update={"home": tmp_path / name, **extra})
+        _ensure_demo_signing_key(CliContext(settings=settings, console=quiet))
+        assert settings.local_signing_key_path.exists() == (name == "bare")
+    bare = configured.model_copy(update={"home": tmp_path / "bare"})
+    assert stat.S_IMODE(bare.local_signing_key_path.stat().st_mode) == 0o600
+    assert SigningKeys.from_settings(bare).enabled
