@@ -108,9 +108,8 @@ def tracked_run(
     runs, the process holds a liveness lock (core.records.liveness) that repairs on any host can test:
     gone within `liveness_s` after the process or its machine.
     """
-    liveness = Liveness(
-        engine.url.render_as_string(hide_password=False).replace("+psycopg", ""), liveness_s=liveness_s
-    )
+    libpq_url = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+    liveness = Liveness(libpq_url, liveness_s=liveness_s)
     try:
         run_id = _begin(
             engine, job=job, trigger=trigger, attempt=attempt, requested_by=requested_by, run_id=run_id,

@@ -158,7 +158,13 @@ def materialize_cmd(cli: CliContext, reset_days: int | None) -> None:
     engine = create_db_engine(stores.postgres, pool_size=1)
     try:
         with (
-            tracked_run(engine, job="materialize", trigger="manual", requested_by=cli_user()) as run,
+            tracked_run(
+                engine,
+                job="materialize",
+                trigger="manual",
+                requested_by=cli_user(),
+                liveness_s=cli.settings.run_liveness_s,
+            ) as run,
             cli.console.status("materializing"),
         ):
             result = run_materialize(cli.settings, stores, start=start)
