@@ -12,6 +12,7 @@ __all__ = [
     "TamperedArtifactError",
     "TandemError",
     "TrainingError",
+    "UnverifiedArtifactError",
     "first_line",
 ]
 
@@ -50,6 +51,10 @@ class InvalidModelError(TandemError):
 
 class TamperedArtifactError(TandemError):
     """A stored model artifact does not match its recorded sha256, or its HMAC signature is missing or wrong."""
+
+
+class UnverifiedArtifactError(TamperedArtifactError):
+    """A pickle artifact cannot be verified (no signing key is configured) and unsigned loading is not allowed."""
 
 
 def first_line(exc: BaseException) -> str:

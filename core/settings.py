@@ -39,6 +39,14 @@ class Settings(BaseSettings):
         default=None,
         description="HMAC keys of model artifacts, comma-separated: the first signs, all verify (docs/security.md)",
     )
+    model_signing_key_file: Path | None = Field(
+        default=None,
+        description="A file holding TANDEM_MODEL_SIGNING_KEY's value (a mounted secret); the variable wins",
+    )
+    allow_unsigned_models: bool = Field(
+        default=False,
+        description="With no signing key, load unsigned (unverifiable) pickle artifacts anyway: unsafe, logged",
+    )
 
     # Blend policy
     max_staleness_s: float = Field(default=86_400.0, ge=0)
@@ -55,6 +63,11 @@ class Settings(BaseSettings):
     )
     job_timeout_s: float = Field(
         default=6 * 3600.0, gt=0, description="A job attempt running longer is recorded failed (timeout)"
+    )
+    run_liveness_s: float = Field(
+        default=30.0,
+        ge=1,
+        description="A job run whose machine stops answering PostgreSQL this long is repairable as dead",
     )
     push_outbox_interval_s: int = Field(
         default=10, ge=1, description="How often the scheduler writes online the pushed rows Redis missed"
@@ -123,6 +136,11 @@ class Settings(BaseSettings):
         description="After a Redis failure, how long the API skips Redis (serving degraded)",
     )
     postgres_timeout_s: float = Field(default=2.0, gt=0)
+
+    @property
+    def local_signing_key_path(self) -> Path:
+        """The signing key `tandem up` generates for the embedded stack (mode 0600, never in PostgreSQL)."""
+        return self.home.expanduser().resolve() / "model-signing.key"
 
     @property
     def uses_local_stack(self) -> bool:

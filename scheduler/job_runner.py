@@ -107,6 +107,7 @@ class JobRunner:
                         requested_by=requested_by,
                         run_id=claimed.id if claimed is not None and attempt == 1 else None,
                         fence=self.fence,
+                        liveness_s=self.context.settings.run_liveness_s,
                     ) as run:
                         self._attempt(name, run)
                 except (JobTimeoutError, LeadershipLostError) as exc:

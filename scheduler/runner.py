@@ -20,6 +20,7 @@ import os
 import signal
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from types import FrameType
@@ -55,11 +56,22 @@ LEADERSHIP_LOST = 3
 
 
 def repair_dead_runs(engine: Engine) -> tuple[list[int], list[uuid.UUID]]:
-    """Mark failed the job runs of dead processes on this host, then the prediction runs they left."""
+    """Mark failed the job runs of dead processes (any host, by liveness lock; this host, by pid), then the
+    prediction runs they left. The leader runs it when it starts leading and every TANDEM_RUN_LIVENESS_S."""
     with Session(engine) as session, session.begin():
         jobs = fail_dead_runs(session)
         predictions = fail_orphaned_runs(session)
     return jobs, predictions
+
+
+def _repair_quietly(engine: Engine, notify: Callable[[str], None]) -> None:
+    try:
+        jobs, predictions = repair_dead_runs(engine)
+    except Exception as exc:  # noqa: BLE001 - PostgreSQL away: the next round repairs
+        logger.warning("repair of dead runs failed: %s", exc)
+        return
+    if jobs or predictions:
+        notify(f"marked failed, their processes dead: job runs {jobs}, prediction runs {predictions}")
 
 
 def run_scheduler(
@@ -92,10 +104,14 @@ def run_scheduler(
             scheduler = create_scheduler(runner)
 
             def watch() -> None:
+                next_repair = time.monotonic() + settings.run_liveness_s
                 while not stop.wait(settings.leader_poll_s):
                     if not lease.leading():
                         lost.set()
                         break
+                    if time.monotonic() >= next_repair:  # runs of processes that died since, on any host
+                        next_repair = time.monotonic() + settings.run_liveness_s
+                        _repair_quietly(engine, notify)
                 runner.stop()
                 scheduler.shutdown(wait=not lost.is_set())
 

@@ -58,8 +58,17 @@ class HealthController(Controller):
             name for name, ok in (("redis", health.online_ok), ("postgresql", health.offline_ok)) if not ok
         ]
         problems = []
+        refused = dict(services.models.refused)
         if not loaded:
-            problems.append("no promoted model is loaded")
+            problems.append(
+                "no promoted model is loaded"
+                + (
+                    ""
+                    if services.models.synced
+                    else ": PostgreSQL, which holds the models, has not answered yet"
+                )
+                + "".join(f"; model {name} is refused: {why}" for name, why in sorted(refused.items()))
+            )
         elif not services.warmed_up:
             problems.append("warming up")
         if len(down) == 2:
@@ -71,6 +80,7 @@ class HealthController(Controller):
             "postgresql": "ok" if health.offline_ok else "down",
             "checked_at": health.checked_at.isoformat(),
             "degraded": bool(down),
+            "refused_models": refused,
             "degraded_mode": (
                 "online_unavailable: stored predictions from PostgreSQL"
                 if down == ["redis"]

@@ -163,6 +163,7 @@ async def open_services(settings: Settings, stores: Stores) -> tuple[Services, M
     breaker = BreakerTransport(Coalescer(resp), backoff_s=settings.redis_backoff_s)
     online = AsyncOnlineStore(breaker, project=settings.feast_project)
     models = ServedModels()
+    models.synced = False  # until sync_models reads the promoted models: unknown names are 503, not 404
     services = Services(
         settings=settings,
         models=models,

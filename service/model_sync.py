@@ -14,16 +14,25 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+import psycopg
+import sqlalchemy.exc
 from anyio import to_thread
 from psycopg_pool import AsyncConnectionPool
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
-from core.errors import NotFoundError, StoreUnavailableError, TandemError
+from core.errors import (
+    ConfigurationError,
+    NotFoundError,
+    StoreUnavailableError,
+    TamperedArtifactError,
+    TandemError,
+)
 from core.features.snapshots import service_specs
 from core.features.specs import ServiceSpec
 from core.model.promoted import PromotedModel, promoted_models
 from core.model.registry import LoadedModel, load_model
+from core.model.signing import SigningKeys
 from core.online.store import AsyncOnlineStore
 from core.online.wire import ReadLayout
 from core.serving.blend import SkewPolicy
@@ -45,13 +54,18 @@ def _promoted(engine: Engine) -> list[PromotedModel]:
         return promoted_models(session)
 
 
-def _load(engine: Engine, model_name: str, version: str) -> LoadedModel | None:
+def _load(engine: Engine, settings: Settings, model_name: str, version: str) -> LoadedModel | str:
+    """The loaded version, or one line saying why it cannot be served (logged once here)."""
     with Session(engine) as session:
         try:
-            return load_model(session, model_name=model_name, version=version)
+            keys = SigningKeys.from_settings(settings)  # the API's own settings, not the environment's
+            return load_model(session, model_name=model_name, version=version, keys=keys)
         except NotFoundError as exc:
             logger.warning("%s", exc)
-            return None
+            return str(exc)
+        except (TamperedArtifactError, ConfigurationError) as exc:  # unverifiable or edited: never unpickled
+            logger.error("model %s version %s is not served: %s", model_name, version, exc)
+            return str(exc)
 
 
 def warm_model(model: LoadedModel, service: ServiceSpec | None = None) -> None:
@@ -91,6 +105,7 @@ class ModelBuilder:
         self.settings, self.stores, self.online, self.pool = settings, stores, online, pool
         self.engine = engine
         self.refused: set[tuple[str, str]] = set()  # (model, version) that could not be served: not retried
+        self.reasons: dict[str, str] = {}  # model name -> why its promoted version was refused (readiness)
 
     async def build(self, promoted: PromotedModel) -> PredictionService | None:
         """The model's service with its promoted version loaded and warmed (None: it failed to load)."""
@@ -106,8 +121,12 @@ class ModelBuilder:
             )
         except TandemError as exc:  # a repo without the model's views: say so, serve the others
             logger.warning("model %s is not served: %s", promoted.name, exc)
+            self.reasons[promoted.name] = str(exc)
             return None
-        model = await to_thread.run_sync(_load, self.engine, promoted.name, promoted.version)
+        loaded = await to_thread.run_sync(_load, self.engine, settings, promoted.name, promoted.version)
+        model = loaded if isinstance(loaded, LoadedModel) else None
+        if isinstance(loaded, str):
+            self.reasons[promoted.name] = loaded
         if model is not None:
             missing = [ref for ref in model.feature_refs if ref not in service.refs]
             if missing:  # never a silent mix of features: refuse the version, say why in one line
@@ -115,6 +134,7 @@ class ModelBuilder:
                     "model %s version %s is not served: it reads %s, which feature service %s does not serve",
                     promoted.name, promoted.version, missing, service.name,
                 )  # fmt: skip
+                self.reasons[promoted.name] = f"it reads {missing}, which {service.name} does not serve"
                 return None
             await to_thread.run_sync(warm_model, model, service)
         prediction = PredictionService(
@@ -142,9 +162,13 @@ async def sync_models(services: Services, builder: ModelBuilder, *, rebuild: boo
     """Serve exactly the promoted models: add new ones, swap new versions, drop demoted ones; with
     `rebuild`, re-read every model's specs (the registry changed: someone ran `tandem apply`)."""
     promoted = {model.name: model for model in await to_thread.run_sync(_promoted, builder.engine)}
+    services.models.synced = True
     models = services.models
     if rebuild:
         builder.refused.clear()  # the repo changed: a refused version may be servable now
+    for name in list(models.refused):
+        if name not in promoted:
+            del models.refused[name]
     for name in models.names():
         if name not in promoted:
             _gauge(name, models.get(name).model, None)
@@ -159,14 +183,17 @@ async def sync_models(services: Services, builder: ModelBuilder, *, rebuild: boo
             continue
         try:
             fresh = await builder.build(model)
-        except StoreUnavailableError:
-            raise  # a store is down: the watcher retries everything later
+        except (StoreUnavailableError, psycopg.OperationalError, sqlalchemy.exc.OperationalError):
+            raise  # a store is down (even half-way through a load): the watcher retries everything later
         except Exception:  # one model that cannot load never keeps the others from being served
             logger.exception("model %s version %s could not be loaded", name, model.version)
             fresh = None
         if fresh is None or fresh.model is None:
             builder.refused.add((name, model.version))  # said once; retried after the next apply
+            reason = builder.reasons.pop(name, "it could not be loaded (see the API's log)")
+            models.refused[name] = f"version {model.version}: {reason}"
             continue
+        models.refused.pop(name, None)
         _gauge(name, current.model if current is not None else None, fresh.model)
         models.put(name, fresh)
         logger.info("now serving model %s version %s (was %s)", name, model.version, loaded)

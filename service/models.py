@@ -21,6 +21,8 @@ class ServedModels:
 
     def __init__(self, services: dict[str, PredictionService] | None = None) -> None:
         self.health = StoreHealth()
+        self.refused: dict[str, str] = {}  # promoted models not served, and why (for /health/ready)
+        self.synced = True  # False from start-up until the promoted models were first read (service.lifespan)
         self._by_name: dict[str, PredictionService] = {}
         for name, service in (services or {}).items():
             self.put(name, service)
@@ -54,11 +56,20 @@ class ServedModels:
             if len(served) == 1:
                 return next(iter(served.values()))
             if not served:
+                if not self.synced:
+                    raise StoreUnavailableError(
+                        "no model is served yet: PostgreSQL, which holds the models, has not answered since start-up"
+                    )
                 raise StoreUnavailableError("no model is served: promote a model version first")
             raise RequestError(
                 f"model: required when several models are served ({', '.join(sorted(served))})"
             )
         service = served.get(name)
+        if service is None and not self.synced:  # maybe promoted: the registry has not been read yet
+            raise StoreUnavailableError(
+                f"model {name!r} is not served yet: PostgreSQL, which holds the models, has not answered since "
+                "start-up"
+            )
         if service is None:
             known = ", ".join(sorted(served)) or "none"
             raise NotFoundError(f"model {name!r} is not served (served: {known})")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 from rich.console import Console
@@ -10,7 +11,12 @@ from core.errors import TandemError
 from core.settings import Settings
 from core.stores.resolve import Stores, check_postgres, check_redis, resolve_stores
 
-__all__ = ["CliContext"]
+__all__ = ["CliContext", "cli_user"]
+
+
+def cli_user() -> str:
+    """Who runs the command, for `requested_by` of the job runs it records."""
+    return os.environ.get("USER") or os.environ.get("USERNAME") or "cli"
 
 
 @dataclass

@@ -20,7 +20,15 @@ from core.endpoints import PostgresEndpoint, RedisEndpoint, parse_postgres_url, 
 from core.online.store import OnlineStore
 from core.settings import Settings
 
-__all__ = ["free_port", "private_database", "purge_feast_project", "server_endpoints", "store_env"]
+__all__ = [
+    "OwnPostgres",
+    "free_port",
+    "own_postgres",
+    "private_database",
+    "purge_feast_project",
+    "server_endpoints",
+    "store_env",
+]
 
 
 def free_port() -> int:
@@ -107,3 +115,43 @@ def store_env(settings: Settings) -> dict[str, str]:
         "TANDEM_REDIS_URL": settings.redis_url.get_secret_value(),
         "TANDEM_FEAST_PROJECT": settings.feast_project,
     }
+
+
+class OwnPostgres:
+    """An embedded PostgreSQL of one test module on a spare loopback port: stopped, killed, started by pid.
+
+    For the tests that break PostgreSQL or race on its rows (leases, a server down at start-up): they never
+    touch the session's server. Starting one costs ~2 s (initdb once per home, then ~0.5 s per start).
+    """
+
+    def __init__(self, home: Path) -> None:
+        from core.stack.postgres_server import POSTGRES_DATABASE, POSTGRES_USER
+
+        self.home = home
+        self.port = free_port()
+        self.endpoint = PostgresEndpoint("127.0.0.1", self.port, POSTGRES_DATABASE, POSTGRES_USER)
+        self.pid: int | None = None
+        self.start()
+
+    def start(self) -> None:
+        """Start it (again) on its port and wait until it answers."""
+        from core.stack.postgres_server import start_postgres
+
+        self.pid = start_postgres(self.home, self.port, timeout=60).pid
+
+    def stop(self) -> None:
+        """A fast shutdown: clients' connections are closed, new ones refused."""
+        from core.stack.postgres_server import stop_postgres
+
+        stop_postgres(self.home)
+        self.pid = None
+
+
+@contextmanager
+def own_postgres(home: Path) -> Iterator[OwnPostgres]:
+    """An OwnPostgres under `home`, stopped afterwards whatever the test left."""
+    server = OwnPostgres(home)
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -3,9 +3,10 @@
 Artifacts are pickled fitted estimators stored in PostgreSQL, so every replica loads the same bytes. The
 sha256 recorded at registration is recomputed before every unpickle: a corrupted or edited artifact is
 refused with TamperedArtifactError. The hash lives in the same row as the bytes, so it catches corruption and
-partial edits, not someone who can rewrite both columns: with `TANDEM_MODEL_SIGNING_KEY` set, registration
-also signs each version with an HMAC (core/model/signing.py) whose key is not in the database, and loading
-refuses, before unpickling, a version whose signature is missing or does not verify.
+partial edits, not someone who can rewrite both columns: registration also signs each version with an HMAC
+(core/model/signing.py) whose key is not in the database, and loading refuses, before unpickling, a version
+whose signature is missing or does not verify, and every pickle when no key is configured (unless
+TANDEM_ALLOW_UNSIGNED_MODELS opts out).
 
 Functions take the session first and never commit: the caller owns the transaction.
 """
@@ -23,11 +24,11 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, defer
 
-from core.errors import NotFoundError, TamperedArtifactError
+from core.errors import NotFoundError, TamperedArtifactError, UnverifiedArtifactError
 from core.model.compiled_trees import compile_pipeline
 from core.model.inputs import check_input_names
 from core.model.loaded import COMPILED_MAX_ROWS, LoadedModel, feature_names
-from core.model.signing import ArtifactClaims, SigningKeys, configured_keys, warn_unsigned
+from core.model.signing import ArtifactClaims, SigningKeys, configured_keys, unsigned_refusal, warn_unsigned
 from core.model.tasks import Task, check_estimator, parse_task
 from core.records.tables import ModelVersion
 
@@ -122,7 +123,8 @@ def register_model(
 ) -> ModelVersionInfo:
     """Store a fitted estimator (pickled, hashed, signed) with what it reads and how it did; not promoted.
 
-    Signed with the first of `keys` (None: those of `TANDEM_MODEL_SIGNING_KEY`); no key: stored unsigned.
+    Signed with the first of `keys` (None: the configured ones); no key: UnverifiedArtifactError, unless
+    unsigned models are allowed (then stored unsigned, with a warning).
 
     InvalidModelError when the estimator is unfitted, cannot score `task` (a classifier needs predict_proba
     and exactly two classes) or takes other inputs than `feature_refs` (names in that order, or their count).
@@ -163,6 +165,9 @@ def register_model(
 def _signature(keys: SigningKeys, claims: ArtifactClaims) -> str | None:
     if keys.enabled:
         return keys.sign(claims)
+    if not keys.allow_unsigned:  # a version no process could load: refuse it now, not at every load
+        what = f"a new version of model {claims.model_name!r}"
+        raise UnverifiedArtifactError(unsigned_refusal(what, refusing="register"))
     warn_unsigned()
     return None
 
@@ -181,6 +186,8 @@ def _verified_sha256(row: ModelVersion, keys: SigningKeys) -> str:
             f"(recorded sha256 {row.artifact_sha256[:12]}..., computed {actual[:12]}...): refusing to load it"
         )
     if not keys.enabled:
+        if not keys.allow_unsigned:
+            raise UnverifiedArtifactError(unsigned_refusal(what))
         warn_unsigned()
     elif row.artifact_signature is None:
         raise TamperedArtifactError(
@@ -221,8 +228,9 @@ def load_model(
 ) -> LoadedModel:
     """A version of `model_name` (None: the promoted one), verified before it is unpickled.
 
-    TamperedArtifactError when the artifact does not match its sha256, or when `keys` (None: those of
-    `TANDEM_MODEL_SIGNING_KEY`) are set and its signature is missing or made by none of them.
+    TamperedArtifactError when the artifact does not match its sha256, or its signature is missing or made by
+    none of `keys` (None: the configured ones); UnverifiedArtifactError when there is no key to verify it with
+    and unsigned models are not allowed.
     """
     if version is None:
         row = session.scalars(

@@ -4,8 +4,11 @@ A version's signature covers what a loader trusts about it: the artifact's sha25
 version, the task and the feature refs. Whoever can write `tandem.model_versions` but does not hold a key can
 neither sign new bytes nor move a signed artifact to another model or version. Keys come from
 `TANDEM_MODEL_SIGNING_KEY`, comma-separated: the first signs, every one verifies (rotation: add the new key
-first, re-sign with `tandem models sign --all`, then drop the old one). No key: artifacts are neither signed
-nor verified, and a warning says so once per process. See docs/security.md for the threat model.
+first, re-sign with `tandem models sign --all`, then drop the old one), or from the file
+`TANDEM_MODEL_SIGNING_KEY_FILE` names, or from the key `tandem up` (or `tandem demo`) generated under
+`TANDEM_HOME` (`.tandem/`) for the embedded stack. No key: a pickle cannot be verified, so loading refuses
+it (one line saying why) unless `TANDEM_ALLOW_UNSIGNED_MODELS=true` opts out, which logs a warning once per
+process. See docs/security.md.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import hashlib
 import hmac
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from pydantic import SecretStr
 from sqlalchemy import select
@@ -32,6 +35,7 @@ __all__ = [
     "SigningKeys",
     "configured_keys",
     "sign_versions",
+    "unsigned_refusal",
     "warn_unsigned",
 ]
 
@@ -71,9 +75,11 @@ def _key_id(key: bytes) -> str:
 
 @dataclass(frozen=True, slots=True)
 class SigningKeys:
-    """The configured keys, the first of which signs. Empty: signing is off (artifacts load unverified)."""
+    """The configured keys, the first of which signs. Empty: nothing can be signed or verified, so unsigned
+    artifacts are refused unless `allow_unsigned` (TANDEM_ALLOW_UNSIGNED_MODELS) opts out."""
 
     keys: tuple[bytes, ...] = ()
+    allow_unsigned: bool = False
 
     @classmethod
     def parse(cls, secret: SecretStr | str | None) -> SigningKeys:
@@ -93,8 +99,26 @@ class SigningKeys:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SigningKeys:
-        """The keys `settings.model_signing_key` holds."""
-        return cls.parse(settings.model_signing_key)
+        """The configured keys: TANDEM_MODEL_SIGNING_KEY, else the file TANDEM_MODEL_SIGNING_KEY_FILE names,
+        else the key `tandem up` generated under TANDEM_HOME (if any); and the unsigned opt-out."""
+        allow = settings.allow_unsigned_models
+        if settings.model_signing_key is not None and settings.model_signing_key.get_secret_value().strip():
+            return replace(cls.parse(settings.model_signing_key), allow_unsigned=allow)
+        path = settings.model_signing_key_file
+        if path is None and settings.local_signing_key_path.is_file():
+            path = settings.local_signing_key_path
+        if path is None:
+            return cls(allow_unsigned=allow)
+        try:
+            text = path.expanduser().read_text()
+        except OSError as exc:
+            raise ConfigurationError(
+                f"TANDEM_MODEL_SIGNING_KEY_FILE {path} cannot be read: {exc.strerror or exc}"
+            ) from None
+        keys = cls.parse(text)
+        if not keys.enabled:
+            raise ConfigurationError(f"the model signing key file {path} is empty")
+        return replace(keys, allow_unsigned=allow)
 
     @property
     def enabled(self) -> bool:
@@ -148,14 +172,25 @@ def configured_keys(keys: SigningKeys | None = None) -> SigningKeys:
 @functools.cache
 def _warn_once() -> None:
     logger.warning(
-        "model artifacts are unsigned: TANDEM_MODEL_SIGNING_KEY is not set, so anyone who can write "
-        "tandem.model_versions can run code in every process that loads a model (docs/security.md)"
+        "model artifacts are unsigned: no TANDEM_MODEL_SIGNING_KEY is set and TANDEM_ALLOW_UNSIGNED_MODELS "
+        "is true, so anyone who can write tandem.model_versions can run code in every process that loads a "
+        "model (docs/security.md)"
     )
 
 
 def warn_unsigned() -> None:
-    """Log, once per process, that artifacts are neither signed nor verified."""
+    """Log, once per process, that artifacts are neither signed nor verified (the explicit opt-out)."""
     _warn_once()
+
+
+def unsigned_refusal(what: str, *, refusing: str = "load") -> str:
+    """The one line that refuses to `refusing` (load, register) `what`: no key is configured to verify it."""
+    return (
+        f"{what} cannot be verified: no model signing key is configured (TANDEM_MODEL_SIGNING_KEY or "
+        "TANDEM_MODEL_SIGNING_KEY_FILE; `tandem up` generates one for the embedded stack), and unpickling "
+        f"unverified bytes from the database runs whatever code they hold: refusing to {refusing} it "
+        "(TANDEM_ALLOW_UNSIGNED_MODELS=true accepts that risk; docs/security.md)"
+    )
 
 
 def sign_versions(

@@ -2,8 +2,8 @@
 
 The prediction API sends one pre-packed buffer of k HMGETs and reads k replies. redis-py's asyncio client
 spends ~80 µs per round trip around that (pool lock, retry wrapper, per-reply timeouts); this pool keeps
-idle connections in a deque, parses with hiredis, bounds the whole round trip with one timeout, and
-retries once on a fresh connection. Everything else (pings, pushes, admin) still uses redis-py.
+idle connections in a deque, parses with hiredis, bounds the whole request with one timeout, and retries
+an idle connection that turned out dead on a fresh one, within that timeout. Everything else (pings, pushes, admin) still uses redis-py.
 """
 
 from __future__ import annotations
@@ -114,8 +114,8 @@ class RespPool:
     async def request(self, payload: bytes, replies: int) -> list[Any]:
         """Send `payload` (RESP commands) and return its `replies` replies; error replies raise ResponseError.
 
-        Raises TimeoutError past `timeout_s`, ConnectionError/OSError when Redis does not answer (after one
-        retry on a fresh connection).
+        Raises TimeoutError past `timeout_s` (the whole request), ConnectionError/OSError when Redis does not
+        answer (an idle connection that failed is retried on a fresh one first).
         """
         result = await self.raw_request(payload, replies)
         errors: Sequence[Any] = [reply for reply in result if isinstance(reply, hiredis.ReplyError)]
@@ -124,17 +124,23 @@ class RespPool:
         return result
 
     async def raw_request(self, payload: bytes, replies: int) -> list[Any]:
-        """As `request`, but error replies come back as hiredis.ReplyError items instead of raising."""
-        for attempt in (1, 2):
-            try:
-                async with asyncio.timeout(self.timeout_s):
-                    result = await self._once(payload, replies)
-                break
-            except (ConnectionError, OSError):
-                self.clear()
-                if attempt == 2:
-                    raise
-        return result
+        """As `request`, but error replies come back as hiredis.ReplyError items instead of raising.
+
+        One timeout bounds the whole request, retry included: a stalled Redis costs `timeout_s`, never two.
+        Only a connection taken from the idle deque is retried (on a fresh one), and only when it failed
+        without timing out: the usual case is a connection Redis closed while it sat idle (a restart).
+        """
+        async with asyncio.timeout(self.timeout_s):
+            while True:
+                reused = bool(self._idle)
+                try:
+                    return await self._once(payload, replies)
+                except TimeoutError:
+                    raise  # a socket-level timeout: Redis is slow, a second try would wait again
+                except (ConnectionError, OSError):
+                    self.clear()
+                    if not reused:
+                        raise  # a fresh connection failed: Redis is down, a retry would fail the same way
 
     def clear(self) -> None:
         """Close every idle connection (after an error, or at shutdown)."""

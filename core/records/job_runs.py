@@ -2,8 +2,9 @@
 
 Functions take the session first, the rest keyword-only, and never commit (the caller owns the
 transaction); `core.records.tracked_run` runs a block as a job run, committing its start and finish. Only a
-killed process leaves `running` rows: the next tracked run (or scheduler start) on its host marks those of
-dead pids failed, "process died".
+killed process leaves `running` rows: the next tracked run (or the scheduler's leader, periodically) marks
+failed, "process died", those whose liveness lock is free (any host: core.records.liveness), and those of
+this host without one whose pid is gone.
 Statuses: requested -> running -> succeeded | failed (| skipped); each retry attempt is its own row.
 """
 
@@ -22,6 +23,7 @@ from sqlalchemy.orm import Session
 
 from core.errors import NotFoundError
 from core.records.deadline import DeadlineForecast, forecast_deadline, next_cron_start
+from core.records.liveness import LIVENESS_KEY, lock_is_free
 from core.records.tables import JobRun
 from core.settings import Settings
 
@@ -122,7 +124,8 @@ def finish_job_run(
     error: str | None = None,
     details: dict[str, Any] | None = None,
 ) -> JobRunInfo:
-    """Record the end of a run: status, finished_at, duration_s, rows, error; `details` are merged in."""
+    """Record the end of a run: status, finished_at, duration_s, rows, error; `details` are merged in (and
+    the liveness lock's key dropped: a finished run holds none)."""
     _check(status, FINISHED_STATUSES, "final status")
     run = session.get(JobRun, run_id, with_for_update=True)
     if run is None:
@@ -131,8 +134,8 @@ def finish_job_run(
     started = run.started_at or run.requested_at
     run.duration_s = max(0.0, (run.finished_at - started).total_seconds())
     run.status, run.rows, run.error = status, rows, error
-    if details:
-        run.details = {**(run.details or {}), **details}
+    merged = {**(run.details or {}), **(details or {})}
+    run.details = {key: value for key, value in merged.items() if key != LIVENESS_KEY}  # its lock ends here
     session.flush()
     return JobRunInfo.of(run)
 
@@ -208,19 +211,32 @@ def pid_alive(pid: int) -> bool:
         return True
 
 
+def _liveness_lock(run: JobRun) -> int | None:
+    key = (run.details or {}).get(LIVENESS_KEY)
+    return key if isinstance(key, int) and not isinstance(key, bool) else None
+
+
 def fail_dead_runs(session: Session, *, host: str | None = None) -> list[int]:
-    """Mark `running` rows of dead processes on this host `failed` ("process died"); returns their ids."""
+    """Mark `running` rows of dead processes `failed` ("process died"); returns their ids.
+
+    A row whose liveness lock (core.records.liveness) no session holds is dead, whatever its host; a row of
+    this host without one (started before liveness locks, or not yet noted) is dead when its pid is gone.
+    """
     host = host or socket.gethostname()
     query = (
         select(JobRun)
-        .where(JobRun.status == "running", JobRun.host == host)
+        .where(JobRun.status == "running", or_(JobRun.host == host, JobRun.details.has_key(LIVENESS_KEY)))
         .with_for_update(skip_locked=True)
     )
     repaired: list[int] = []
     now = datetime.now(UTC)
     for run in session.scalars(query):
+        key = _liveness_lock(run)
         mine_before = run.pid == os.getpid() and (run.started_at or now) < _PROCESS_STARTED
-        if run.pid is None or mine_before or (run.pid != os.getpid() and not pid_alive(run.pid)):
+        local_dead = run.host == host and (
+            run.pid is None or mine_before or (run.pid != os.getpid() and not pid_alive(run.pid))
+        )
+        if (key is not None and lock_is_free(session, key)) or (key is None and local_dead):
             run.status, run.error, run.finished_at = "failed", PROCESS_DIED, now
             run.duration_s = max(0.0, (now - (run.started_at or run.requested_at)).total_seconds())
             repaired.append(run.id)

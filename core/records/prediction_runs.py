@@ -5,11 +5,12 @@ Any failure -> failed, with the error. Only published runs are visible to Feast 
 source joins on status) and to the service. Functions take the session first; callers own transactions.
 
 A run whose process is killed stays unfinished (running, loaded or publishing) until repaired: the job
-run that starts it notes it as its own first (`record_owner`: the prediction run id in the job run's
-details under "prediction_runs"), and once that job run is marked "process died" (core.records.job_runs:
-`fail_dead_runs`), `fail_orphaned_runs` marks the prediction run failed too, naming the dead process.
-The previous published run stays served throughout. Runs started outside a job run have no owner and
-are never repaired this way.
+run that starts it (the scheduler's batch_predict job, or `tandem batch-predict`) notes it as its own first
+(`record_owner`: the prediction run id in the job run's details under "prediction_runs"), and once that job
+run is marked "process died" (core.records.job_runs: `fail_dead_runs`, by its liveness lock from any host
+or by its pid on its own), `fail_orphaned_runs` marks the prediction run failed too, naming the dead
+process. The previous published run stays served throughout. Runs started outside a job run (a direct
+call of run_batch_predict) have no owner and are never repaired this way.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Any
 from sqlalchemy import Text, cast, select, update
 from sqlalchemy.orm import Session
 
-from core.errors import NotFoundError
+from core.errors import NotFoundError, TandemError
 from core.records.job_runs import PROCESS_DIED
 from core.records.tables import JobRun, PredictionRun
 
@@ -127,7 +128,11 @@ def set_run_status(
     error: str | None = None,
     stage_seconds: dict[str, float] | None = None,
 ) -> None:
-    """Move a run to `status`, stamping finished/published times as the state implies."""
+    """Move a run to `status`, stamping finished/published times as the state implies.
+
+    Only a `publishing` run becomes `published` (TandemError otherwise): a run that a repair marked failed,
+    its process having lost its liveness lock, stays failed even if that process comes back and finishes.
+    """
     now = datetime.now(UTC)
     values: dict[str, Any] = {"status": status}
     if rows is not None:
@@ -138,9 +143,16 @@ def set_run_status(
         values["stage_seconds"] = stage_seconds
     if status in {"published", "failed"}:
         values["finished_at"] = now
+    query = update(PredictionRun).where(PredictionRun.run_id == run_id)
     if status == "published":
         values["published_at"] = now
-    session.execute(update(PredictionRun).where(PredictionRun.run_id == run_id).values(**values))
+        query = query.where(PredictionRun.status == "publishing")  # not one a repair failed meanwhile
+    if session.execute(query.values(**values)).rowcount == 0 and status == "published":  # type: ignore[attr-defined]
+        current = session.scalar(select(PredictionRun.status).where(PredictionRun.run_id == run_id))
+        raise TandemError(
+            f"prediction run {run_id} is {current or 'missing'}, not publishing: it cannot be published "
+            "(a repair marked it failed while this process was stopped or cut off from PostgreSQL)"
+        )
 
 
 def latest_published_run(

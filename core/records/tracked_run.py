@@ -2,7 +2,8 @@
 
 By design the start and the finish are each committed on their own (not in the caller's transaction), so a
 failed run leaves a `failed` row, never a `running` one; starting a run first marks the `running` rows of
-dead processes on this host failed (`core.records.job_runs.fail_dead_runs`).
+dead processes failed (`core.records.job_runs.fail_dead_runs`), and the run holds a liveness lock while it
+runs, so a repair on any machine can tell when its process is gone (`core.records.liveness`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from sqlalchemy.orm import Session
 from core.errors import ConfigurationError, TandemError
 from core.metrics import JOB_DURATION, JOB_RUNS
 from core.records.job_runs import JobRunInfo, fail_dead_runs, finish_job_run, one_line, start_job_run
+from core.records.liveness import LIVENESS_KEY, LIVENESS_S, Liveness
+from core.records.tables import JobRun
 
 __all__ = ["Fence", "RunHandle", "tracked_run"]
 
@@ -34,13 +37,27 @@ class RunHandle:
     details: dict[str, Any] = field(default_factory=dict)
 
 
-def _begin(engine: Engine, *, job: str, trigger: str, attempt: int, requested_by: str | None) -> int:
+def _begin(
+    engine: Engine,
+    *,
+    job: str,
+    trigger: str,
+    attempt: int,
+    requested_by: str | None,
+    run_id: int | None,
+    lock: int,
+) -> int:
     try:
         with Session(engine) as session, session.begin():
             fail_dead_runs(session)
-            return start_job_run(
-                session, job=job, trigger=trigger, attempt=attempt, requested_by=requested_by
-            )
+            if run_id is None:
+                run_id = start_job_run(
+                    session, job=job, trigger=trigger, attempt=attempt, requested_by=requested_by
+                )
+            run = session.get(JobRun, run_id, with_for_update=True)
+            if run is not None:  # the lock is held already: the row is never seen without a live owner
+                run.details = {**(run.details or {}), LIVENESS_KEY: lock}
+            return run_id
     except ProgrammingError as exc:
         if "job_runs" in str(exc.orig):
             raise ConfigurationError("table tandem.job_runs is missing: run `tandem apply` first") from None
@@ -81,21 +98,31 @@ def tracked_run(
     requested_by: str | None = None,
     run_id: int | None = None,
     fence: Fence | None = None,
+    liveness_s: float = LIVENESS_S,
 ) -> Iterator[RunHandle]:
     """Run a block as one job run: start and finish each committed on their own (see module docstring).
 
     Pass `run_id` of a claimed request to finish that row instead of starting a new one. `fence` is asked
     in the transaction that would record a success: when it gives a reason, the run is recorded failed
-    with it and TandemError(reason) is raised (the scheduler's leader lease: scheduler.leader).
+    with it and TandemError(reason) is raised (the scheduler's leader lease: scheduler.leader). While it
+    runs, the process holds a liveness lock (core.records.liveness) that repairs on any host can test:
+    gone within `liveness_s` after the process or its machine.
     """
-    if run_id is None:
-        run_id = _begin(engine, job=job, trigger=trigger, attempt=attempt, requested_by=requested_by)
-    handle = RunHandle(run_id=run_id, job=job, attempt=attempt)
+    libpq_url = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+    liveness = Liveness(libpq_url, liveness_s=liveness_s)
     try:
-        yield handle
-    except BaseException as exc:  # recorded, then re-raised: interrupts and exits fail the run too
-        _end(engine, handle, "failed", one_line(exc))
-        raise
-    info = _end(engine, handle, "succeeded", None, fence)
+        run_id = _begin(
+            engine, job=job, trigger=trigger, attempt=attempt, requested_by=requested_by, run_id=run_id,
+            lock=liveness.key,
+        )  # fmt: skip
+        handle = RunHandle(run_id=run_id, job=job, attempt=attempt)
+        try:
+            yield handle
+        except BaseException as exc:  # recorded, then re-raised: interrupts and exits fail the run too
+            _end(engine, handle, "failed", one_line(exc))
+            raise
+        info = _end(engine, handle, "succeeded", None, fence)
+    finally:
+        liveness.release()
     if info.status != "succeeded":
         raise TandemError(info.error or "the run's fence refused its success")

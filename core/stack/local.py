@@ -10,7 +10,9 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import secrets
 import shlex
+import stat
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -33,6 +35,7 @@ from core.stack.redis_server import redis_bin_dir, running_redis, start_redis, s
 __all__ = [
     "LocalStack",
     "ServiceState",
+    "ensure_signing_key",
     "env_lines",
     "local_stack_services",
     "local_stack_status",
@@ -56,6 +59,7 @@ class LocalStack:
     redis_pid: int
     bin_dir: Path
     redis_cli: Path
+    signing_key: Path | None = None  # the generated model signing key, when there is one
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +116,10 @@ def local_stack_services(settings: Settings) -> tuple[ServiceState, ServiceState
     )
 
 
-def _stack(postgres_pid: int, postgres_port: int, redis_pid: int, redis_port: int) -> LocalStack:
+def _stack(
+    settings: Settings, postgres_pid: int, postgres_port: int, redis_pid: int, redis_port: int
+) -> LocalStack:
+    key = settings.local_signing_key_path
     return LocalStack(
         postgres=PostgresEndpoint(HOST, postgres_port, POSTGRES_DATABASE, POSTGRES_USER),
         redis=RedisEndpoint(HOST, redis_port, 0),
@@ -120,6 +127,7 @@ def _stack(postgres_pid: int, postgres_port: int, redis_pid: int, redis_port: in
         redis_pid=redis_pid,
         bin_dir=postgres_bin_dir(),
         redis_cli=redis_bin_dir() / "redis-cli",
+        signing_key=key if key.is_file() else None,
     )
 
 
@@ -128,7 +136,7 @@ def local_stack_status(settings: Settings) -> LocalStack | None:
     postgres, redis = local_stack_services(settings)
     if postgres.pid is None or redis.pid is None:
         return None
-    return _stack(postgres.pid, postgres.port, redis.pid, redis.port)
+    return _stack(settings, postgres.pid, postgres.port, redis.pid, redis.port)
 
 
 def _check_port(state: ServiceState, wanted: int, variable: str) -> None:
@@ -145,11 +153,31 @@ def _check_port(state: ServiceState, wanted: int, variable: str) -> None:
         )
 
 
+def ensure_signing_key(settings: Settings) -> Path:
+    """The embedded stack's model signing key file, generated once (random, mode 0600, outside PostgreSQL).
+
+    An existing file is kept (its versions stay verifiable) and made owner-only if it was not.
+    """
+    path = settings.local_signing_key_path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        if stat.S_IMODE(path.stat().st_mode) & 0o077:
+            path.chmod(0o600)
+        return path
+    with os.fdopen(descriptor, "w") as key_file:
+        key_file.write(secrets.token_urlsafe(32) + "\n")
+    logger.info("generated the model signing key %s", path)
+    return path
+
+
 def start_local_stack(settings: Settings, *, timeout: float = START_TIMEOUT_S) -> LocalStack:
     """Start whatever of PostgreSQL and Redis is not running yet, wait until both answer, return them.
 
-    Raises StackError, with nothing of this call left running, when a port is taken by another program
-    or a server does not come up within `timeout` seconds.
+    Generates the model signing key under the home first if there is none (`ensure_signing_key`). Raises
+    StackError, with nothing of this call left running, when a port is taken by another program or a server
+    does not come up within `timeout` seconds.
     """
     pg_port, redis_port = settings.local_postgres_port, settings.local_redis_port
     if pg_port == redis_port:
@@ -158,6 +186,7 @@ def start_local_stack(settings: Settings, *, timeout: float = START_TIMEOUT_S) -
         )
     home = _home(settings)
     with _locked(home):
+        ensure_signing_key(settings)  # models registered on this stack are signed with it
         postgres, redis = local_stack_services(settings)
         _check_port(postgres, pg_port, "TANDEM_LOCAL_POSTGRES_PORT")
         _check_port(redis, redis_port, "TANDEM_LOCAL_REDIS_PORT")
@@ -173,7 +202,7 @@ def start_local_stack(settings: Settings, *, timeout: float = START_TIMEOUT_S) -
                     logger.warning("Redis failed to start; stopping the PostgreSQL this call started")
                     stop_postgres(home)
                 raise
-        return _stack(postgres_pid, pg_port, redis_pid, redis_port)
+        return _stack(settings, postgres_pid, pg_port, redis_pid, redis_port)
 
 
 def stop_local_stack(settings: Settings) -> list[str]:
@@ -211,5 +240,7 @@ def env_lines(stack: LocalStack, extra: Mapping[str, str], *, base_path: str | N
         "PGDATABASE": stack.postgres.database,
         "PATH": os.pathsep.join(front + rest),
     }
+    if stack.signing_key is not None:  # with the URLs set, Tandem no longer looks under .tandem/ by itself
+        values["TANDEM_MODEL_SIGNING_KEY_FILE"] = str(stack.signing_key)
     values.update(extra)
     return [f"export {name}={shlex.quote(value)}" for name, value in values.items()]

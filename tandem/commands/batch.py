@@ -9,9 +9,14 @@ from datetime import UTC, datetime
 import click
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from sqlalchemy.orm import Session
 
 from core.batch.predict import BatchRunResult, run_batch_predict
-from tandem.context import CliContext
+from core.records.prediction_runs import fail_orphaned_runs, record_owner
+from core.records.tracked_run import tracked_run
+from core.stores.database import create_db_engine
+from core.stores.resolve import Stores
+from tandem.context import CliContext, cli_user
 
 __all__ = ["batch_predict_cmd"]
 
@@ -89,18 +94,50 @@ def batch_predict_cmd(
     if len(names) > 1 and run_id is not None:
         raise click.UsageError("--run-id needs --model when several models are promoted")
     moment = as_of.replace(tzinfo=UTC) if as_of is not None else None
-    for name in names:
-        reporter = _Reporter(cli)
-        run = functools.partial(
-            run_batch_predict, cli.settings, stores, model_name=name, as_of=moment, run_id=run_id,
-            model_version=model_version, progress=reporter,
-        )  # fmt: skip
-        if reporter.bar is not None:
-            with reporter.bar:
-                result = run()
-        else:
+    engine = create_db_engine(stores.postgres, pool_size=1)
+    try:
+        # One job run, as the scheduler's batch_predict job: it owns each prediction run it starts, so a
+        # process killed mid-run leaves runs that the next repair (scheduler or this command) marks failed.
+        with tracked_run(
+            engine, job="batch_predict", trigger="manual", requested_by=cli_user(),
+            liveness_s=cli.settings.run_liveness_s,
+        ) as job_run:  # fmt: skip
+            with Session(engine) as session, session.begin():
+                repaired = fail_orphaned_runs(session)
+            if repaired:
+                cli.console.print(f"marked failed, their processes dead: prediction runs {repaired}")
+            for name in names:
+                this_run = run_id or uuid.uuid4()
+                with Session(engine) as session, session.begin():
+                    record_owner(session, job_run_id=job_run.run_id, run_id=this_run)
+                result = _run_one(
+                    cli, stores, name, run_id=this_run, as_of=moment, model_version=model_version
+                )
+                job_run.rows = (job_run.rows or 0) + result.rows
+                job_run.details.setdefault("models", {})[name] = {"run_id": str(result.run_id)}
+    finally:
+        engine.dispose()
+
+
+def _run_one(
+    cli: CliContext,
+    stores: Stores,
+    name: str,
+    *,
+    run_id: uuid.UUID,
+    as_of: datetime | None,
+    model_version: str | None,
+) -> BatchRunResult:
+    reporter = _Reporter(cli)
+    run = functools.partial(
+        run_batch_predict, cli.settings, stores, model_name=name, as_of=as_of, run_id=run_id,
+        model_version=model_version, progress=reporter,
+    )  # fmt: skip
+    if reporter.bar is not None:
+        with reporter.bar:
             result = run()
-        cli.console.print(_summary(name, result))
-        cli.console.print(
-            f"{name}: published run {result.run_id} (as of {result.as_of:%Y-%m-%d %H:%M:%S} UTC)"
-        )
+    else:
+        result = run()
+    cli.console.print(_summary(name, result))
+    cli.console.print(f"{name}: published run {result.run_id} (as of {result.as_of:%Y-%m-%d %H:%M:%S} UTC)")
+    return result

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from datetime import UTC, datetime, timedelta
 
 import click
@@ -15,15 +14,11 @@ from core.features.snapshots import service_specs
 from core.settings import Settings
 from core.stores.database import create_db_engine, current_revision, upgrade_schema
 from core.stores.resolve import Stores
-from tandem.context import CliContext
+from tandem.context import CliContext, cli_user
 
 __all__ = ["apply_cmd", "materialize_cmd", "seed_cmd"]
 
 pass_cli = click.make_pass_decorator(CliContext)
-
-
-def _user() -> str:
-    return os.environ.get("USER") or os.environ.get("USERNAME") or "cli"
 
 
 def _aware(value: datetime | None) -> datetime:
@@ -163,7 +158,13 @@ def materialize_cmd(cli: CliContext, reset_days: int | None) -> None:
     engine = create_db_engine(stores.postgres, pool_size=1)
     try:
         with (
-            tracked_run(engine, job="materialize", trigger="manual", requested_by=_user()) as run,
+            tracked_run(
+                engine,
+                job="materialize",
+                trigger="manual",
+                requested_by=cli_user(),
+                liveness_s=cli.settings.run_liveness_s,
+            ) as run,
             cli.console.status("materializing"),
         ):
             result = run_materialize(cli.settings, stores, start=start)

@@ -29,6 +29,8 @@ def up_cmd(cli: CliContext) -> None:
         stack = start_local_stack(settings)
     cli.console.print(f"PostgreSQL  {stack.postgres.masked()}  (pid {stack.postgres_pid})")
     cli.console.print(f"Redis       {stack.redis.masked()}  (pid {stack.redis_pid})")
+    if stack.signing_key is not None:
+        cli.console.print(f"model signing key in {stack.signing_key} (mode 0600; docs/security.md)")
     cli.console.print(f'data in {settings.home}; `eval "$(tandem env)"` to use feast, psql and redis-cli')
 
 

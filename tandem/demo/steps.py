@@ -42,6 +42,17 @@ class Timeline:
         self.console.print(f"\ndemo ready in {time.perf_counter() - self.started:.1f} s")
 
 
+def _ensure_demo_signing_key(cli: CliContext) -> None:
+    """On configured stores without a key, the demo signs with a generated one under TANDEM_HOME, as the
+    embedded stack does (its API and scheduler run here, with the same home)."""
+    from core.model.signing import SigningKeys  # lazy imports: only the demo on configured stores
+    from core.stack.local import ensure_signing_key
+
+    if not SigningKeys.from_settings(cli.settings).enabled and not cli.settings.allow_unsigned_models:
+        path = ensure_signing_key(cli.settings)
+        cli.console.print(f"model signing key: {path} (no TANDEM_MODEL_SIGNING_KEY is set; docs/security.md)")
+
+
 def prepare_data(cli: CliContext, timeline: Timeline, *, customers: int, days: int, seed: int) -> Stores:
     """up, apply, seed, train + promote, materialize, batch-predict."""
     console, settings = cli.console, cli.settings
@@ -51,6 +62,8 @@ def prepare_data(cli: CliContext, timeline: Timeline, *, customers: int, days: i
         with console.status("starting the embedded PostgreSQL and Redis"):
             stack = start_local_stack(settings)
         timeline.step(f"local stack up: {stack.postgres.masked()}, {stack.redis.masked()}")
+    else:
+        _ensure_demo_signing_key(cli)
     stores = cli.stores()
     engine = create_db_engine(stores.postgres)
     try:

@@ -28,6 +28,7 @@ import pytest
 
 from core.endpoints import PostgresEndpoint, RedisEndpoint
 from core.settings import PROJECT_ROOT
+from tests.conftest import TEST_SIGNING_KEY
 from tests.servers import free_port, private_database, purge_feast_project, server_endpoints
 
 BIN = Path(sys.executable).parent
@@ -233,6 +234,7 @@ def journey(
             "TANDEM_FEAST_PROJECT": project,
             "TANDEM_FEATURE_REPO": str(example.repo),
             "TANDEM_HOME": str(tmp_path_factory.mktemp("home")),
+            "TANDEM_MODEL_SIGNING_KEY": TEST_SIGNING_KEY,  # configured stores: the README's key
             "COLUMNS": "200",  # rich wraps nothing at this width: lines stay greppable
         }
         journey = Journey(example=example, database=database)

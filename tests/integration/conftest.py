@@ -15,6 +15,7 @@ from core.settings import Settings
 from core.stores.database import create_db_engine, upgrade_schema
 from core.stores.resolve import Stores
 from tandem.demo.names import demo_settings
+from tests.conftest import TEST_SIGNING_KEY
 from tests.servers import private_database, purge_feast_project, server_endpoints
 
 
@@ -49,6 +50,7 @@ def settings(stores: Stores, feast_project: str, tmp_path_factory: pytest.TempPa
             redis_url=SecretStr(stores.redis.url()),
             feast_project=feast_project,
             home=Path(tmp_path_factory.mktemp("home")),
+            model_signing_key=SecretStr(TEST_SIGNING_KEY),
         )
     )
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import stat
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -83,8 +84,9 @@ def _select(stack: LocalStack, query: str) -> object:
 
 
 def test_start_answers_on_tcp_and_second_start_reuses(stack: LocalStack, stack_settings: Settings) -> None:
-    """start -> PostgreSQL answers `select 1` over TCP in database `tandem`, Redis answers PING; start again
-    reuses the same processes; status reports the same stack."""
+    """start -> PostgreSQL answers `select 1` over TCP in database `tandem`, Redis answers PING, and the model
+    signing key exists (mode 0600); start again reuses the same processes and key; status reports the same
+    stack; `tandem env` lines point at the key file."""
     assert stack.postgres.host == "127.0.0.1"
     assert stack.postgres.port == stack_settings.local_postgres_port
     assert _select(stack, "select 1") == 1
@@ -94,10 +96,15 @@ def test_start_answers_on_tcp_and_second_start_reuses(stack: LocalStack, stack_s
         assert client.ping()
     finally:
         client.close()
+    key = stack_settings.local_signing_key_path.read_text()
     again = start_local_stack(stack_settings)
     assert (again.postgres_pid, again.redis_pid) == (stack.postgres_pid, stack.redis_pid)
     assert local_stack_status(stack_settings) == again
     assert all(state.running for state in local_stack_services(stack_settings))
+    assert stack.signing_key == again.signing_key == stack_settings.local_signing_key_path
+    assert stack_settings.local_signing_key_path.read_text() == key  # generated once, kept
+    assert stat.S_IMODE(stack_settings.local_signing_key_path.stat().st_mode) == 0o600
+    assert f"export TANDEM_MODEL_SIGNING_KEY_FILE={stack.signing_key}" in env_lines(stack, {})
 
 
 def test_env_lines_put_psql_and_redis_cli_on_path(stack: LocalStack) -> None:

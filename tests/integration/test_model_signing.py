@@ -1,15 +1,19 @@
 """Signed model artifacts on real PostgreSQL: whoever can write `tandem.model_versions` but holds no key cannot
-make Tandem unpickle their bytes; without a key, artifacts load as before and a warning says they are unsigned."""
+make Tandem unpickle their bytes; without a key, pickles are refused, unless TANDEM_ALLOW_UNSIGNED_MODELS opts
+out (then they load as before and a warning says they are unsigned)."""
 
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
 import os
 import pickle
 import shutil
+import stat
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -18,12 +22,13 @@ import numpy as np
 import psycopg
 import pytest
 from litestar.testing import TestClient
+from pydantic import SecretStr
 from sklearn.linear_model import LogisticRegression
 from sqlalchemy import Engine, delete, select, update
 from sqlalchemy.orm import Session
 
 from core.batch.predict import run_batch_predict
-from core.errors import ConfigurationError, InvalidModelError, TamperedArtifactError
+from core.errors import ConfigurationError, InvalidModelError, TamperedArtifactError, UnverifiedArtifactError
 from core.features.feast_repo import apply_feature_repo, feature_service_refs, open_feature_store
 from core.model import signing
 from core.model.registry import ModelVersionInfo, load_model, promote, register_model
@@ -139,25 +144,82 @@ def test_consistent_swap_with_code_is_refused_before_unpickling(
     assert not marker.exists()
 
 
-def test_without_a_key_a_consistent_swap_loads_and_a_warning_says_unsigned(
+def test_without_a_key_nothing_is_unpickled_and_the_refusal_is_one_line(
+    session: Session, model_name: str, tmp_path: Path
+) -> None:
+    """No key and no opt-out: registering is refused, and so is loading any stored pickle, signed or swapped
+    (a code-running pickle with a matching sha256 never runs); the line names the key and the opt-out."""
+    with pytest.raises(UnverifiedArtifactError, match="refusing to register") as raised:
+        _register(session, model_name, SigningKeys())
+    assert "\n" not in str(raised.value)
+    info = _register(session, model_name, NEW)
+    with pytest.raises(UnverifiedArtifactError, match="TANDEM_MODEL_SIGNING_KEY") as raised:
+        load_model(session, model_name=model_name, version=info.version, keys=SigningKeys())
+    assert info.version in str(raised.value)
+    assert "TANDEM_ALLOW_UNSIGNED_MODELS=true" in str(raised.value)
+    marker = tmp_path / "code-ran"
+    _swap_artifact(session, info.version, CodeOnUnpickle(marker))
+    with pytest.raises(UnverifiedArtifactError):
+        load_model(session, model_name=model_name, version=info.version, keys=SigningKeys())
+    assert not marker.exists()
+
+
+def test_the_opt_out_loads_unsigned_pickles_and_a_warning_says_so(
     session: Session, model_name: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """No key: today's behaviour (the swapped estimator is served, attacker code would run) plus one warning."""
-    info = _register(session, model_name, SigningKeys())
+    """TANDEM_ALLOW_UNSIGNED_MODELS: the old behaviour (a consistent swap is served, attacker code would run)
+    plus one warning; the opt-out never excuses a wrong signature once a key is set."""
+    unsafe = SigningKeys(allow_unsigned=True)
+    info = _register(session, model_name, unsafe)
     assert not info.signed
     other = _estimator(seed=1)
     _swap_artifact(session, info.version, other)
     signing._warn_once.cache_clear()
     with caplog.at_level(logging.WARNING, logger="core.model.signing"):
-        model = load_model(session, model_name=model_name, version=info.version, keys=SigningKeys())
+        model = load_model(session, model_name=model_name, version=info.version, keys=unsafe)
     rows = np.random.default_rng(2).normal(size=(5, len(REFS)))
     assert np.array_equal(model.predict_scores(rows), other.predict_proba(rows)[:, 1])
-    assert any("unsigned" in record.getMessage() for record in caplog.records)
-    marker = tmp_path / "code-ran"  # the residual risk the key removes, shown once
+    assert any("TANDEM_ALLOW_UNSIGNED_MODELS" in record.getMessage() for record in caplog.records)
+    marker = tmp_path / "code-ran"  # the residual risk the default removes, shown once
     _swap_artifact(session, info.version, CodeOnUnpickle(marker))
     with pytest.raises(InvalidModelError, match="NoneType"):  # what makedirs returned, once it had run
-        load_model(session, model_name=model_name, version=info.version, keys=SigningKeys())
+        load_model(session, model_name=model_name, version=info.version, keys=unsafe)
     assert marker.is_dir()
+    with pytest.raises(TamperedArtifactError, match="unsigned"):
+        load_model(
+            session, model_name=model_name, version=info.version, keys=replace(NEW, allow_unsigned=True)
+        )
+
+
+def test_the_generated_key_file_is_private_stable_and_found(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`tandem up`'s key: created once (mode 0600, random, 32+ characters), kept on the next start, used when no
+    key is set; TANDEM_MODEL_SIGNING_KEY_FILE names another file; the variable wins over both."""
+    from core.stack.local import ensure_signing_key
+
+    monkeypatch.delenv("TANDEM_MODEL_SIGNING_KEY")
+    home = tmp_path / "home"
+    assert not SigningKeys.from_settings(Settings(home=home)).enabled
+    path = ensure_signing_key(Settings(home=home))
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    text = path.read_text()
+    assert len(text.strip()) >= signing.MIN_KEY_CHARS
+    path.chmod(0o644)
+    assert ensure_signing_key(Settings(home=home)) == path
+    assert path.read_text() == text
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert ensure_signing_key(Settings(home=tmp_path / "other")).read_text() != text
+    found = SigningKeys.from_settings(Settings(home=home))
+    assert found.keys == (text.strip().encode(),)
+    assert not found.allow_unsigned
+    assert SigningKeys.from_settings(Settings(home=tmp_path, model_signing_key_file=path)).keys == found.keys
+    assert (
+        SigningKeys.from_settings(Settings(home=home, model_signing_key=SecretStr(NEW.keys[0].decode())))
+        == NEW
+    )
+    with pytest.raises(ConfigurationError, match="cannot be read"):
+        SigningKeys.from_settings(Settings(home=home, model_signing_key_file=tmp_path / "missing"))
 
 
 def test_an_unsigned_version_is_refused_while_a_key_is_set(session: Session, model_name: str) -> None:
@@ -219,7 +281,7 @@ def test_rotation_old_versions_verify_then_re_signing_moves_them_to_the_new_key(
 ) -> None:
     """`new,old` loads old-key versions; sign_versions re-signs them (and adopts unsigned ones only if asked)."""
     old_signed = _register(session, model_name, OLD, seed=0)
-    unsigned = _register(session, model_name, SigningKeys(), seed=1)
+    unsigned = _register(session, model_name, SigningKeys(allow_unsigned=True), seed=1)
     forged = _register(session, model_name, OLD, seed=2)
     _overwrite(session, forged.version, artifact_signature="hmac-sha256:00000000:" + "0" * 64)
     assert load_model(session, model_name=model_name, version=old_signed.version, keys=ROTATED)
@@ -291,7 +353,8 @@ def test_the_api_serves_a_signed_version_and_refuses_a_consistent_swap(
     """With a key in the API's environment, a signed promoted version is served; after its artifact and sha256
     are replaced in SQL, a fresh API refuses it (not in /health/ready's models) and logs why."""
     scoped, refs = api_settings
-    monkeypatch.setenv("TANDEM_MODEL_SIGNING_KEY", "new-key-" + "n" * 40)
+    monkeypatch.setenv("TANDEM_MODEL_SIGNING_KEY", "new-key-" + "n" * 40)  # registration's
+    scoped = scoped.model_copy(update={"model_signing_key": SecretStr("new-key-" + "n" * 40)})  # the API's
     now = datetime.now(UTC)
     try:
         with Session(engine) as session, session.begin():
@@ -312,13 +375,84 @@ def test_the_api_serves_a_signed_version_and_refuses_a_consistent_swap(
         with Session(engine) as session, session.begin():
             _swap_artifact(session, info.version, _estimator(seed=6, inputs=len(refs)))
         with caplog.at_level(logging.WARNING), TestClient(create_app(scoped)) as client:
-            assert API_MODEL not in client.get("/health/ready").json()["models"]
-        refusals = [
-            record
-            for record in caplog.records
-            if record.exc_info and isinstance(record.exc_info[1], TamperedArtifactError)
-        ]
-        assert any(info.version in str(record.exc_info[1]) for record in refusals if record.exc_info)
+            ready = client.get("/health/ready").json()
+        assert API_MODEL not in ready["models"]
+        assert "signature" in ready["refused_models"][API_MODEL]
+        refusals = [record.getMessage() for record in caplog.records if record.name == "service.model_sync"]
+        assert any(info.version in line and "signature" in line for line in refusals)
     finally:
         with Session(engine) as session, session.begin():
             session.execute(delete(ModelVersion).where(ModelVersion.model_name == API_MODEL))
+
+
+def test_an_api_without_a_key_is_not_ready_and_says_why_unless_unsigned_models_are_allowed(
+    api_settings: tuple[Settings, tuple[str, ...]],
+    engine: Engine,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    """An API given no key (none set, no key file under its home) refuses the promoted pickle: /health/ready is
+    503 naming the model, the version and TANDEM_MODEL_SIGNING_KEY; with TANDEM_ALLOW_UNSIGNED_MODELS=true it
+    serves an unsigned version."""
+    scoped, refs = api_settings
+    keyless = scoped.model_copy(update={"model_signing_key": None, "home": tmp_path})
+    monkeypatch.delenv("TANDEM_MODEL_SIGNING_KEY")
+    now = datetime.now(UTC)
+    unsafe = SigningKeys(allow_unsigned=True)
+    try:
+        with Session(engine) as session, session.begin():
+            info = register_model(
+                session,
+                model_name=API_MODEL,
+                estimator=_estimator(seed=7, inputs=len(refs)),
+                feature_service=DEMO_FEATURE_SERVICE,
+                feature_refs=refs,
+                training_start=now,
+                training_end=now,
+                metrics={},
+                params={},
+                keys=unsafe,
+            )
+            promote(session, model_name=API_MODEL, version=info.version)
+        with TestClient(create_app(keyless)) as client:
+            answer = client.get("/health/ready")
+        assert answer.status_code == 503
+        body = answer.json()
+        assert API_MODEL not in body["models"]  # nor any other: no key verifies them either
+        assert f"model {API_MODEL} is refused: version {info.version}" in body["detail"]
+        assert "no model signing key is configured" in body["refused_models"][API_MODEL]
+        allowed = keyless.model_copy(update={"allow_unsigned_models": True})
+        with TestClient(create_app(allowed)) as client:
+            answer = client.get("/health/ready")
+        assert answer.json()["models"][API_MODEL] == info.version
+        assert API_MODEL not in answer.json()["refused_models"]
+    finally:
+        with Session(engine) as session, session.begin():
+            session.execute(delete(ModelVersion).where(ModelVersion.model_name == API_MODEL))
+
+
+def test_the_demo_on_configured_stores_generates_a_key_only_when_none_is_set(tmp_path: Path) -> None:
+    """`tandem demo` with store URLs and no key generates the home's key (its API and scheduler share the
+    home); with a key set, or the opt-out, it writes nothing."""
+    from rich.console import Console
+
+    from tandem.context import CliContext
+    from tandem.demo.steps import _ensure_demo_signing_key
+
+    configured = Settings(
+        postgres_url=SecretStr("postgresql://u@127.0.0.1:1/d"),
+        redis_url=SecretStr("redis://127.0.0.1:1/0"),
+        model_signing_key=None,
+    )
+    quiet = Console(file=io.StringIO())
+    for name, extra in (
+        ("keyed", {"model_signing_key": SecretStr("k" * 40)}),
+        ("unsafe", {"allow_unsigned_models": True}),
+        ("bare", {}),
+    ):
+        settings = configured.model_copy(update={"home": tmp_path / name, **extra})
+        _ensure_demo_signing_key(CliContext(settings=settings, console=quiet))
+        assert settings.local_signing_key_path.exists() == (name == "bare")
+    bare = configured.model_copy(update={"home": tmp_path / "bare"})
+    assert stat.S_IMODE(bare.local_signing_key_path.stat().st_mode) == 0o600
+    assert SigningKeys.from_settings(bare).enabled

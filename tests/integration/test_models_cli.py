@@ -306,7 +306,7 @@ def test_naive_training_times_are_taken_as_utc(
 
 
 def test_models_sign_adopts_unsigned_versions_and_list_shows_them_signed(
-    tandem: Tandem, model_name: str, engine: Engine, monkeypatch: pytest.MonkeyPatch
+    tandem: Tandem, model_name: str, engine: Engine, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     """`tandem models sign`: needs --all or --model (exit 2) and a key (exit 1, one line); unsigned versions are
     refused unless --adopt-unsigned; then `models list` says signed and the version loads under the key."""
@@ -324,8 +324,10 @@ def test_models_sign_adopts_unsigned_versions_and_list_shows_them_signed(
             training_end=datetime.now(UTC),
             metrics={},
             params={},
-            keys=SigningKeys(),
+            keys=SigningKeys(allow_unsigned=True),
         )
+    monkeypatch.delenv("TANDEM_MODEL_SIGNING_KEY")
+    monkeypatch.setenv("TANDEM_HOME", str(tmp_path))  # no generated key file there either
     assert tandem("models", "sign")[0] == 2
     code, _, err = tandem("models", "sign", "--model", model_name)
     assert code == 1

@@ -5,6 +5,10 @@ part of the online store's contract test, `test_online_store.py`."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
+import threading
+import time
 import uuid
 from typing import Any
 
@@ -108,3 +112,68 @@ def test_a_reply_beyond_the_cap_fails_the_request_not_the_worker(
     finally:
         client.delete(name)
         client.close()
+
+
+def test_an_idle_connection_redis_closed_is_retried_on_a_fresh_one(
+    servers: tuple[object, RedisEndpoint],
+) -> None:
+    """A pooled connection that Redis closed while it sat idle (a restart, CLIENT KILL) costs no error: the
+    request is retried once on a fresh connection."""
+    _, endpoint = servers
+    admin = redis.Redis.from_url(endpoint.url())
+
+    async def run() -> list[Any]:
+        pool = RespPool(endpoint, timeout_s=2.0)
+        try:
+            (client_id,) = await pool.request(b"*2\r\n$6\r\nCLIENT\r\n$2\r\nID\r\n", 1)
+            assert admin.client_kill_filter(_id=client_id) == 1  # the idle connection is gone
+            return await pool.request(b"*1\r\n$4\r\nPING\r\n", 1)
+        finally:
+            await pool.close()
+
+    try:
+        assert asyncio.run(run()) == [b"PONG"]
+    finally:
+        admin.close()
+
+
+def test_a_stalled_server_costs_one_timeout_not_two() -> None:
+    """A server that accepts connections and never answers (a SIGSTOPped Redis): the request fails with
+    TimeoutError after one `timeout_s`, each time (no retry pays it again; the reused-connection case is the
+    SIGSTOP fault test, tests/faults/test_redis_faults.py)."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        listener.settimeout(0.1)
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                held.append(listener.accept()[0])
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    endpoint = RedisEndpoint("127.0.0.1", listener.getsockname()[1])
+
+    async def run() -> list[float]:
+        pool = RespPool(endpoint, timeout_s=0.3)
+        took: list[float] = []
+        try:
+            for _ in range(2):
+                started = time.monotonic()
+                with pytest.raises(TimeoutError):
+                    await pool.request(b"*1\r\n$4\r\nPING\r\n", 1)
+                took.append(time.monotonic() - started)
+        finally:
+            await pool.close()
+        return took
+
+    try:
+        took = asyncio.run(run())
+    finally:
+        stop.set()
+        thread.join()
+        for conn in held:
+            conn.close()
+        listener.close()
+    assert all(0.29 <= seconds < 0.55 for seconds in took), took

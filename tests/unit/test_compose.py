@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from core.settings import PROJECT_ROOT
@@ -60,6 +61,23 @@ def test_no_secret_inline() -> None:
     assert ".env" in (PROJECT_ROOT / ".gitignore").read_text().splitlines()
     example = (PROJECT_ROOT / ".env.example").read_text()
     assert "POSTGRES_PASSWORD=change-me" in example
+
+
+def test_every_tandem_service_gets_the_model_signing_key_from_env() -> None:
+    """The API, the scheduler and the migration share TANDEM_MODEL_SIGNING_KEY, required (compose refuses to
+    start without it), read from .env; .env.example's placeholder is too short to be accepted."""
+    from core.errors import ConfigurationError
+    from core.model.signing import SigningKeys
+
+    services = _compose()["services"]
+    for name in ("migrate", "scheduler", "service"):
+        value = services[name]["environment"]["TANDEM_MODEL_SIGNING_KEY"]
+        assert value.startswith("${TANDEM_MODEL_SIGNING_KEY:?"), value
+    example = (PROJECT_ROOT / ".env.example").read_text()
+    placeholder = re.search(r"^TANDEM_MODEL_SIGNING_KEY=(.*)$", example, re.MULTILINE)
+    assert placeholder is not None
+    with pytest.raises(ConfigurationError, match="at least 32"):
+        SigningKeys.parse(placeholder.group(1))
 
 
 def test_image_installs_the_project() -> None:

@@ -6,13 +6,21 @@ import dataclasses
 import hashlib
 import hmac
 import logging
+from pathlib import Path
 
 import pytest
 from pydantic import SecretStr
 
 from core.errors import ConfigurationError
 from core.model import signing
-from core.model.signing import MIN_KEY_CHARS, ArtifactClaims, SigningKeys, configured_keys, warn_unsigned
+from core.model.signing import (
+    MIN_KEY_CHARS,
+    ArtifactClaims,
+    SigningKeys,
+    configured_keys,
+    unsigned_refusal,
+    warn_unsigned,
+)
 from core.settings import Settings
 
 OLD = "o" * 40
@@ -134,3 +142,22 @@ def test_unsigned_warning_is_logged_once_per_process(caplog: pytest.LogCaptureFi
     warnings = [record for record in caplog.records if record.name == "core.model.signing"]
     assert len(warnings) == 1
     assert "TANDEM_MODEL_SIGNING_KEY" in warnings[0].getMessage()
+
+
+def test_the_opt_out_comes_from_settings_and_the_refusal_is_one_line(tmp_path: Path) -> None:
+    """TANDEM_ALLOW_UNSIGNED_MODELS sets allow_unsigned (with or without a key); the refusal names the fixes."""
+    keyless = SigningKeys.from_settings(Settings(home=tmp_path, model_signing_key=None))
+    assert (keyless.enabled, keyless.allow_unsigned) == (False, False)
+    opted = SigningKeys.from_settings(
+        Settings(home=tmp_path, model_signing_key=None, allow_unsigned_models=True)
+    )
+    assert (opted.enabled, opted.allow_unsigned) == (False, True)
+    line = unsigned_refusal("artifact of model 'risk' version v1")
+    assert "\n" not in line
+    for needle in (
+        "TANDEM_MODEL_SIGNING_KEY",
+        "tandem up",
+        "TANDEM_ALLOW_UNSIGNED_MODELS=true",
+        "refusing to load",
+    ):
+        assert needle in line
