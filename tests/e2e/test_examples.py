@@ -465,6 +465,7 @@ def store_stock(
             "TANDEM_FEAST_PROJECT": project,
             "TANDEM_FEATURE_REPO": str(PROJECT_ROOT / "examples" / "store_stock" / "feature_repo"),
             "TANDEM_HOME": str(tmp_path_factory.mktemp("home")),
+            "TANDEM_MODEL_SIGNING_KEY": TEST_SIGNING_KEY,  # configured stores: the README's key
             "COLUMNS": "200",
         }
         journey = StoreStockJourney(database=database)
