@@ -4,7 +4,10 @@
    materialized (else TandemError: nothing to compare against yet).
 2. Watermark per view: the latest materialization end Feast recorded (`core.features.watermarks`).
 3. Population: every entity with a row at or before its view's watermark; a random sample of it (`seed`
-   for a repeatable one), or all of it.
+   for a repeatable one), or all of it. Plus the entities that exist only online: a SCAN of the project's
+   Redis keys (`TANDEM_SKEW_ONLINE_SCAN_KEYS`, default 1,000,000 keys) finds ids the offline population
+   lacks, and a sample of the same size of them is checked too (offline says null for them: any online
+   value is skew).
 4. Expected rows: Feast's point-in-time row per view as of that view's watermark, TTL included
    (`consistency.offline_sample`), read while the online rows are fetched (`consistency.online_sample`).
 5. Per feature: classes, mismatch rate, differences, PSI / JS, examples (`consistency.findings`); for
@@ -37,6 +40,7 @@ from consistency.online_sample import OnlineSample, read_online_sample
 from consistency.parity import compute_parity, skipped_parity
 from consistency.stats import Status, Thresholds, worst
 from core.errors import ConfigurationError, NotFoundError, TandemError
+from core.features.keys import EntityKey
 from core.features.registry import registry_schema
 from core.features.snapshots import service_specs
 from core.features.specs import ServiceSpec
@@ -69,12 +73,32 @@ def validate_sample(sample: int | None, *, all_entities: bool) -> int | None:
     return sample
 
 
+def _merged(first: npt.NDArray[Any], second: npt.NDArray[Any]) -> npt.NDArray[Any]:
+    """Two sorted id arrays without common ids, as one sorted array."""
+    if not len(second):
+        return first
+    merged = np.concatenate([first, second])
+    return merged[np.argsort(merged, kind="stable")]
+
+
 def choose_sample(population: npt.NDArray[Any], size: int | None, *, seed: int | None) -> npt.NDArray[Any]:
     """`size` distinct ids drawn uniformly from `population` (all of it when None or larger), sorted."""
     if size is None or size >= len(population):
         return np.sort(population)
     chosen = np.random.default_rng(seed).choice(population, size=size, replace=False)
     return np.sort(chosen.astype(population.dtype))
+
+
+def online_only_entities(
+    store: OnlineStore, key: EntityKey, population: npt.NDArray[Any], *, limit: int
+) -> npt.NDArray[Any]:
+    """Sorted ids of entities of `key` with a key online (SCAN, at most about `limit` keys) and no offline
+    row up to the watermark: a row the offline store lacks, which sampling the offline population never sees."""
+    if limit <= 0:
+        return key.array([])
+    online = set(store.entity_ids(key, limit=limit))
+    known = set(population.tolist())
+    return key.array(sorted(online - known))
 
 
 def _watermarks(
@@ -246,12 +270,14 @@ def run_skew_check(
         population = entity_population(conn, as_of={v.name: (v, watermarks[v.name]) for v in spec.views})
     if len(population) == 0:
         raise TandemError(f"no entity of feature service {spec.name!r} has a feature row up to the watermark")
-    ids = choose_sample(population, size, seed=seed)
-    everyone = len(ids) == len(population)
-    lap("sample")
     layout = ReadLayout(project=settings.feast_project, service=spec, predictions=predictions)
     store = OnlineStore.connect(stores.redis, project=settings.feast_project)
     try:
+        online_only = online_only_entities(store, spec.key, population, limit=settings.skew_online_scan_keys)
+        online_only_checked = choose_sample(online_only, size, seed=seed)
+        ids = _merged(choose_sample(population, size, seed=seed), online_only_checked)
+        everyone = len(ids) == len(population) + len(online_only_checked)
+        lap("sample")
         with ThreadPoolExecutor(max_workers=1) as pool:
             pending = pool.submit(_expected, url, spec, watermarks, ids, everyone=everyone)
             online = read_online_sample(store, layout, ids)
@@ -288,6 +314,8 @@ def run_skew_check(
                 "counts": totals,
                 "mismatch_rate": skewed / pairs if pairs else 0.0,
                 "population": len(population),
+                "online_only": len(online_only),  # entities online that the offline store lacks
+                "online_only_checked": len(online_only_checked),
                 "all_entities": size is None,
                 "seed": seed,
                 "watermarks": {view: moment.isoformat() for view, moment in watermarks.items()},

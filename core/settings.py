@@ -93,6 +93,11 @@ class Settings(BaseSettings):
     psi_breach: float = Field(default=0.25, ge=0)
     js_warn: float = Field(default=0.05, ge=0)
     js_breach: float = Field(default=0.1, ge=0)
+    skew_online_scan_keys: int = Field(
+        default=1_000_000,
+        ge=0,
+        description="Redis keys the skew check looks at (SCAN) to find entities that exist only online; 0: none",
+    )
     skew_fresher_grace_s: float = Field(
         default=3600.0,
         ge=0,

@@ -428,3 +428,30 @@ def test_online_row_newer_than_everything_offline_past_the_grace_is_online_only_
             assert finding.counts["fresher_online"] == 1, finding.ref
     assert report.summary["counts"]["online_only_fresh"] == len(TXN_FEATURES)
     assert report.mismatch_rate > first.mismatch_rate  # it counts toward the mismatch rate
+
+
+def test_an_entity_only_online_is_sampled_and_flagged(world: World) -> None:
+    """An entity the offline store never had, written only to Redis inside the TTL and before the watermark,
+    is found by the check's scan of the online keys and its values are skew (offline says null)."""
+    ghost = CUSTOMERS + 10_000
+    with psycopg.connect(world.stores.postgres.url()) as conn:
+        template = _row(conn, TXN_TABLE, 1, WATERMARK)
+    _write(world, TXN, template | {"customer_id": ghost}, at=WATERMARK - timedelta(hours=1))
+    try:
+        report = run_skew_check(world.settings, world.stores, model_name=DEMO_MODEL, sample=50, seed=3)
+        assert report.summary["online_only"] == 1
+        assert report.summary["online_only_checked"] == 1
+        assert report.entities_checked == 51
+        flagged = _flagged(report)
+        assert {(ghost, f"{TXN}:{f}", "value_mismatch") for f in TXN_FEATURES} <= flagged
+        off = run_skew_check(
+            world.settings.model_copy(update={"skew_online_scan_keys": 0}),
+            world.stores,
+            model_name=DEMO_MODEL,
+            sample=50,
+            seed=3,
+        )
+        assert off.summary["online_only"] == 0
+        assert ghost not in {e for e, _, _ in _flagged(off)}
+    finally:
+        world.client.delete(_key(world, ghost))
