@@ -6,18 +6,19 @@ Redis is down) and turns the answers into JSON.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
 import numpy as np
+import numpy.typing as npt
 
 from core.features.specs import ServiceSpec
 from core.model.registry import LoadedModel
 from core.online.rows import OnlineRow, StoredPrediction, apply_ttl
 from core.serving.blend import BlendDecision, BlendInput, Mode, Source, StoredScore, decide
 
-__all__ = ["NO_STORED_SCORE", "UNKNOWN_ENTITY", "Answer", "answer_rows"]
+__all__ = ["NO_STORED_SCORE", "UNKNOWN_ENTITY", "Answer", "answer_rows", "live_matrix"]
 
 UNKNOWN_ENTITY = "unknown_entity"
 """No online row and no stored score: the entity is not known to the feature service."""
@@ -38,6 +39,7 @@ class Answer:
     feature_timestamps: dict[str, datetime | None] | None = None
     staleness_s: float | None = None
     error: str | None = None  # why there is no decision: UNKNOWN_ENTITY or NO_STORED_SCORE
+    run_kind: str | None = None  # the kind of run (batch | stream) that stored the served score; None: live
 
 
 def _stored_score(stored: StoredPrediction | None) -> StoredScore | None:
@@ -60,8 +62,10 @@ def answer_rows(
     max_staleness_s: float,
     mode: Mode,
     online_available: bool = True,
+    run_kinds: Mapping[str, str] | None = None,
 ) -> list[Answer]:
-    """Decide every row, re-score the live ones in one model call, and attach provenance."""
+    """Decide every row, re-score the live ones in one model call, and attach provenance (`run_kinds`: the
+    kind of each published run id, for stored scores that do not carry theirs)."""
     fresh = [apply_ttl(row, service, now=now) for row in rows] if online_available else list(rows)
     decisions = [
         decide(
@@ -82,10 +86,7 @@ def answer_rows(
     ]
     live_scores: dict[int, float] = {}
     if live and model is not None:
-        matrix = np.array(
-            [[_number(fresh[i].values.get(ref)) for ref in model.feature_refs] for i in live],
-            dtype=np.float64,
-        )
+        matrix = live_matrix([fresh[i] for i in live], model.feature_refs)
         live_scores = dict(zip(live, model.predict_scores(matrix).tolist(), strict=True))
     answers = []
     for i, (row, decision) in enumerate(zip(fresh, decisions, strict=True)):
@@ -119,9 +120,18 @@ def answer_rows(
                     scored_at=stored.scored_at,
                     feature_timestamps=dict(stored.feature_snapshot_ts),
                     staleness_s=(now - stored.scored_at).total_seconds(),
+                    run_kind=stored.run_kind or (run_kinds or {}).get(stored.run_id),
                 )
             )
     return answers
+
+
+def live_matrix(rows: Sequence[OnlineRow], feature_refs: Sequence[str]) -> npt.NDArray[np.float64]:
+    """The model input of online rows (TTL applied): one row each, a column per ref, nulls as NaN. The live
+    path and the stream re-score (core.rescore) both score this, so their scores agree exactly."""
+    return np.array(
+        [[_number(row.values.get(ref)) for ref in feature_refs] for row in rows], dtype=np.float64
+    ).reshape(len(rows), len(feature_refs))
 
 
 def _number(value: object) -> float:

@@ -124,6 +124,7 @@ class PredictionService:
             max_staleness_s=self.max_staleness_s if max_staleness_s is None else max_staleness_s,
             mode=mode,
             online_available=online,
+            run_kinds=self.published.kinds,
         )
         missing = [answer.entity_id for answer in answers if answer.decision is None]
         if not missing:

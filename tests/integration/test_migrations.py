@@ -42,7 +42,7 @@ def test_upgrade_downgrade_upgrade_and_no_autogenerate_diff(
             assert set(inspect(engine).get_table_names(schema=SCHEMA)) == {"alembic_version"}
             assert current_revision(engine) is None or current_revision(engine) == ""
             upgrade_schema(engine)
-            assert current_revision(engine) == "0005"
+            assert current_revision(engine) == "0006"
             with engine.connect() as conn:
                 context = MigrationContext.configure(
                     conn,

@@ -1,0 +1,101 @@
+"""Stored scores in PostgreSQL: each entity's newest published score, and pruning of superseded stream rows.
+
+The newest score of an entity is the one with the newest `scored_at` among the model's published runs,
+whatever their kind: a stream run's score computed after the nightly run's as-of time wins over that run's
+even though the nightly run was published later. This is what the online store holds too (every publish is
+a newer-wins write keyed on `scored_at`), so the API's degraded read, the restore after a failed publish and
+the online store agree.
+
+Stream runs are pruned so `tandem.prediction_runs` and `tandem.batch_predictions` stay bounded: a stream
+row is deleted once a published row of the same entity has a newer `scored_at` (a later stream flush, or a
+batch run whose as-of time is after it): it can never be served again. A published stream run left without
+rows is deleted; a failed stream run loses its rows at once and its run row after `failed_retention`.
+Batch runs are never pruned here: they are the audit trail of the nightly scores.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+__all__ = ["LATEST_PUBLISHED_SQL", "Pruned", "latest_published_rows", "prune_stream_runs"]
+
+LATEST_PUBLISHED_SQL = """
+SELECT DISTINCT ON (p.entity_id) p.entity_id, p.score, p.model_version, p.run_id::text, p.scored_at,
+       p.feature_snapshot_ts, r.kind
+FROM tandem.batch_predictions p
+JOIN tandem.prediction_runs r ON r.run_id = p.run_id AND r.status = 'published' AND r.model_name = %s
+WHERE p.entity_id = ANY(%s)
+ORDER BY p.entity_id, p.scored_at DESC, r.published_at DESC
+"""
+"""Parameters (model name, entity ids); rows (entity_id, score, model_version, run_id, scored_at,
+feature_snapshot_ts, kind), one per entity that has a published score: the newest by `scored_at`."""
+
+_SUPERSEDED = """
+DELETE FROM tandem.batch_predictions p
+USING tandem.prediction_runs r
+WHERE p.run_id = r.run_id AND r.model_name = :model AND r.kind = 'stream' AND r.status = 'published'
+  {only}
+  AND EXISTS (
+    SELECT 1 FROM tandem.batch_predictions n
+    JOIN tandem.prediction_runs nr
+      ON nr.run_id = n.run_id AND nr.status = 'published' AND nr.model_name = :model
+    WHERE n.entity_id = p.entity_id AND n.scored_at > p.scored_at
+  )
+"""
+_FAILED_ROWS = """
+DELETE FROM tandem.batch_predictions p
+USING tandem.prediction_runs r
+WHERE p.run_id = r.run_id AND r.model_name = :model AND r.kind = 'stream' AND r.status = 'failed'
+"""
+_EMPTY_RUNS = """
+DELETE FROM tandem.prediction_runs r
+WHERE r.model_name = :model AND r.kind = 'stream'
+  AND ((r.status = 'published'
+        AND NOT EXISTS (SELECT 1 FROM tandem.batch_predictions p WHERE p.run_id = r.run_id))
+       OR (r.status = 'failed' AND r.finished_at < :failed_before))
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Pruned:
+    """What one pruning deleted."""
+
+    rows: int
+    runs: int
+
+
+def latest_published_rows(conn: Any, *, model_name: str, entity_ids: Sequence[int]) -> list[tuple[Any, ...]]:
+    """`LATEST_PUBLISHED_SQL` on a psycopg (sync) connection."""
+    if not entity_ids:
+        return []
+    return list(conn.execute(LATEST_PUBLISHED_SQL, (model_name, list(entity_ids))).fetchall())
+
+
+def prune_stream_runs(
+    session: Session,
+    *,
+    model_name: str,
+    entity_ids: Sequence[int] | None = None,
+    failed_retention: timedelta = timedelta(days=1),
+) -> Pruned:
+    """Delete the model's superseded stream rows (of `entity_ids` only, when given: the cheap per-flush
+    form), the rows of its failed stream runs, and its stream runs left empty or failed long ago."""
+    params: dict[str, Any] = {"model": model_name}
+    only = ""
+    if entity_ids is not None:
+        only, params["ids"] = "AND p.entity_id = ANY(:ids)", list(entity_ids)
+    rows = _count(session.execute(text(_SUPERSEDED.format(only=only)), params))
+    rows += _count(session.execute(text(_FAILED_ROWS), {"model": model_name}))
+    before = datetime.now(UTC) - failed_retention
+    runs = _count(session.execute(text(_EMPTY_RUNS), {"model": model_name, "failed_before": before}))
+    return Pruned(rows=rows, runs=runs)
+
+
+def _count(result: Any) -> int:
+    return int(getattr(result, "rowcount", 0) or 0)
