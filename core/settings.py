@@ -81,6 +81,9 @@ class Settings(BaseSettings):
     stream_rescore_max_entities: int = Field(
         default=5_000, ge=1, description="Touched entities (per model) that trigger a re-score at once"
     )
+    stream_rescore_sweep_s: int = Field(
+        default=300, ge=1, description="How often the scheduler re-scores entities pushed outside the stream"
+    )
 
     # Skew thresholds
     value_tolerance: float = Field(default=1e-6, ge=0)

@@ -74,7 +74,7 @@ def test_apply_then_seed_on_configured_stores(settings: Settings) -> None:
     env = store_env(settings)
     applied = _tandem("apply", env=env)
     assert applied.returncode == 0, applied.stderr
-    assert "revision 0005" in applied.stdout
+    assert "revision 0006" in applied.stdout
     assert "3 feature views" in applied.stdout
     seeded = _tandem("seed", "--customers", "200", "--days", "3", env=env)
     assert seeded.returncode == 0, seeded.stderr

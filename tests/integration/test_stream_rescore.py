@@ -22,12 +22,15 @@ from core.online.rows import OnlineRow
 from core.online.store import OnlineStore
 from core.records.prediction_runs import get_run
 from core.records.stored_scores import latest_published_rows
+from core.records.tracked_run import RunHandle
 from core.rescore.connect import connect_rescorer
 from core.rescore.rescorer import StreamRescorer
 from core.rescore.run import RescoreResult, rescore_entities
 from core.rescore.targets import RescoreTarget
 from core.settings import Settings
 from core.stores.resolve import Stores
+from scheduler.jobs import default_jobs
+from scheduler.registry import JobContext
 from service.app import create_app
 from tandem.demo.names import DEMO_MODEL
 from tests.integration.service_world import API_KEY, World, build_world
@@ -317,3 +320,25 @@ def test_a_failed_batch_publish_puts_back_stream_scores_it_replaced(
     after = {row.entity_id: row.stored for row in _online_rows(online, target, [*ids, 53, 54])}
     assert after == before
     assert {stored.run_id for i in ids if (stored := after[i]) is not None} == {str(stream.run_id)}
+
+
+def test_the_scheduler_sweep_rescores_entities_pushed_over_http(
+    client: TestClient[Any], world: World, stores: Stores, engine: Engine
+) -> None:
+    """The `stream_rescore` job of the default registry re-scores the entities pushed through the API within
+    its window (the stream's hook never saw them), leaves the unchanged ones, and records what it did."""
+    ids = [61, 62]
+    _push(client, ids)
+    job = default_jobs(world.settings)["stream_rescore"]
+    run = RunHandle(run_id=0, job="stream_rescore", attempt=1)
+    job.body(JobContext(settings=world.settings, stores=stores, engine=engine), run)
+    assert run.rows is not None
+    assert run.rows >= 2
+    runs = run.details["models"][DEMO_MODEL]["runs"]
+    assert len(runs) >= 1
+    items = _predict(client, ids)
+    assert {(item["reason"], item["run_kind"]) for item in items} == {("batch_fresh", "stream")}
+    assert {item["batch_run_id"] for item in items} <= set(runs)
+    again = RunHandle(run_id=0, job="stream_rescore", attempt=1)
+    job.body(JobContext(settings=world.settings, stores=stores, engine=engine), again)
+    assert again.rows == 0
