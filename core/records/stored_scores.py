@@ -9,7 +9,8 @@ the online store agree.
 Stream runs are pruned so `tandem.prediction_runs` and `tandem.batch_predictions` stay bounded: a stream
 row is deleted once a published row of the same entity has a newer `scored_at` (a later stream flush, or a
 batch run whose as-of time is after it): it can never be served again. A published stream run left without
-rows is deleted; a failed stream run loses its rows at once and its run row after `failed_retention`.
+rows is deleted; a failed stream run loses its rows at once and its run row after `failed_retention`; an
+unfinished stream run older than `abandoned_after` (its process died mid-publish) is marked failed.
 Batch runs are never pruned here: they are the audit trail of the nightly scores.
 """
 
@@ -53,6 +54,13 @@ DELETE FROM tandem.batch_predictions p
 USING tandem.prediction_runs r
 WHERE p.run_id = r.run_id AND r.model_name = :model AND r.kind = 'stream' AND r.status = 'failed'
 """
+_ABANDONED = """
+UPDATE tandem.prediction_runs r
+SET status = 'failed', finished_at = now(),
+    error = 'abandoned while ' || r.status || ': its process stopped before finishing (pruned)'
+WHERE r.model_name = :model AND r.kind = 'stream' AND r.status IN ('running', 'loaded', 'publishing')
+  AND r.started_at < :abandoned_before
+"""
 _EMPTY_RUNS = """
 DELETE FROM tandem.prediction_runs r
 WHERE r.model_name = :model AND r.kind = 'stream'
@@ -83,10 +91,16 @@ def prune_stream_runs(
     model_name: str,
     entity_ids: Sequence[int] | None = None,
     failed_retention: timedelta = timedelta(days=1),
+    abandoned_after: timedelta = timedelta(minutes=10),
 ) -> Pruned:
     """Delete the model's superseded stream rows (of `entity_ids` only, when given: the cheap per-flush
-    form), the rows of its failed stream runs, and its stream runs left empty or failed long ago."""
+    form), the rows of its failed stream runs, and its stream runs left empty or failed long ago. A stream
+    run still unfinished `abandoned_after` its start (a re-score takes milliseconds: its process died) is
+    marked failed first; the API never served its scores (only published runs are served)."""
     params: dict[str, Any] = {"model": model_name}
+    session.execute(
+        text(_ABANDONED), {"model": model_name, "abandoned_before": datetime.now(UTC) - abandoned_after}
+    )
     only = ""
     if entity_ids is not None:
         only, params["ids"] = "AND p.entity_id = ANY(:ids)", list(entity_ids)

@@ -21,7 +21,7 @@ from core.errors import NotFoundError
 from core.online.rows import OnlineRow
 from core.online.store import OnlineStore
 from core.records.prediction_runs import get_run
-from core.records.stored_scores import latest_published_rows
+from core.records.stored_scores import latest_published_rows, prune_stream_runs
 from core.records.tracked_run import RunHandle
 from core.rescore.connect import connect_rescorer
 from core.rescore.rescorer import StreamRescorer
@@ -342,3 +342,34 @@ def test_the_scheduler_sweep_rescores_entities_pushed_over_http(
     again = RunHandle(run_id=0, job="stream_rescore", attempt=1)
     job.body(JobContext(settings=world.settings, stores=stores, engine=engine), again)
     assert again.rows == 0
+
+
+def test_an_abandoned_stream_run_is_failed_and_pruned(world: World, stores: Stores, engine: Engine) -> None:
+    """A stream run left `publishing` by a dead process is marked failed by the next pruning once it is old
+    enough, and its rows go with it; a fresh unfinished run is left alone."""
+    old, fresh = uuid.uuid4(), uuid.uuid4()
+    with psycopg.connect(stores.postgres.url()) as conn:
+        for run_id, started in ((old, datetime.now(UTC) - timedelta(hours=1)), (fresh, datetime.now(UTC))):
+            conn.execute(
+                "INSERT INTO tandem.prediction_runs (run_id, model_name, model_version, feature_service, "
+                "as_of, status, kind, started_at) SELECT %s, model_name, model_version, feature_service, %s, "
+                "'publishing', 'stream', %s FROM tandem.prediction_runs WHERE run_id = %s",
+                (run_id, started, started, world.run.run_id),
+            )
+            conn.execute(
+                "INSERT INTO tandem.batch_predictions (run_id, entity_id, score, model_version, scored_at, "
+                "feature_snapshot_ts) VALUES (%s, 99, 0.5, 'v', %s, '{}')",
+                (run_id, started),
+            )
+    with Session(engine) as session, session.begin():
+        prune_stream_runs(session, model_name=DEMO_MODEL)
+    with Session(engine) as session:
+        failed = get_run(session, run_id=old)
+        assert failed.status == "failed"
+        assert failed.error is not None
+        assert "abandoned while publishing" in failed.error
+        assert get_run(session, run_id=fresh).status == "publishing"
+    assert _stream_rows(stores, old) == {}
+    assert set(_stream_rows(stores, fresh)) == {99}
+    with psycopg.connect(stores.postgres.url()) as conn:
+        conn.execute("DELETE FROM tandem.prediction_runs WHERE run_id = %s", (fresh,))
