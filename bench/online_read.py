@@ -45,6 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import bench_stores, print_table
 from core.endpoints import RedisEndpoint
 from core.features.feast_repo import apply_feature_repo, open_feature_store
+from core.features.keys import EntityKey
 from core.features.snapshots import service_specs
 from core.online.coalesce import Coalescer
 from core.online.resp_pool import RespPool
@@ -78,7 +79,7 @@ def _prepare(settings: Settings, stores: Stores, *, customers: int) -> Any:
     online.write(
         FeatureRows(
             view=DEMO_PREDICTIONS_VIEW,
-            join_key="customer_id",
+            key=EntityKey.single("customer_id"),
             entity_ids=ids,
             columns=(
                 FeatureColumn("score", "float64", np.random.default_rng(1).random(customers)),

@@ -40,6 +40,7 @@ from feast.infra.passthrough_provider import PassthroughProvider
 from feast.types import Float64, Int64, String
 
 from core.endpoints import parse_redis_url
+from core.features.keys import EntityKey
 from core.online.encoding import encode_timestamps, encode_values, feature_field, timestamp_field
 from core.online.keys import encode_entity_keys
 from core.online.rows import FeatureColumn, FeatureRows
@@ -93,7 +94,7 @@ def _config(project: str, connection_string: str, registry: Path, *, skip_dedup:
 def _feature_rows(df: pd.DataFrame) -> FeatureRows:
     return FeatureRows(
         view=VIEW,
-        join_key=JOIN_KEY,
+        key=EntityKey.single(JOIN_KEY),
         entity_ids=df[JOIN_KEY].to_numpy(dtype=np.int64),
         columns=tuple(
             FeatureColumn(name, "float64" if name == "score" else "string", df[name].to_numpy())

@@ -65,14 +65,12 @@ def validate_sample(sample: int | None, *, all_entities: bool) -> int | None:
     return sample
 
 
-def choose_sample(
-    population: npt.NDArray[np.int64], size: int | None, *, seed: int | None
-) -> npt.NDArray[np.int64]:
+def choose_sample(population: npt.NDArray[Any], size: int | None, *, seed: int | None) -> npt.NDArray[Any]:
     """`size` distinct ids drawn uniformly from `population` (all of it when None or larger), sorted."""
     if size is None or size >= len(population):
         return np.sort(population)
     chosen = np.random.default_rng(seed).choice(population, size=size, replace=False)
-    return np.sort(chosen.astype(np.int64))
+    return np.sort(chosen.astype(population.dtype))
 
 
 def _watermarks(
@@ -97,7 +95,7 @@ def _expected(
     url: str,
     spec: ServiceSpec,
     watermarks: dict[str, datetime],
-    ids: npt.NDArray[np.int64],
+    ids: npt.NDArray[Any],
     *,
     everyone: bool,
 ) -> dict[str, ExpectedView]:
@@ -112,8 +110,8 @@ def _expected(
 
 def _batch_inputs(
     url: str, spec: ServiceSpec
-) -> Callable[[npt.NDArray[np.int64], datetime], dict[str, ValueColumn]]:
-    def read(ids: npt.NDArray[np.int64], as_of: datetime) -> dict[str, ValueColumn]:
+) -> Callable[[npt.NDArray[Any], datetime], dict[str, ValueColumn]]:
+    def read(ids: npt.NDArray[Any], as_of: datetime) -> dict[str, ValueColumn]:
         with psycopg.connect(url) as conn:
             return {
                 f"{view.name}:{name}": column
@@ -129,7 +127,7 @@ def _batch_inputs(
 def _findings(
     settings: Settings,
     spec: ServiceSpec,
-    ids: npt.NDArray[np.int64],
+    ids: npt.NDArray[Any],
     expected: dict[str, ExpectedView],
     online: OnlineSample,
     watermarks: dict[str, datetime],

@@ -46,7 +46,7 @@ class FeatureInput:
 
     view: ViewSpec
     feature: FeatureSpec
-    entity_ids: npt.NDArray[np.int64]
+    entity_ids: npt.NDArray[Any]  # as core.features.keys makes them
     expected: ValueColumn
     expected_us: npt.NDArray[np.int64]
     online: ValueColumn
@@ -71,7 +71,9 @@ def _examples(data: FeatureInput, codes: npt.NDArray[np.int8], expected: ValueCo
     chosen = np.concatenate([skewed, fresher])[:MAX_EXAMPLES]
     return [
         {
-            "entity_id": int(data.entity_ids[i]),
+            "entity_id": data.entity_ids[i].item()
+            if isinstance(data.entity_ids[i], np.generic)
+            else data.entity_ids[i],
             "class": CLASSES[int(codes[i])],
             "offline": _json_value(expected.scalar(int(i))),
             "online": _json_value(data.online.scalar(int(i))),

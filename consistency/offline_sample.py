@@ -23,6 +23,7 @@ import psycopg
 from psycopg import sql
 
 from consistency.classify import NO_TIME, ValueColumn
+from core.features.keys import EntityId, EntityKey
 from core.features.specs import Kind, ViewSpec
 
 __all__ = ["ExpectedView", "entity_population", "expected_view_rows"]
@@ -47,23 +48,39 @@ class ExpectedView:
     columns: dict[str, ValueColumn]  # feature name -> values
 
 
+def _key_cast(kind: str) -> sql.SQL:
+    return sql.SQL("text" if kind == "string" else "int8")
+
+
 def _query(view: ViewSpec, *, restrict: bool) -> sql.Composed:
-    key, ts = sql.Identifier(view.join_key), sql.Identifier(view.timestamp_field)
+    ts = sql.Identifier(view.timestamp_field)
+    keys = [sql.SQL("src.{}").format(sql.Identifier(name)) for name in view.key.join_keys]
+    casts = [_key_cast(kind) for kind in view.key.kinds]
     window = sql.SQL("src.{ts} <= %(as_of)s").format(ts=ts)
     if view.ttl_s:
         window = sql.SQL("{} AND src.{ts} >= %(as_of)s - make_interval(secs => {ttl})").format(
             window, ts=ts, ttl=sql.Literal(view.ttl_s)
         )
+    wanted = [sql.Identifier(f"w{n}") for n in range(len(keys))]
     join = (
-        sql.SQL("JOIN unnest(%(ids)s::int8[]) AS wanted(id) ON src.{key} = wanted.id").format(key=key)
+        sql.SQL("JOIN unnest({arrays}) AS wanted({names}) ON {match}").format(
+            arrays=sql.SQL(", ").join(
+                sql.SQL("{}::{}[]").format(sql.Placeholder(f"k{n}"), cast) for n, cast in enumerate(casts)
+            ),
+            names=sql.SQL(", ").join(wanted),
+            match=sql.SQL(" AND ").join(
+                sql.SQL("{}::{} = wanted.{}").format(key, cast, name)
+                for key, cast, name in zip(keys, casts, wanted, strict=True)
+            ),
+        )
         if restrict
         else sql.SQL("")
     )
-    order = [sql.SQL("src.{}").format(key), sql.SQL("src.{} DESC").format(ts)]
+    order = [*keys, sql.SQL("src.{} DESC").format(ts)]
     if view.created_field:
         order.append(sql.SQL("src.{} DESC").format(sql.Identifier(view.created_field)))
     columns = [
-        sql.SQL("src.{}::int8").format(key),
+        *(sql.SQL("{}::{}").format(key, cast) for key, cast in zip(keys, casts, strict=True)),
         sql.SQL("(EXTRACT(EPOCH FROM src.{}) * 1000000)::int8").format(ts),
         *(
             sql.SQL("src.{}::{}").format(sql.Identifier(f.name), sql.SQL(_CASTS[f.kind]))
@@ -71,9 +88,9 @@ def _query(view: ViewSpec, *, restrict: bool) -> sql.Composed:
         ),
     ]
     return sql.SQL(
-        "SELECT DISTINCT ON (src.{key}) {columns} FROM {table} AS src {join} WHERE {window} ORDER BY {order}"
+        "SELECT DISTINCT ON ({key}) {columns} FROM {table} AS src {join} WHERE {window} ORDER BY {order}"
     ).format(
-        key=key,
+        key=sql.SQL(", ").join(keys),
         columns=sql.SQL(", ").join(columns),
         table=sql.SQL(view.table),  # from Feast's registry: a table name or a parenthesised query
         join=join,
@@ -105,53 +122,73 @@ def expected_view_rows(
     view: ViewSpec,
     *,
     as_of: datetime,
-    entity_ids: npt.NDArray[np.int64],
+    entity_ids: npt.NDArray[Any],
     restrict: bool = True,
 ) -> ExpectedView:
-    """The point-in-time row of `view` as of `as_of` for each of `entity_ids` (sorted, unique).
+    """The point-in-time row of `view` as of `as_of` for each of `entity_ids` (sorted, unique; ids as
+    `core.features.keys` makes them).
 
     `restrict=False` reads every entity's row and keeps the wanted ones: faster when they are (nearly) all.
     """
     if as_of.tzinfo is None:
         raise ValueError("as_of must be timezone-aware")
-    ids = np.asarray(entity_ids, dtype=np.int64)
+    key = view.key
+    ids = key.array(entity_ids)
     if len(ids) > 1 and not bool(np.all(ids[1:] > ids[:-1])):
         raise ValueError("entity_ids must be sorted and unique")
     params: dict[str, Any] = {"as_of": as_of}
     if restrict:
-        params["ids"] = ids.tolist()
+        params |= {f"k{n}": column for n, column in enumerate(_key_columns(key, ids))}
     with conn.cursor(binary=True) as cur:
         cur.execute(_query(view, restrict=restrict), params)
         rows = cur.fetchall()
-    found = np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
-    if len(ids):
-        positions = np.searchsorted(ids, found)
-        keep = ids[np.minimum(positions, len(ids) - 1)] == found
-        positions = positions[keep]
-    else:
-        positions, keep = np.empty(0, dtype=np.intp), np.zeros(len(found), dtype=np.bool_)
+    width = len(key.join_keys)
+    positions, keep = _positions(key, ids, [key.compose(row[:width]) for row in rows])
     kept = [row for row, wanted in zip(rows, keep.tolist(), strict=True) if wanted]
     transposed: list[Sequence[Any]] = (
-        list(zip(*kept, strict=True)) if kept else [()] * (2 + len(view.features))
+        list(zip(*kept, strict=True)) if kept else [()] * (width + 1 + len(view.features))
     )
     event_us = np.full(len(ids), NO_TIME, dtype=np.int64)
-    event_us[positions] = np.array(transposed[1], dtype=np.int64)
+    event_us[positions] = np.array(transposed[width], dtype=np.int64)
     columns = {
-        feature.name: _column(feature.kind, transposed[2 + n], positions, len(ids))
+        feature.name: _column(feature.kind, transposed[width + 1 + n], positions, len(ids))
         for n, feature in enumerate(view.features)
     }
     return ExpectedView(view=view.name, as_of=as_of, event_us=event_us, columns=columns)
 
 
+def _key_columns(key: EntityKey, ids: npt.NDArray[Any]) -> list[list[Any]]:
+    """One list of values per join key, for `unnest`."""
+    return [list(column) for column in key.columns(ids)]
+
+
+def _positions(
+    key: EntityKey, ids: npt.NDArray[Any], found: list[EntityId]
+) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.bool_]]:
+    """Where each found id sits among `ids` (sorted), and which found ids are wanted at all."""
+    if key.int_kind is not None and len(ids):
+        found_ids = np.array(found, dtype=np.int64)
+        positions = np.searchsorted(ids, found_ids)
+        keep = ids[np.minimum(positions, len(ids) - 1)] == found_ids
+        return positions[keep], keep
+    index = {entity_id: n for n, entity_id in enumerate(ids.tolist())}
+    keep = np.array([entity_id in index for entity_id in found], dtype=np.bool_)
+    positions = np.array([index[entity_id] for entity_id in found if entity_id in index], dtype=np.intp)
+    return positions, keep
+
+
 def entity_population(
     conn: psycopg.Connection[Any], *, as_of: Mapping[str, tuple[ViewSpec, datetime]]
-) -> npt.NDArray[np.int64]:
+) -> npt.NDArray[Any]:
     """Sorted, unique ids of every entity with a row at or before its view's time, in any of the views given
     (view name -> (spec, time)). Rows past a TTL count: an expired entity is still checked. An entity has
     many rows per view (one per event): one view alone needs DISTINCT as much as several need UNION."""
     parts = [
-        sql.SQL("SELECT DISTINCT src.{key}::int8 FROM {table} AS src WHERE src.{ts} <= {moment}").format(
-            key=sql.Identifier(spec.join_key),
+        sql.SQL("SELECT DISTINCT {keys} FROM {table} AS src WHERE src.{ts} <= {moment}").format(
+            keys=sql.SQL(", ").join(
+                sql.SQL("src.{}::{}").format(sql.Identifier(name), _key_cast(kind))
+                for name, kind in zip(spec.key.join_keys, spec.key.kinds, strict=True)
+            ),
             table=sql.SQL(spec.table),
             ts=sql.Identifier(spec.timestamp_field),
             moment=sql.Placeholder(f"t{index}"),
@@ -160,8 +197,11 @@ def entity_population(
     ]
     if not parts:
         return np.empty(0, dtype=np.int64)
+    key = next(iter(as_of.values()))[0].key
     params = {f"t{index}": moment for index, (_, moment) in enumerate(as_of.values())}
     with conn.cursor(binary=True) as cur:
         cur.execute(sql.SQL(" UNION ").join(parts), params)
-        ids = np.fromiter((row[0] for row in cur), dtype=np.int64)
-    return np.unique(ids)
+        if key.int_kind is not None:
+            return np.unique(np.fromiter((row[0] for row in cur), dtype=np.int64))
+        found = {key.compose(row) for row in cur if None not in row}
+    return key.array(sorted(found))

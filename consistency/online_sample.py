@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -43,14 +44,14 @@ class OnlineSample:
 def read_online_sample(
     store: OnlineStore,
     layout: ReadLayout,
-    entity_ids: npt.NDArray[np.int64],
+    entity_ids: npt.NDArray[Any],
     *,
     batch_rows: int = 1_000,
     progress: Callable[[int], None] | None = None,
 ) -> OnlineSample:
     """Read every entity of `entity_ids` from the online store, `batch_rows` per round trip."""
     service = layout.service
-    ids = [int(i) for i in entity_ids.tolist()]
+    ids = entity_ids.tolist()
     rows: list[OnlineRow] = []
     for start in range(0, len(ids), batch_rows):
         rows.extend(store.read(layout, ids[start : start + batch_rows]))

@@ -27,6 +27,7 @@ import numpy as np
 import numpy.typing as npt
 
 from consistency.classify import ValueColumn, values_equal
+from core.features.keys import EntityId
 from core.features.specs import ServiceSpec
 from core.model.registry import LoadedModel
 from core.online.rows import OnlineRow, apply_ttl
@@ -89,9 +90,9 @@ def _differing_features(
     out: dict[int, list[dict[str, Any]]] = {index: [] for index in flagged}
     for moment in sorted(set(stored_at)):
         group = [index for index, at in zip(flagged, stored_at, strict=True) if at == moment]
-        ids = np.array(sorted({live[i].entity_id for i in group}), dtype=np.int64)
+        ids = service.key.array(sorted({live[i].entity_id for i in group}))
         inputs = batch_inputs(ids, moment)
-        position = {int(entity): n for n, entity in enumerate(ids.tolist())}
+        position: dict[EntityId, int] = {entity: n for n, entity in enumerate(ids.tolist())}
         for index in group:
             row = live[index]
             for ref in model.feature_refs:

@@ -7,7 +7,6 @@ the request's shape, the answer's JSON, metrics. Both routes are timed here (the
 
 from __future__ import annotations
 
-import re
 import time
 from datetime import datetime
 from typing import Annotated, Any
@@ -19,6 +18,7 @@ from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from msgspec import UNSET, UnsetType
 
 from core.errors import NotFoundError, StoreUnavailableError
+from core.features.keys import EntityId, EntityKey
 from core.records.prediction_runs import RUN_KINDS, RunKind
 from core.serving.answer import NO_STORED_SCORE, UNKNOWN_ENTITY, Answer
 from core.serving.blend import Mode, Reason, Source
@@ -75,12 +75,12 @@ def _iso(moment: datetime | None) -> str | None:
     return moment.isoformat() if moment is not None else None
 
 
-def _item(join_key: str, answer: Answer) -> PredictionItem:
+def _item(key: EntityKey, answer: Answer) -> PredictionItem:
     decision = answer.decision
     if decision is None or answer.score is None:
-        return PredictionItem(entity={join_key: answer.entity_id}, error=answer.error or UNKNOWN_ENTITY)
+        return PredictionItem(entity=key.to_object(answer.entity_id), error=answer.error or UNKNOWN_ENTITY)
     return PredictionItem(
-        entity={join_key: answer.entity_id},
+        entity=key.to_object(answer.entity_id),
         score=answer.score,
         source=decision.source,
         reason=decision.reason,
@@ -94,42 +94,23 @@ def _item(join_key: str, answer: Answer) -> PredictionItem:
     )
 
 
-_BITS = {"int64": 64, "int32": 32}
-_DIGITS = re.compile(r"-?[0-9]{1,20}")
-
-
-def _key_value(kind: str, value: object, where: str) -> int:
-    """`value` if it is a JSON integer that fits the join key's kind, else a 400 naming `where` ("42", 42.0
-    and true are not integers)."""
-    if type(value) is not int:
-        raise RequestError(f"{where}: expected an integer, got {type(value).__name__}")
-    bits = _BITS[kind]
-    if not -(2 ** (bits - 1)) <= value < 2 ** (bits - 1):
-        raise RequestError(f"{where}: out of {kind} range")
-    return value
-
-
 def _entity_ids(
     services: Services, prediction: PredictionService, entities: list[dict[str, Any]]
-) -> list[int]:
-    key, kind = prediction.service.join_key, prediction.service.key_kind
+) -> list[EntityId]:
+    key = prediction.service.key
     limit = services.settings.max_entities_per_request
     if len(entities) > limit:
         raise RequestError(f"entities: at most {limit} entities per request, got {len(entities)}")
-    ids = []
-    for position, entity in enumerate(entities):
-        if set(entity) != {key}:
-            raise RequestError(
-                f"entities[{position}]: expected exactly the key {key!r}, got {sorted(entity)}"
-            )
-        ids.append(_key_value(kind, entity[key], f"entities[{position}].{key}"))
-    return ids
+    try:
+        return [key.parse(entity, f"entities[{position}]") for position, entity in enumerate(entities)]
+    except ValueError as exc:
+        raise RequestError(str(exc)) from None
 
 
 async def predict_entities(
     services: Services,
     prediction: PredictionService,
-    ids: list[int],
+    ids: list[EntityId],
     *,
     mode: Mode,
     max_staleness_s: float | None,
@@ -154,7 +135,7 @@ async def predict_entities(
             FEATURE_AGE.observe(answer.staleness_s)
         batch += decision.source is Source.BATCH
     services.coverage.add(batch=batch, total=len(answers))
-    key = prediction.service.join_key
+    key = prediction.service.key
     return [_item(key, answer) for answer in answers]
 
 
@@ -203,16 +184,22 @@ class PredictController(Controller):
         started, status = time.perf_counter(), "error"
         try:
             prediction = services.models.get(model)
-            key = prediction.service.join_key
-            extra = sorted(set(request.query_params) - {key, "mode", "max_staleness_s"})
+            key = prediction.service.key
+            extra = sorted(set(request.query_params) - {*key.join_keys, "mode", "max_staleness_s"})
             if extra:
-                raise RequestError(f"{extra[0]}: not a join key of model {model!r} (expected {key!r})")
-            raw = request.query_params.get(key)
-            if raw is None:
-                raise RequestError(f"{key}: query parameter required (the join key of model {model!r})")
-            if not _DIGITS.fullmatch(raw):  # int() would also take "+4", "4_2", " 4 " and other digits
-                raise RequestError(f"{key}: must be an integer, got {raw[:40]!r}")
-            entity_id = _key_value(prediction.service.key_kind, int(raw), key)
+                raise RequestError(
+                    f"{extra[0]}: not a join key of model {model!r} (expected {', '.join(key.join_keys)})"
+                )
+            parts = []
+            for name in key.join_keys:
+                raw = request.query_params.get(name)
+                if raw is None:
+                    raise RequestError(f"{name}: query parameter required (a join key of model {model!r})")
+                try:
+                    parts.append(key.parse_text(name, raw))
+                except ValueError as exc:
+                    raise RequestError(str(exc)) from None
+            entity_id = key.compose(parts)
             items = await predict_entities(
                 services, prediction, [entity_id], mode=mode, max_staleness_s=max_staleness_s
             )
@@ -220,9 +207,9 @@ class PredictController(Controller):
             if item.error is not UNSET:
                 if item.error == NO_STORED_SCORE:
                     raise StoreUnavailableError(
-                        f"Redis is unreachable and {key} {entity_id} has no stored prediction"
+                        f"Redis is unreachable and {key.label} {entity_id} has no stored prediction"
                     )
-                raise NotFoundError(f"unknown {key}: {entity_id}")
+                raise NotFoundError(f"unknown {key.label}: {entity_id}")
             status = "ok"
             return item
         finally:

@@ -13,7 +13,7 @@ import numpy as np
 
 from core.online.decoding import decode_timestamp
 from core.online.encoding import timestamp_field
-from core.online.keys import encode_entity_keys
+from core.online.keys import encode_keys
 from core.online.rows import FeatureRows
 from core.online.wire import command
 
@@ -23,9 +23,7 @@ __all__ = ["newer_positions", "pack_hgets"]
 def pack_hgets(project: str, rows: FeatureRows) -> bytes:
     """`HGET <key> _ts:<view>` for every row: the stored event times newer-wins compares against."""
     field = timestamp_field(rows.view)
-    keys = encode_entity_keys(
-        join_key=rows.join_key, entity_ids=rows.entity_ids, project=project, kind=rows.key_kind
-    )
+    keys = encode_keys(rows.key, rows.entity_ids, project=project)
     return b"".join(command(b"HGET", key, field) for key in keys)
 
 

@@ -16,6 +16,7 @@ from sqlalchemy import Engine
 from consistency.classify import NO_TIME, SKEW_CLASSES, ValueColumn
 from consistency.findings import FeatureInput, build_finding
 from consistency.stats import Status, Thresholds, worst
+from core.features.keys import EntityKey
 from core.features.specs import FeatureSpec, ViewSpec
 from core.records.skew_models import NewSkewReport
 from core.settings import Settings
@@ -40,11 +41,11 @@ def sample_report(*, entities: int = 2_000, seed: int = 0, skew: float = 0.01) -
     event = np.full(entities, _us(watermark - timedelta(minutes=30)), dtype=np.int64)
     specs = {
         "customer_profile": ViewSpec(
-            "customer_profile", "t", "customer_id", "event_timestamp", None, 3 * 86_400,
+            "customer_profile", "t", EntityKey.single("customer_id"), "event_timestamp", None, 3 * 86_400,
             (FeatureSpec("credit_limit", "float64"), FeatureSpec("num_cards", "int64"), FeatureSpec("tier", "string")),
         ),
         "customer_txn_stats": ViewSpec(
-            "customer_txn_stats", "t", "customer_id", "event_timestamp", None, 2 * 86_400,
+            "customer_txn_stats", "t", EntityKey.single("customer_id"), "event_timestamp", None, 2 * 86_400,
             (FeatureSpec("txn_amount_24h", "float64"), FeatureSpec("is_foreign", "bool")),
         ),
     }  # fmt: skip

@@ -1,7 +1,8 @@
 """Stored predictions as PostgreSQL binary COPY bytes, built by numpy without Python code per row.
 
-Every column is fixed-width except the snapshot text, and rows that share a snapshot share its length:
-rows are grouped by snapshot so each group is one numpy structured array laid out as COPY tuples.
+Every column is fixed-width except the entity key's text and the snapshot text: rows are grouped by
+(snapshot, key text length) so each group is one numpy structured array laid out as COPY tuples. An int
+key's text is made by numpy (`astype("S20")`: decimal digits), so that path has no Python code per row.
 """
 
 from __future__ import annotations
@@ -9,13 +10,14 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 __all__ = ["COPY_COLUMNS", "COPY_HEADER", "COPY_TRAILER", "copy_tuples"]
 
-COPY_COLUMNS = ("run_id", "entity_id", "score", "model_version", "scored_at", "feature_snapshot_ts")
+COPY_COLUMNS = ("run_id", "entity_key", "score", "model_version", "scored_at", "feature_snapshot_ts")
 COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + bytes(8)  # signature, flags, header extension length
 COPY_TRAILER = b"\xff\xff"
 _PG_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
@@ -26,26 +28,39 @@ def _pg_micros(moment: datetime) -> int:
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
+def key_texts(entity_ids: npt.NDArray[Any]) -> npt.NDArray[np.bytes_]:
+    """Each id's text as UTF-8 bytes (a fixed-width numpy bytes array: trailing NULs are padding only)."""
+    if entity_ids.dtype.kind in "iu":
+        return entity_ids.astype("S20")
+    return np.array(
+        [str(entity_id).encode("utf-8") for entity_id in entity_ids.tolist()] or [b""], dtype=np.bytes_
+    )[: len(entity_ids)]
+
+
 def copy_tuples(
     *,
     run_id: uuid.UUID,
     model_version: str,
     scored_at: datetime,
-    entity_ids: npt.NDArray[np.int64],
+    entity_ids: npt.NDArray[Any],
     scores: npt.NDArray[np.float64],
     snapshot_codes: npt.NDArray[np.intp],
     snapshots: Sequence[str],
 ) -> Iterator[bytes]:
     """COPY tuples (no header/trailer) for one chunk; `snapshots[snapshot_codes[i]]` is row i's snapshot."""
+    if len(entity_ids) == 0:
+        return
     version = model_version.encode()
-    for code in np.unique(snapshot_codes):
+    texts = key_texts(entity_ids)
+    lengths = np.char.str_len(texts)
+    for code, length in np.unique(np.stack([snapshot_codes, lengths]), axis=1).T.tolist():
         snapshot = snapshots[int(code)].encode()
-        mask = snapshot_codes == code
+        mask = (snapshot_codes == code) & (lengths == length)
         dtype = np.dtype(
             [
                 ("n", ">i2"),
                 ("l0", ">i4"), ("run", "S16"),
-                ("l1", ">i4"), ("id", ">i8"),
+                ("l1", ">i4"), ("id", f"S{length}"),
                 ("l2", ">i4"), ("score", ">f8"),
                 ("l3", ">i4"), ("version", f"S{len(version)}"),
                 ("l4", ">i4"), ("ts", ">i8"),
@@ -55,7 +70,7 @@ def copy_tuples(
         rows = np.empty(int(mask.sum()), dtype=dtype)
         rows["n"] = len(COPY_COLUMNS)
         rows["l0"], rows["run"] = 16, run_id.bytes
-        rows["l1"], rows["id"] = 8, entity_ids[mask]
+        rows["l1"], rows["id"] = length, texts[mask]
         rows["l2"], rows["score"] = 8, scores[mask]
         rows["l3"], rows["version"] = len(version), version
         rows["l4"], rows["ts"] = 8, _pg_micros(scored_at)

@@ -147,7 +147,7 @@ def _publish(
 ) -> int:
     """Publish every row online (returns how many were written: newer online scores are kept); on failure
     put back the published scores of the entities whose online row the run replaced."""
-    ids = np.concatenate(collected.ids) if collected.ids else np.empty(0, dtype=np.int64)
+    ids = np.concatenate(collected.ids) if collected.ids else view.key.array([])
     strings = np.array([snapshot_json(views, key) for key in collected.snapshots] or [""], dtype=object)
     batch = PublishBatch(
         entity_ids=ids,

@@ -36,7 +36,7 @@ _RESTORE_ROWS = 10_000
 class PublishBatch:
     """The rows of one run, as the stored-scores view's columns."""
 
-    entity_ids: npt.NDArray[np.int64]
+    entity_ids: npt.NDArray[Any]  # as core.features.keys makes them
     scores: npt.NDArray[np.float64]
     model_version: str
     run_id: str
@@ -53,7 +53,7 @@ class PublishBatch:
         size = len(self.entity_ids)
         return FeatureRows(
             view=view.name,
-            join_key=view.join_key,
+            key=view.key,
             entity_ids=self.entity_ids,
             columns=(
                 FeatureColumn("score", "float64", self.scores),
@@ -62,7 +62,6 @@ class PublishBatch:
                 FeatureColumn("feature_snapshot_ts", "string", self.snapshots),
             ),
             event_timestamps=self.scored_at,
-            key_kind=view.key_kind,
         )
 
 
@@ -88,21 +87,22 @@ def restore_previous(
     conn: psycopg.Connection[Any],
     *,
     view: ViewSpec,
-    entity_ids: npt.NDArray[np.int64],
+    entity_ids: npt.NDArray[Any],
     model_name: str,
     failed_run_id: str,
 ) -> int:
     """Undo a failed publish of run `failed_run_id` for `entity_ids`: where an entity's online row still
     carries that run id, put back its newest published score (`scored_at` order, any kind of run), or remove
     it when there is none. Returns how many rows were restored or removed."""
+    key = view.key
     done = 0
     for start in range(0, len(entity_ids), _RESTORE_ROWS):
         ids = entity_ids[start : start + _RESTORE_ROWS]
-        rows = latest_published_rows(conn, model_name=model_name, entity_ids=ids.tolist())
-        restored: set[int] = set()
+        rows = latest_published_rows(conn, model_name=model_name, entity_keys=key.texts(ids))
+        restored: set[Any] = set()
         for (scored_at, version, run_id), group in _by_publication(rows).items():
             batch = PublishBatch(
-                entity_ids=np.array([row[0] for row in group], dtype=np.int64),
+                entity_ids=key.array([key.from_text(row[0]) for row in group]),
                 scores=np.array([row[1] for row in group], dtype=np.float64),
                 model_version=version,
                 run_id=run_id,
@@ -110,8 +110,8 @@ def restore_previous(
                 scored_at=scored_at,
             )
             done += store.restore_owned(batch.rows(view), owner_run_id=failed_run_id)
-            restored.update(int(row[0]) for row in group)
-        orphans = np.array(sorted(set(ids.tolist()) - restored), dtype=np.int64)
+            restored.update(key.from_text(row[0]) for row in group)
+        orphans = key.array([entity_id for entity_id in ids.tolist() if entity_id not in restored])
         done += store.delete_owned(view, orphans, owner_run_id=failed_run_id)
     return done
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -22,7 +23,7 @@ __all__ = ["Collected", "snapshot_codes", "snapshot_json"]
 class Collected:
     """Everything the publish stage needs, kept compact: ids, scores and snapshot codes."""
 
-    ids: list[npt.NDArray[np.int64]] = field(default_factory=list)
+    ids: list[npt.NDArray[Any]] = field(default_factory=list)
     scores: list[npt.NDArray[np.float64]] = field(default_factory=list)
     codes: list[npt.NDArray[np.intp]] = field(default_factory=list)
     snapshots: dict[tuple[int, ...], int] = field(default_factory=dict)

@@ -21,6 +21,7 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from core.features.feast_repo import open_feature_store
+from core.features.keys import EntityKey
 from core.features.registry import registry_schema
 from core.features.specs import FeatureSpec, ServiceSpec, ViewSpec, load_service_spec, load_view_spec
 from core.settings import Settings
@@ -28,7 +29,7 @@ from core.stores.resolve import Stores
 
 __all__ = ["SpecSource", "registry_fingerprint", "resolve_specs", "service_specs", "spec_part"]
 
-SPEC_FORMAT = "4"  # bump when ServiceSpec/ViewSpec change shape: old snapshots then no longer match
+SPEC_FORMAT = "5"  # bump when ServiceSpec/ViewSpec change shape: old snapshots then no longer match
 
 SpecSource = Callable[[], tuple[ServiceSpec, ViewSpec]]
 """Reads (service, stored-scores view) from Feast: the slow path."""
@@ -104,7 +105,8 @@ def registry_fingerprint(conn: psycopg.Connection[Any], *, project: str, schema:
 
 def _view_from(data: dict[str, Any]) -> ViewSpec:
     features = tuple(FeatureSpec(name=f["name"], kind=f["kind"]) for f in data["features"])
-    return ViewSpec(**{**data, "features": features})
+    key = EntityKey(tuple(data["key"]["join_keys"]), tuple(data["key"]["kinds"]))
+    return ViewSpec(**{**data, "key": key, "features": features})
 
 
 def _service_from(data: dict[str, Any]) -> ServiceSpec:

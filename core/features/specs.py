@@ -10,8 +10,10 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from core.errors import ConfigurationError, NotFoundError
+from core.features.keys import EntityKey, KeyKind
 
 __all__ = [
+    "EntityKey",
     "FeatureSpec",
     "KeyKind",
     "Kind",
@@ -24,10 +26,7 @@ __all__ = [
 Kind = Literal["float64", "float32", "int64", "int32", "string", "bool"]
 """A feature's value kind: Feast's scalar type, which also fixes its online bytes (`core.online.encoding`)."""
 
-KeyKind = Literal["int64", "int32"]
-"""The kinds of join key Tandem serves end to end (string and composite keys: not yet)."""
-
-_KEY_KINDS: dict[str, KeyKind] = {"Int64": "int64", "Int32": "int32"}
+_KEY_KINDS: dict[str, KeyKind] = {"Int64": "int64", "Int32": "int32", "String": "string"}
 
 _KINDS: dict[str, Kind] = {
     "Float64": "float64",
@@ -53,13 +52,12 @@ class ViewSpec:
 
     name: str
     table: str  # a table name or a parenthesised query, as Feast's PostgreSQLSource gives it
-    join_key: str
+    key: EntityKey  # the join keys and their Feast types, which fix the online key bytes
     timestamp_field: str
     created_field: str | None
     ttl_s: int  # 0: no TTL
     features: tuple[FeatureSpec, ...]
     push_source: str | None = None  # the push source feeding this view, if any
-    key_kind: KeyKind = "int64"  # the join key's Feast type, which fixes its online key bytes
 
     @property
     def reads_query(self) -> bool:
@@ -83,14 +81,9 @@ class ServiceSpec:
     refs: tuple[str, ...]
 
     @property
-    def join_key(self) -> str:
-        """The one join key every view shares (Tandem scores single-key entities)."""
-        return self.views[0].join_key
-
-    @property
-    def key_kind(self) -> KeyKind:
-        """The join key's kind (every view shares it)."""
-        return self.views[0].key_kind
+    def key(self) -> EntityKey:
+        """The entity key every view of the service shares."""
+        return self.views[0].key
 
 
 def load_view_spec(store: Any, name: str, *, features: list[str] | None = None) -> ViewSpec:
@@ -102,15 +95,7 @@ def load_view_spec(store: Any, name: str, *, features: list[str] | None = None) 
     except FeatureViewNotFoundException:
         raise NotFoundError(f"feature view {name!r} does not exist") from None
     source = view.batch_source
-    join_keys = [column.name for column in view.entity_columns]
-    if len(join_keys) != 1:
-        raise ConfigurationError(f"feature view {name!r} has join keys {join_keys}; Tandem needs exactly one")
-    key_type = str(view.entity_columns[0].dtype)
-    key_kind = _KEY_KINDS.get(key_type)
-    if key_kind is None:
-        raise ConfigurationError(
-            f"feature view {name!r}: join key {join_keys[0]!r} is {key_type}; Tandem serves Int64 and Int32 keys"
-        )
+    key = view_entity_key(view)
     if getattr(source, "field_mapping", None):
         raise ConfigurationError(f"feature view {name!r}: sources with a field mapping are not supported")
     wanted = set(features) if features is not None else None
@@ -125,14 +110,29 @@ def load_view_spec(store: Any, name: str, *, features: list[str] | None = None) 
     return ViewSpec(
         name=view.name,
         table=source.get_table_query_string(),
-        join_key=join_keys[0],
+        key=key,
         timestamp_field=source.timestamp_field,
         created_field=source.created_timestamp_column or None,
         ttl_s=int(view.ttl.total_seconds()) if view.ttl else 0,
         features=tuple(specs),
         push_source=_push_source_name(view),
-        key_kind=key_kind,
     )
+
+
+def view_entity_key(view: Any) -> EntityKey:
+    """A Feast feature view's entity key, or ConfigurationError naming a join key of a type Tandem can't key."""
+    pairs: list[tuple[str, KeyKind]] = []
+    for column in view.entity_columns:
+        kind = _KEY_KINDS.get(str(column.dtype))
+        if kind is None:
+            raise ConfigurationError(
+                f"feature view {view.name!r}: join key {column.name!r} is {column.dtype}; "
+                "Tandem serves Int64, Int32 and String join keys"
+            )
+        pairs.append((column.name, kind))
+    if not pairs:
+        raise ConfigurationError(f"feature view {view.name!r} has no entity: Tandem needs a join key")
+    return EntityKey.of(pairs)
 
 
 def _push_source_name(view: Any) -> str | None:
@@ -155,8 +155,12 @@ def load_service_spec(store: Any, name: str) -> ServiceSpec:
         load_view_spec(store, projection.name, features=[f.name for f in projection.features])
         for projection in service.feature_view_projections
     )
-    keys = {view.join_key for view in views}
+    keys = {view.key for view in views}
     if len(keys) != 1:
-        raise ConfigurationError(f"feature service {name!r} mixes join keys {sorted(keys)}")
+        described = "; ".join(sorted(f"{view.name}: {view.key.describe()}" for view in views))
+        raise ConfigurationError(
+            f"feature service {name!r} mixes entity keys ({described}); every view of a served feature "
+            "service must have the same join keys"
+        )
     refs = tuple(f"{view.name}:{feature.name}" for view in views for feature in view.features)
     return ServiceSpec(name=name, views=views, refs=refs)

@@ -7,7 +7,8 @@ every key with a row in that window in any view of the service.
 
 The rows come back through one binary `COPY (query) TO STDOUT`, with every column made fixed-width in SQL
 (value + null flag), so each chunk is parsed by numpy in one `frombuffer` call: no Python per row. A service
-with a string feature (variable width) is read row by row instead (`cursor.stream`, chunked fetches).
+with a string feature or a string or composite entity key (variable width) is read row by row instead
+(`cursor.stream`, chunked fetches), and its ids composed as `core.features.keys` says.
 
 Values reach the model as `core.features.inputs.batch_input` makes them: float64 from PostgreSQL's `float8`
 (float32 features rounded through float32, as Feast stores them online), strings as `str`.
@@ -35,14 +36,20 @@ _HEADER_FIXED = 11 + 4 + 4  # signature, flags, header-extension length
 
 @dataclass(frozen=True, slots=True)
 class FeatureChunk:
-    """Consecutive entities (ascending ids) with their model inputs and the event time of each view's row."""
+    """Consecutive entities (ordered by their join keys) with their model inputs and the event time of each
+    view's row. Ids as `core.features.keys` makes them: int64 for one int key, else strings."""
 
-    entity_ids: npt.NDArray[np.int64]
+    entity_ids: npt.NDArray[Any]
     values: dict[str, npt.NDArray[Any]]  # "view:feature" -> float64 (NaN: null), or object for strings (None)
     event_us: dict[str, npt.NDArray[np.int64]]  # view -> event time in µs since the Unix epoch, -1 for none
 
     def __len__(self) -> int:
         return int(self.entity_ids.shape[0])
+
+
+def _key_aliases(spec: ServiceSpec) -> list[sql.Identifier]:
+    """`k0, k1, ...`: the join keys under positional names (Feast's order), shared by every view's CTE."""
+    return [sql.Identifier(f"k{n}") for n in range(len(spec.key.join_keys))]
 
 
 def _view_cte(index: int, view: ViewSpec) -> sql.Composed:
@@ -51,11 +58,12 @@ def _view_cte(index: int, view: ViewSpec) -> sql.Composed:
         window = sql.SQL("{} AND {ts} >= %(as_of)s - make_interval(secs => {ttl})").format(
             window, ts=sql.Identifier(view.timestamp_field), ttl=sql.Literal(view.ttl_s)
         )
-    order = [sql.Identifier(view.join_key), sql.SQL("{} DESC").format(sql.Identifier(view.timestamp_field))]
+    keys = [sql.Identifier(name) for name in view.key.join_keys]
+    order = [*keys, sql.SQL("{} DESC").format(sql.Identifier(view.timestamp_field))]
     if view.created_field:
         order.append(sql.SQL("{} DESC").format(sql.Identifier(view.created_field)))
     columns = [
-        sql.SQL("{} AS entity_id").format(sql.Identifier(view.join_key)),
+        *(sql.SQL("{} AS {}").format(key, sql.Identifier(f"k{n}")) for n, key in enumerate(keys)),
         sql.SQL("{} AS event_ts").format(sql.Identifier(view.timestamp_field)),
         *(
             sql.SQL("{} AS {}").format(sql.Identifier(f.name), sql.Identifier(f"f{index}_{n}"))
@@ -66,7 +74,7 @@ def _view_cte(index: int, view: ViewSpec) -> sql.Composed:
         "v{i} AS (SELECT DISTINCT ON ({key}) {columns} FROM {table} AS src WHERE {window} ORDER BY {order})"
     ).format(
         i=sql.SQL(str(index)),
-        key=sql.Identifier(view.join_key),
+        key=sql.SQL(", ").join(keys),
         columns=sql.SQL(", ").join(columns),
         table=sql.SQL(view.table),  # from Feast's registry: a table name or a parenthesised query
         window=window,
@@ -89,11 +97,16 @@ def _value(index: int, n: int, feature: FeatureSpec) -> sql.Composable:
 
 
 def point_in_time_query(spec: ServiceSpec) -> sql.Composed:
-    """The query: entity id, then per view its event time (µs) and features, each + a null flag when every
-    feature is numeric (float8, for the fixed-width COPY); else plain nullable columns, strings as text."""
-    fixed = not _has_strings(spec)
+    """The query: the join keys, then per view its event time (µs) and features, each + a null flag on the
+    fixed-width path (`_fixed_width`: one int key, numeric features, float8 for the binary COPY); else plain
+    nullable columns, strings as text."""
+    fixed = _fixed_width(spec)
     ctes = [_view_cte(i, view) for i, view in enumerate(spec.views)]
-    select: list[sql.Composable] = [sql.SQL("entity_id::int8")]
+    aliases = _key_aliases(spec)
+    select: list[sql.Composable] = [
+        sql.SQL("{}::{}").format(alias, sql.SQL("text" if kind == "string" else "int8"))
+        for alias, kind in zip(aliases, spec.key.kinds, strict=True)
+    ]
     for i, view in enumerate(spec.views):
         ts = sql.SQL("(EXTRACT(EPOCH FROM v{i}.event_ts) * 1000000)").format(i=sql.SQL(str(i)))
         select += _fixed(ts, "int8", "-1") if fixed else [sql.SQL("({})::int8").format(ts)]
@@ -103,17 +116,21 @@ def point_in_time_query(spec: ServiceSpec) -> sql.Composed:
                 select += _fixed(value, "float8", "0")
             else:
                 select.append(value if feature.kind == "string" else sql.SQL("({})::float8").format(value))
+    keys = sql.SQL(", ").join(aliases)
     joins = sql.SQL(" ").join(
-        sql.SQL("FULL OUTER JOIN v{i} USING (entity_id)").format(i=sql.SQL(str(i)))
+        sql.SQL("FULL OUTER JOIN v{i} USING ({keys})").format(i=sql.SQL(str(i)), keys=keys)
         for i in range(1, len(spec.views))
     )
-    return sql.SQL("WITH {ctes} SELECT {select} FROM v0 {joins} ORDER BY entity_id").format(
-        ctes=sql.SQL(", ").join(ctes), select=sql.SQL(", ").join(select), joins=joins
+    return sql.SQL("WITH {ctes} SELECT {select} FROM v0 {joins} ORDER BY {keys}").format(
+        ctes=sql.SQL(", ").join(ctes), select=sql.SQL(", ").join(select), joins=joins, keys=keys
     )
 
 
-def _has_strings(spec: ServiceSpec) -> bool:
-    return any(feature.kind == "string" for view in spec.views for feature in view.features)
+def _fixed_width(spec: ServiceSpec) -> bool:
+    """Whether every column is fixed-width: one int join key and no string feature."""
+    if spec.key.int_kind is None:
+        return False
+    return not any(feature.kind == "string" for view in spec.views for feature in view.features)
 
 
 def _row_dtype(spec: ServiceSpec) -> np.dtype[Any]:
@@ -147,7 +164,12 @@ def _rows_to_chunk(spec: ServiceSpec, rows: list[tuple[Any, ...]]) -> FeatureChu
     columns = list(zip(*rows, strict=True))
     values: dict[str, npt.NDArray[Any]] = {}
     event_us: dict[str, npt.NDArray[np.int64]] = {}
-    position = 1
+    key = spec.key
+    position = len(key.join_keys)
+    if key.composite:
+        ids = key.array([key.compose(parts) for parts in zip(*columns[:position], strict=True)])
+    else:
+        ids = key.array(columns[0])
     for view in spec.views:
         event_us[view.name] = np.array([-1 if t is None else t for t in columns[position]], dtype=np.int64)
         position += 1
@@ -160,7 +182,7 @@ def _rows_to_chunk(spec: ServiceSpec, rows: list[tuple[Any, ...]]) -> FeatureChu
                 values[f"{view.name}:{feature.name}"] = batch_input(
                     feature.kind, np.array(raw, dtype=np.float64)
                 )
-    return FeatureChunk(np.array(columns[0], dtype=np.int64), values, event_us)
+    return FeatureChunk(ids, values, event_us)
 
 
 def _stream_rows(
@@ -183,7 +205,7 @@ def stream_point_in_time(
     """Yield the point-in-time features of every entity as of `as_of`, `chunk_rows` entities at a time."""
     if as_of.tzinfo is None:
         raise ValueError("as_of must be timezone-aware")
-    if _has_strings(spec):
+    if not _fixed_width(spec):
         yield from _stream_rows(conn, spec, as_of=as_of, chunk_rows=chunk_rows)
         return
     dtype = _row_dtype(spec)

@@ -12,32 +12,30 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from core.features.keys import EntityId, EntityKey, IntKeyKind, KeyKind
 from core.online.encoding import INT_BOUNDS, row_bytes
 
 __all__ = [
     "IntKeyKind",
     "KeyKind",
     "encode_entity_keys",
+    "encode_keys",
     "encode_redis_keys",
+    "entity_id_of_redis_key",
     "entity_key_prefix",
+    "parse_entity_key",
     "redis_key",
     "serialize_entity_key",
 ]
 
-KeyKind = Literal["int64", "int32", "string"]
-"""The Feast types a join key can have here."""
-
 _VALUE_TYPE_STRING = 2  # feast.types.ValueType.STRING
 _VALUE_TYPE_INT32 = 3  # feast.types.ValueType.INT32
 _VALUE_TYPE_INT64 = 4  # feast.types.ValueType.INT64
-
-IntKeyKind = Literal["int64", "int32"]
-"""Key kinds with a fixed width: the fast, vectorised key paths below."""
 
 _INT_KEYS: dict[str, tuple[int, str]] = {
     "int64": (_VALUE_TYPE_INT64, "<i8"),
@@ -172,3 +170,75 @@ def encode_redis_keys(
     head, tail = _key_header(join_keys, order), project.encode("utf-8")
     parts = [_key_column(join_keys[i], columns[i], kinds[i]) for i in order]
     return [head + b"".join(values) + tail for values in zip(*parts, strict=True)]
+
+
+def encode_keys(key: EntityKey, entity_ids: npt.NDArray[Any] | Sequence[Any], *, project: str) -> list[bytes]:
+    """Feast's Redis key of each entity id (see `core.features.keys`) of an entity key of any shape."""
+    int_kind = key.int_kind
+    if int_kind is not None:
+        ids = np.asarray(entity_ids, dtype=np.int64) if not isinstance(entity_ids, np.ndarray) else entity_ids
+        return encode_entity_keys(join_key=key.join_keys[0], entity_ids=ids, project=project, kind=int_kind)
+    return encode_redis_keys(key.join_keys, key.columns(entity_ids), key.kinds, project=project)
+
+
+def _read_u32(data: bytes, pos: int) -> tuple[int, int]:
+    if pos + 4 > len(data):
+        raise ValueError("truncated entity key")
+    return struct.unpack_from("<I", data, pos)[0], pos + 4
+
+
+def parse_entity_key(data: bytes) -> tuple[tuple[str, ...], tuple[int | str, ...]]:
+    """The join keys (Feast's order) and values of a v3 serialized entity key: `serialize_entity_key`'s
+    inverse for int64, int32 and string values; ValueError for anything else or trailing bytes."""
+    count, pos = _read_u32(data, 0)
+    if not 0 < count <= 64:
+        raise ValueError(f"not an entity key: {count} join keys")
+    names = []
+    for _ in range(count):
+        value_type, pos = _read_u32(data, pos)
+        size, pos = _read_u32(data, pos)
+        if value_type != _VALUE_TYPE_STRING or pos + size > len(data):
+            raise ValueError("not an entity key: bad join key name")
+        names.append(data[pos : pos + size].decode("utf-8"))
+        pos += size
+    values: list[int | str] = []
+    for _ in range(count):
+        value_type, pos = _read_u32(data, pos)
+        size, pos = _read_u32(data, pos)
+        if pos + size > len(data):
+            raise ValueError("not an entity key: truncated value")
+        raw = data[pos : pos + size]
+        pos += size
+        if value_type == _VALUE_TYPE_STRING:
+            values.append(raw.decode("utf-8"))
+        elif value_type == _VALUE_TYPE_INT64 and size == 8:
+            values.append(struct.unpack("<q", raw)[0])
+        elif value_type == _VALUE_TYPE_INT32 and size == 4:
+            values.append(struct.unpack("<i", raw)[0])
+        else:
+            raise ValueError(f"not an entity key Tandem reads: value type {value_type}, {size} bytes")
+    if pos != len(data):
+        raise ValueError("not an entity key: trailing bytes")
+    return tuple(names), tuple(values)
+
+
+def entity_id_of_redis_key(key: EntityKey, redis_key_bytes: bytes, *, project: str) -> EntityId | None:
+    """The entity id a Redis key of `project` names when its join keys are `key`'s; None for any other key
+    (another project's, another entity's, or bytes that are not a Feast entity key)."""
+    suffix = project.encode("utf-8")
+    if not redis_key_bytes.endswith(suffix):
+        return None
+    try:
+        names, values = parse_entity_key(redis_key_bytes[: len(redis_key_bytes) - len(suffix)])
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if names != key.join_keys or any(
+        (kind == "string") != isinstance(value, str) for value, kind in zip(values, key.kinds, strict=True)
+    ):
+        return None
+    entity_id = key.compose(values)
+    try:  # the same kinds too (an int32 value under an int64 key names another Redis key)
+        same = encode_keys(key, key.array([entity_id]), project=project)[0] == redis_key_bytes
+    except ValueError:
+        return None
+    return entity_id if same else None

@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from core.online.encoding import encode_timestamps, encode_values, feature_field, timestamp_field
-from core.online.keys import encode_entity_keys
+from core.online.keys import encode_keys
 from core.online.rows import FeatureRows
 from core.online.wire import command
 
@@ -101,9 +101,7 @@ def pack_newer_writes(
     count = len(rows)
     if count == 0:
         return b""
-    keys = encode_entity_keys(
-        join_key=rows.join_key, entity_ids=rows.entity_ids, project=project, kind=rows.key_kind
-    )
+    keys = encode_keys(rows.key, rows.entity_ids, project=project)
     stamps = encode_timestamps(rows.event_timestamps, count)
     fields = [feature_field(rows.view, column.name) for column in rows.columns]
     values = [encode_values(column.kind, column.values) for column in rows.columns]

@@ -11,12 +11,14 @@ Pure: no I/O.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from core.features.keys import EntityKey
 from core.online.encoding import encode_timestamps, encode_values, feature_field, timestamp_field
-from core.online.keys import IntKeyKind, encode_entity_keys
+from core.online.keys import encode_keys
 from core.online.rows import FeatureRows
 from core.online.wire import command
 
@@ -42,9 +44,7 @@ def pack_owned_writes(project: str, rows: FeatureRows, *, owner_field: bytes, ow
     count = len(rows)
     if count == 0:
         return b""
-    keys = encode_entity_keys(
-        join_key=rows.join_key, entity_ids=rows.entity_ids, project=project, kind=rows.key_kind
-    )
+    keys = encode_keys(rows.key, rows.entity_ids, project=project)
     stamps = encode_timestamps(rows.event_timestamps, count)
     fields = [feature_field(rows.view, column.name) for column in rows.columns]
     values = [encode_values(column.kind, column.values) for column in rows.columns]
@@ -63,15 +63,14 @@ def pack_owned_writes(project: str, rows: FeatureRows, *, owner_field: bytes, ow
 def pack_owned_deletes(
     project: str,
     *,
-    join_key: str,
-    entity_ids: npt.NDArray[np.int64],
+    key: EntityKey,
+    entity_ids: npt.NDArray[Any],
     fields: Sequence[bytes],
     owner_field: bytes,
     owner: bytes,
-    kind: IntKeyKind = "int64",
 ) -> bytes:
     """Per entity: delete `fields` only where `owner_field` holds `owner`."""
-    keys = encode_entity_keys(join_key=join_key, entity_ids=entity_ids, project=project, kind=kind)
+    keys = encode_keys(key, entity_ids, project=project)
     return b"".join(
         command(b"EVAL", OWNED_SCRIPT, b"1", key, owner_field, owner, b"del", *fields) for key in keys
     )

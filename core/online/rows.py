@@ -13,10 +13,10 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from core.features.keys import EntityId, EntityKey
 from core.features.specs import ServiceSpec
 from core.online.decoding import Scalar
 from core.online.encoding import FeatureColumn
-from core.online.keys import IntKeyKind
 
 __all__ = ["STORED_FEATURES", "FeatureColumn", "FeatureRows", "OnlineRow", "StoredPrediction", "apply_ttl"]
 
@@ -40,7 +40,7 @@ class StoredPrediction:
 class OnlineRow:
     """One entity's online state."""
 
-    entity_id: int
+    entity_id: EntityId
     values: dict[str, Scalar]  # "view:feature" -> value; None: null or missing
     event_ts: dict[str, datetime | None]  # view -> online event time; None: no row of that view
     stored: StoredPrediction | None  # None: no stored prediction, or an incomplete one
@@ -49,15 +49,15 @@ class OnlineRow:
 @dataclass(frozen=True, slots=True)
 class FeatureRows:
     """Rows of one view to write: one per entity id, a column per feature, one event time per row (or one
-    for all; naive means UTC). `view` is the name Feast uses in fields, `key_ttl_s` EXPIREs written keys."""
+    for all; naive means UTC). `view` is the name Feast uses in fields, `key` the view's entity key (ids are
+    int64 for a single int key, else strings: `core.features.keys`), `key_ttl_s` EXPIREs written keys."""
 
     view: str
-    join_key: str
-    entity_ids: npt.NDArray[np.int64]
+    key: EntityKey
+    entity_ids: npt.NDArray[Any]
     columns: tuple[FeatureColumn, ...]
     event_timestamps: npt.NDArray[np.datetime64] | datetime
     key_ttl_s: int | None = None
-    key_kind: IntKeyKind = "int64"  # the join key's Feast type: int64 or int32 ids
 
     def __post_init__(self) -> None:
         ids = self.entity_ids

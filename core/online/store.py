@@ -26,14 +26,15 @@ from contextlib import contextmanager
 from typing import Any, Protocol
 
 import hiredis
-import numpy as np
 import numpy.typing as npt
 import redis
 
 from core.endpoints import RedisEndpoint
 from core.errors import StoreUnavailableError, first_line
+from core.features.keys import EntityId, EntityKey
 from core.features.specs import ViewSpec
 from core.online.encoding import feature_field
+from core.online.keys import entity_id_of_redis_key, parse_entity_key
 from core.online.newer_wins import pack_newer_writes, script_of, written_count
 from core.online.owned import owner_value, pack_owned_deletes, pack_owned_writes
 from core.online.rows import FeatureRows, OnlineRow
@@ -74,7 +75,23 @@ def _mapped() -> Iterator[None]:
         raise _unavailable(exc) from exc
 
 
-def _decoded(layout: ReadLayout, entity_ids: Sequence[int], replies: Sequence[Any]) -> list[OnlineRow]:
+def _glob_escape(pattern: bytes) -> bytes:
+    """`pattern` with Redis glob characters escaped (a project name may hold any of them)."""
+    for char in (b"\\", b"*", b"?", b"[", b"]"):
+        pattern = pattern.replace(char, b"\\" + char)
+    return pattern
+
+
+def _is_project_key(redis_key: bytes, project: str) -> bool:
+    suffix = project.encode("utf-8")
+    try:
+        parse_entity_key(bytes(redis_key)[: len(redis_key) - len(suffix)])
+    except (ValueError, UnicodeDecodeError):
+        return False
+    return bytes(redis_key).endswith(suffix)
+
+
+def _decoded(layout: ReadLayout, entity_ids: Sequence[EntityId], replies: Sequence[Any]) -> list[OnlineRow]:
     """Rows from replies; bytes that are not Feast's layout mean the online store can't be trusted."""
     try:
         return layout.decode_all(entity_ids, replies)
@@ -97,7 +114,9 @@ class OnlineStore:
         client = redis.Redis.from_url(endpoint.url(), socket_timeout=timeout_s, socket_connect_timeout=5)
         return cls(client, project=project)
 
-    def read(self, layout: ReadLayout, entity_ids: Sequence[int], *, batch: int = 1_000) -> list[OnlineRow]:
+    def read(
+        self, layout: ReadLayout, entity_ids: Sequence[EntityId], *, batch: int = 1_000
+    ) -> list[OnlineRow]:
         """Rows for `entity_ids`, in order, `batch` entities per round trip."""
         rows: list[OnlineRow] = []
         with _mapped():
@@ -194,47 +213,69 @@ class OnlineStore:
         with _mapped():
             return written_count(self.transport.request(payload, len(rows)))
 
-    def delete_owned(self, view: ViewSpec, entity_ids: npt.NDArray[np.int64], *, owner_run_id: str) -> int:
+    def delete_owned(self, view: ViewSpec, entity_ids: npt.NDArray[Any], *, owner_run_id: str) -> int:
         """Remove `view`'s fields of the entities whose `run_id` field still holds `owner_run_id`."""
         if len(entity_ids) == 0:
             return 0
         payload = pack_owned_deletes(
             self.project,
-            join_key=view.join_key,
+            key=view.key,
             entity_ids=entity_ids,
             fields=view_fields(view),
             owner_field=feature_field(view.name, "run_id"),
             owner=owner_value(owner_run_id),
-            kind=view.key_kind,
         )
         with _mapped():
             return written_count(self.transport.request(payload, len(entity_ids)))
 
-    def delete(self, view: ViewSpec, entity_ids: npt.NDArray[np.int64]) -> int:
+    def delete(self, view: ViewSpec, entity_ids: npt.NDArray[Any]) -> int:
         """Remove `view`'s fields (values and `_ts`) from the entities' hashes; returns the entities."""
         if len(entity_ids) == 0:
             return 0
         with _mapped():
-            payload = pack_hdels(self.project, view.join_key, entity_ids, view_fields(view), view.key_kind)
+            payload = pack_hdels(self.project, view.key, entity_ids, view_fields(view))
             self.transport.request(payload, len(entity_ids))
         return len(entity_ids)
 
+    def _project_keys(self, *, batch: int, limit: int | None = None) -> Iterator[list[bytes]]:
+        """The project's keys, a SCAN batch at a time (at most about `limit` keys looked at): Feast's keys end
+        with the project name, and only keys that are a whole entity key before it count (so project `abc`
+        never takes `xabc`'s keys)."""
+        cursor, seen = b"0", 0
+        pattern = b"*" + _glob_escape(self.project.encode("utf-8"))
+        while True:
+            scan = command(b"SCAN", cursor, b"MATCH", pattern, b"COUNT", b"%d" % batch)
+            cursor, keys = self.transport.request(scan, 1)[0]
+            mine = [key for key in keys if _is_project_key(key, self.project)]
+            seen += len(keys)
+            if mine:
+                yield mine
+            if cursor in (b"0", 0) or (limit is not None and seen >= limit):
+                return
+
     def purge(self, *, batch: int = 1_000) -> int:
-        """Delete every key of the project (Feast's keys end with the project name); returns how many.
+        """Delete every key of the project; returns how many.
 
         Used when the offline data was replaced wholesale (re-seeding): Feast's online write never replaces
         a row with an older or equal event time, so stale rows would otherwise survive materialization.
         """
-        deleted, cursor = 0, b"0"
-        pattern = b"*" + self.project.encode("utf-8")
+        deleted = 0
         with _mapped():
-            while True:
-                scan = command(b"SCAN", cursor, b"MATCH", pattern, b"COUNT", b"%d" % batch)
-                cursor, keys = self.transport.request(scan, 1)[0]
-                if keys:
-                    deleted += int(self.transport.request(command(b"DEL", *keys), 1)[0])
-                if cursor in (b"0", 0):
-                    return deleted
+            for keys in self._project_keys(batch=batch):
+                deleted += int(self.transport.request(command(b"DEL", *keys), 1)[0])
+        return deleted
+
+    def entity_ids(self, key: EntityKey, *, limit: int, batch: int = 1_000) -> list[EntityId]:
+        """Ids of the project's entities of `key` that have any key online (SCAN; at most about `limit`
+        keys looked at, in Redis's hash order)."""
+        found: list[EntityId] = []
+        with _mapped():
+            for keys in self._project_keys(batch=batch, limit=limit):
+                for redis_key in keys:
+                    entity_id = entity_id_of_redis_key(key, bytes(redis_key), project=self.project)
+                    if entity_id is not None:
+                        found.append(entity_id)
+        return found
 
     def close(self) -> None:
         """Close the client."""
@@ -254,7 +295,7 @@ class AsyncOnlineStore:
         self.transport = transport
         self.project = project
 
-    async def read(self, layout: ReadLayout, entity_ids: Sequence[int]) -> list[OnlineRow]:
+    async def read(self, layout: ReadLayout, entity_ids: Sequence[EntityId]) -> list[OnlineRow]:
         """Rows for `entity_ids`, in order, from one round trip (none for no ids)."""
         payload = layout.request(entity_ids)
         if not payload:

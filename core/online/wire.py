@@ -25,10 +25,11 @@ import numpy as np
 import numpy.typing as npt
 
 from core.errors import ConfigurationError
+from core.features.keys import EntityId, EntityKey
 from core.features.specs import ServiceSpec, ViewSpec
 from core.online.decoding import decode_snapshot, decode_timestamp, value_decoder
 from core.online.encoding import encode_timestamps, encode_values, feature_field, timestamp_field
-from core.online.keys import IntKeyKind, encode_entity_keys, entity_key_prefix
+from core.online.keys import encode_keys, entity_key_prefix
 from core.online.rows import STORED_FEATURES, FeatureRows, OnlineRow, StoredPrediction
 
 __all__ = [
@@ -101,10 +102,10 @@ class ReadLayout:
     """
 
     def __init__(self, *, project: str, service: ServiceSpec, predictions: ViewSpec) -> None:
-        if (predictions.join_key, predictions.key_kind) != (service.join_key, service.key_kind):
+        if predictions.key != service.key:
             raise ConfigurationError(
-                f"view {predictions.name!r} joins on {predictions.join_key!r} ({predictions.key_kind}), "
-                f"service {service.name!r} on {service.join_key!r} ({service.key_kind})"
+                f"view {predictions.name!r} joins on {predictions.key.describe()}, "
+                f"service {service.name!r} on {service.key.describe()}"
             )
         for name in STORED_FEATURES:
             predictions.feature(name)  # NotFoundError naming a missing one
@@ -122,13 +123,20 @@ class ReadLayout:
         )
         self._ts_start = len(self._refs)
         self._stored_start = self._ts_start + len(self._views)
-        # Per entity: `*N $5 HMGET $len <prefix>` + id bytes (8 or 4) + `<project> CRLF <fields>`.
-        prefix, suffix = entity_key_prefix(service.join_key, service.key_kind), project.encode("utf-8")
+        self.key_spec: EntityKey = service.key
+        self._project = project
+        self._command_head = b"*%d\r\n$5\r\nHMGET\r\n" % (2 + len(self._fields))
+        self._fields_tail = b"".join(_bulk(field) for field in self._fields)
+        kind = service.key.int_kind
+        if kind is None:
+            return
+        # A single int key: per entity `*N $5 HMGET $len <prefix>` + id bytes (8 or 4) + `<project> CRLF <fields>`.
+        prefix, suffix = entity_key_prefix(service.key.join_keys[0], kind), project.encode("utf-8")
         self._key_parts = (prefix, suffix)
-        self._pack_id = _id_packer(service.key_kind)
-        width = _ENTITY_IDS[service.key_kind].size
+        self._pack_id = _id_packer(kind)
+        width = _ENTITY_IDS[kind].size
         head = b"*%d\r\n$5\r\nHMGET\r\n$%d\r\n" % (2 + len(self._fields), len(prefix) + width + len(suffix))
-        tail = b"\r\n" + b"".join(_bulk(field) for field in self._fields)
+        tail = b"\r\n" + self._fields_tail
         self._head, self._tail = head + prefix, suffix + tail
         self._between = self._tail + self._head
 
@@ -136,17 +144,26 @@ class ReadLayout:
         """The HMGET field list, the same for every entity."""
         return list(self._fields)
 
-    def key(self, entity_id: int) -> bytes:
+    def key(self, entity_id: EntityId) -> bytes:
         """Feast's Redis key of an entity (v3 serialized entity key + project)."""
+        if self.key_spec.int_kind is None:
+            return encode_keys(self.key_spec, [entity_id], project=self._project)[0]
         prefix, suffix = self._key_parts
-        return prefix + self._pack_id(entity_id) + suffix
+        return prefix + self._pack_id(entity_id) + suffix  # type: ignore[arg-type]
 
-    def request(self, entity_ids: Sequence[int]) -> bytes:
-        """The RESP bytes of one `HMGET <key> <fields...>` per entity (empty for no ids)."""
-        ids = [self._pack_id(entity_id) for entity_id in entity_ids]
-        return self._head + self._between.join(ids) + self._tail if ids else b""
+    def request(self, entity_ids: Sequence[EntityId]) -> bytes:
+        """The RESP bytes of one `HMGET <key> <fields...>` per entity (empty for no ids); ValueError for an id
+        that does not fit the key."""
+        if not entity_ids:
+            return b""
+        if self.key_spec.int_kind is None:
+            keys = encode_keys(self.key_spec, entity_ids, project=self._project)
+            head, tail = self._command_head, self._fields_tail
+            return b"".join(head + _bulk(key) + tail for key in keys)
+        ids = [self._pack_id(entity_id) for entity_id in entity_ids]  # type: ignore[arg-type]
+        return self._head + self._between.join(ids) + self._tail
 
-    def decode(self, entity_id: int, raw: Sequence[bytes | None]) -> OnlineRow:
+    def decode(self, entity_id: EntityId, raw: Sequence[bytes | None]) -> OnlineRow:
         """One entity's row from its HMGET reply (one item per field of `fields()`, None where absent).
 
         A value or timestamp that isn't what Feast writes raises ValueError (see core.online.decoding).
@@ -161,7 +178,7 @@ class ReadLayout:
         }
         return OnlineRow(entity_id, values, event_ts, _stored_prediction(raw[stored_start:]))
 
-    def decode_all(self, entity_ids: Sequence[int], replies: Sequence[Any]) -> list[OnlineRow]:
+    def decode_all(self, entity_ids: Sequence[EntityId], replies: Sequence[Any]) -> list[OnlineRow]:
         """Rows for `entity_ids` from their replies, in order."""
         return [self.decode(entity_id, reply) for entity_id, reply in zip(entity_ids, replies, strict=True)]
 
@@ -182,33 +199,30 @@ def pack_hsets(project: str, rows: FeatureRows) -> tuple[bytes, int]:
     count = len(rows)
     if count == 0:
         return b"", 0
-    keys = encode_entity_keys(
-        join_key=rows.join_key, entity_ids=rows.entity_ids, project=project, kind=rows.key_kind
-    )
-    key_size = len(keys[0])
+    keys = encode_keys(rows.key, rows.entity_ids, project=project)
     # Feast's field order: the timestamp first, then the features.
     fields = [timestamp_field(rows.view)] + [feature_field(rows.view, column.name) for column in rows.columns]
     values = [encode_timestamps(rows.event_timestamps, count)]
     values += [encode_values(column.kind, column.values) for column in rows.columns]
     # Per row: HSET header + key, then (field, length header, value) triples, each value's CRLF opening
     # the next constant piece; constant pieces repeat, the others are one list per column.
-    head = b"*%d\r\n$4\r\nHSET\r\n$%d\r\n" % (2 + 2 * len(fields), key_size)
-    parts: list[Iterable[bytes]] = [repeat(head, count), keys]
+    head = b"*%d\r\n$4\r\nHSET\r\n" % (2 + 2 * len(fields))
+    key_sizes = _length_headers(keys)
+    parts: list[Iterable[bytes]] = [repeat(head, count), key_sizes, keys]
     for field, column_values in zip(fields, values, strict=True):
         parts += [repeat(b"\r\n" + _bulk(field), count), _length_headers(column_values), column_values]
     parts.append(repeat(b"\r\n", count))
     commands = count
     if rows.key_ttl_s:
-        expire = b"*3\r\n$6\r\nEXPIRE\r\n$%d\r\n" % key_size
-        parts += [repeat(expire, count), keys, repeat(b"\r\n" + _bulk(b"%d" % rows.key_ttl_s), count)]
+        expire = b"*3\r\n$6\r\nEXPIRE\r\n"
+        parts += [
+            repeat(expire, count),
+            key_sizes,
+            keys,
+            repeat(b"\r\n" + _bulk(b"%d" % rows.key_ttl_s), count),
+        ]
         commands += count
     return b"".join(chain.from_iterable(zip(*parts))), commands  # noqa: B905 - repeat() is endless
-
-
-def _keys(
-    project: str, join_key: str, entity_ids: npt.NDArray[np.int64], kind: IntKeyKind = "int64"
-) -> list[bytes]:
-    return encode_entity_keys(join_key=join_key, entity_ids=entity_ids, project=project, kind=kind)
 
 
 def view_fields(view: ViewSpec) -> list[bytes]:
@@ -217,11 +231,9 @@ def view_fields(view: ViewSpec) -> list[bytes]:
 
 
 def pack_hdels(
-    project: str,
-    join_key: str,
-    entity_ids: npt.NDArray[np.int64],
-    fields: Sequence[bytes],
-    kind: IntKeyKind = "int64",
+    project: str, key: EntityKey, entity_ids: npt.NDArray[Any] | Sequence[EntityId], fields: Sequence[bytes]
 ) -> bytes:
     """`HDEL <key> <fields...>` for every entity."""
-    return b"".join(command(b"HDEL", key, *fields) for key in _keys(project, join_key, entity_ids, kind))
+    return b"".join(
+        command(b"HDEL", redis_key, *fields) for redis_key in encode_keys(key, entity_ids, project=project)
+    )

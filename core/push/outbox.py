@@ -25,9 +25,9 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
 from core.errors import StoreUnavailableError
+from core.features.keys import EntityKey, KeyKind
 from core.offline.append import OfflineRows, PgAppender
 from core.online.encoding import ValueKind
-from core.online.keys import IntKeyKind
 from core.online.rows import FeatureColumn, FeatureRows
 
 __all__ = [
@@ -81,8 +81,8 @@ def outbox_payload(rows: FeatureRows) -> dict[str, Any]:
         micros = [int(np.datetime64(stamps.replace(tzinfo=None), "us").astype(np.int64))] * len(rows)
     return {
         "view": rows.view,
-        "join_key": rows.join_key,
-        "key_kind": rows.key_kind,
+        "join_keys": list(rows.key.join_keys),
+        "key_kinds": list(rows.key.kinds),
         "key_ttl_s": rows.key_ttl_s,
         "entity_ids": rows.entity_ids.tolist(),
         "event_us": micros,
@@ -95,18 +95,26 @@ def outbox_payload(rows: FeatureRows) -> dict[str, Any]:
 
 def rows_from_payload(payload: dict[str, Any]) -> FeatureRows:
     """The online rows an outbox payload holds."""
+    key = _payload_key(payload)
     return FeatureRows(
         view=payload["view"],
-        join_key=payload["join_key"],
-        entity_ids=np.array(payload["entity_ids"], dtype=np.int64),
+        key=key,
+        entity_ids=key.array(payload["entity_ids"]),
         columns=tuple(
             FeatureColumn(c["name"], cast("ValueKind", c["kind"]), np.array(c["values"], dtype=object))
             for c in payload["columns"]
         ),
         event_timestamps=np.array(payload["event_us"], dtype=np.int64).astype("datetime64[us]"),
         key_ttl_s=payload["key_ttl_s"],
-        key_kind=cast("IntKeyKind", payload["key_kind"]),
     )
+
+
+def _payload_key(payload: dict[str, Any]) -> EntityKey:
+    """The entity key of a payload; payloads written before composite keys hold one `join_key`/`key_kind`."""
+    if "join_keys" in payload:
+        kinds = [cast("KeyKind", kind) for kind in payload["key_kinds"]]
+        return EntityKey(tuple(payload["join_keys"]), tuple(kinds))
+    return EntityKey.single(payload["join_key"], cast("KeyKind", payload["key_kind"]))
 
 
 def _items(claimed: Sequence[tuple[int, dict[str, Any]]]) -> list[OutboxItem]:

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from core.errors import NotFoundError
+from core.features.keys import EntityId, key_value
 from core.features.specs import FeatureSpec, ServiceSpec, ViewSpec
 from core.offline.append import OfflineRows
 from core.online.rows import FeatureColumn, FeatureRows
@@ -41,7 +42,7 @@ class ValidRows:
     """Rows in column form, ready for the offline insert and the online write."""
 
     view: ViewSpec
-    entity_ids: list[int]
+    entity_ids: list[EntityId]
     event_ts: list[datetime]
     created: list[datetime]
     values: dict[str, list[Any]]  # feature name -> one value per row
@@ -141,7 +142,8 @@ def validate_rows(
     except OverflowError:  # a TTL of millennia: no lower bound
         earliest = datetime.min.replace(tzinfo=UTC)
     latest = now + timedelta(seconds=clock_skew_s)
-    required = {view.join_key, view.timestamp_field, *(f.name for f in view.features)}
+    key = view.key
+    required = {*key.join_keys, view.timestamp_field, *(f.name for f in view.features)}
     allowed = required | ({view.created_field} if view.created_field else set())
     ids, stamps, created = [], [], []
     values: dict[str, list[Any]] = {f.name: [] for f in view.features}
@@ -153,15 +155,14 @@ def validate_rows(
         absent = sorted(required - set(row))
         if absent:
             raise PushError(f"{where}: missing column(s) {', '.join(absent)}")
-        entity = row[view.join_key]
-        bits = 32 if view.key_kind == "int32" else 64
-        if (
-            isinstance(entity, bool)
-            or not isinstance(entity, int)
-            or not -(2 ** (bits - 1)) <= entity < 2 ** (bits - 1)
-        ):
-            raise PushError(f"{where}.{view.join_key}: expected an {view.key_kind}")
-        ids.append(entity)
+        try:
+            parts = [
+                key_value(kind, row[name], f"{where}.{name}")
+                for name, kind in zip(key.join_keys, key.kinds, strict=True)
+            ]
+        except ValueError as exc:
+            raise PushError(str(exc)) from None
+        ids.append(key.compose(parts))
         stamp_at = f"{where}.{view.timestamp_field}"
         stamps.append(
             _in_window(
@@ -177,7 +178,7 @@ def validate_rows(
 
 def newest_per_entity(rows: ValidRows) -> list[int]:
     """Indexes of the rows to write online: the newest event per entity (ties: the later row)."""
-    best: dict[int, int] = {}
+    best: dict[EntityId, int] = {}
     for i, entity in enumerate(rows.entity_ids):
         j = best.get(entity)
         if j is None or rows.event_ts[i] >= rows.event_ts[j]:
@@ -191,8 +192,8 @@ def online_rows(rows: ValidRows) -> FeatureRows:
     chosen = newest_per_entity(rows)
     return FeatureRows(
         view=view.name,
-        join_key=view.join_key,
-        entity_ids=np.array([rows.entity_ids[i] for i in chosen], dtype=np.int64),
+        key=view.key,
+        entity_ids=view.key.array([rows.entity_ids[i] for i in chosen]),
         columns=tuple(
             FeatureColumn(f.name, f.kind, np.array([rows.values[f.name][i] for i in chosen], dtype=object))
             for f in view.features
@@ -200,20 +201,19 @@ def online_rows(rows: ValidRows) -> FeatureRows:
         event_timestamps=np.array(
             [rows.event_ts[i].replace(tzinfo=None) for i in chosen], dtype="datetime64[us]"
         ),
-        key_kind=view.key_kind,
     )
 
 
 def offline_rows(rows: ValidRows) -> OfflineRows:
     """Every pushed row, for the view's offline source table."""
     view = rows.view
-    columns = [view.join_key, view.timestamp_field]
+    columns = [*view.key.join_keys, view.timestamp_field]
     if view.created_field:
         columns.append(view.created_field)
     columns += [f.name for f in view.features]
     records = []
     for i, entity in enumerate(rows.entity_ids):
-        record: list[Any] = [entity, rows.event_ts[i]]
+        record: list[Any] = [*view.key.parts(entity), rows.event_ts[i]]
         if view.created_field:
             record.append(rows.created[i])
         record += [rows.values[f.name][i] for f in view.features]

@@ -27,15 +27,16 @@ from sqlalchemy.orm import Session
 __all__ = ["LATEST_PUBLISHED_SQL", "Pruned", "latest_published_rows", "prune_stream_runs"]
 
 LATEST_PUBLISHED_SQL = """
-SELECT DISTINCT ON (p.entity_id) p.entity_id, p.score, p.model_version, p.run_id::text, p.scored_at,
+SELECT DISTINCT ON (p.entity_key) p.entity_key, p.score, p.model_version, p.run_id::text, p.scored_at,
        p.feature_snapshot_ts, r.kind
 FROM tandem.batch_predictions p
 JOIN tandem.prediction_runs r ON r.run_id = p.run_id AND r.status = 'published' AND r.model_name = %s
-WHERE p.entity_id = ANY(%s)
-ORDER BY p.entity_id, p.scored_at DESC, r.published_at DESC
+WHERE p.entity_key = ANY(%s)
+ORDER BY p.entity_key, p.scored_at DESC, r.published_at DESC
 """
-"""Parameters (model name, entity ids); rows (entity_id, score, model_version, run_id, scored_at,
-feature_snapshot_ts, kind), one per entity that has a published score: the newest by `scored_at`."""
+"""Parameters (model name, entity keys: the ids' texts, core.features.keys); rows (entity_key, score,
+model_version, run_id, scored_at, feature_snapshot_ts, kind), one per entity that has a published score: the
+newest by `scored_at`."""
 
 _SUPERSEDED = """
 DELETE FROM tandem.batch_predictions p
@@ -46,7 +47,7 @@ WHERE p.run_id = r.run_id AND r.model_name = :model AND r.kind = 'stream' AND r.
     SELECT 1 FROM tandem.batch_predictions n
     JOIN tandem.prediction_runs nr
       ON nr.run_id = n.run_id AND nr.status = 'published' AND nr.model_name = :model
-    WHERE n.entity_id = p.entity_id AND n.scored_at > p.scored_at
+    WHERE n.entity_key = p.entity_key AND n.scored_at > p.scored_at
   )
 """
 _FAILED_ROWS = """
@@ -78,23 +79,23 @@ class Pruned:
     runs: int
 
 
-def latest_published_rows(conn: Any, *, model_name: str, entity_ids: Sequence[int]) -> list[tuple[Any, ...]]:
-    """`LATEST_PUBLISHED_SQL` on a psycopg (sync) connection."""
-    if not entity_ids:
+def latest_published_rows(conn: Any, *, model_name: str, entity_keys: Sequence[str]) -> list[tuple[Any, ...]]:
+    """`LATEST_PUBLISHED_SQL` on a psycopg (sync) connection, for the entities of these keys (ids' texts)."""
+    if not entity_keys:
         return []
-    return list(conn.execute(LATEST_PUBLISHED_SQL, (model_name, list(entity_ids))).fetchall())
+    return list(conn.execute(LATEST_PUBLISHED_SQL, (model_name, list(entity_keys))).fetchall())
 
 
 def prune_stream_runs(
     session: Session,
     *,
     model_name: str,
-    entity_ids: Sequence[int] | None = None,
+    entity_keys: Sequence[str] | None = None,
     failed_retention: timedelta = timedelta(days=1),
     abandoned_after: timedelta = timedelta(minutes=10),
 ) -> Pruned:
-    """Delete the model's superseded stream rows (of `entity_ids` only, when given: the cheap per-flush
-    form), the rows of its failed stream runs, and its stream runs left empty or failed long ago. A stream
+    """Delete the model's superseded stream rows (of `entity_keys` only, when given: the cheap per-flush
+    form; the ids' texts, core.features.keys), the rows of its failed stream runs, and its stream runs left empty or failed long ago. A stream
     run still unfinished `abandoned_after` its start (a re-score takes milliseconds: its process died) is
     marked failed first; the API never served its scores (only published runs are served)."""
     params: dict[str, Any] = {"model": model_name}
@@ -102,8 +103,8 @@ def prune_stream_runs(
         text(_ABANDONED), {"model": model_name, "abandoned_before": datetime.now(UTC) - abandoned_after}
     )
     only = ""
-    if entity_ids is not None:
-        only, params["ids"] = "AND p.entity_id = ANY(:ids)", list(entity_ids)
+    if entity_keys is not None:
+        only, params["keys"] = "AND p.entity_key = ANY(:keys)", list(entity_keys)
     rows = _count(session.execute(text(_SUPERSEDED.format(only=only)), params))
     rows += _count(session.execute(text(_FAILED_ROWS), {"model": model_name}))
     before = datetime.now(UTC) - failed_retention

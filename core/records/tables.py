@@ -131,13 +131,13 @@ class BatchPrediction(Base):
     run_id: Mapped[uuid.UUID] = mapped_column(
         Uuid, ForeignKey("prediction_runs.run_id", ondelete="CASCADE"), primary_key=True
     )
-    entity_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    entity_key: Mapped[str] = mapped_column(Text, primary_key=True)  # the id's text: core/features/keys.py
     score: Mapped[float] = mapped_column(Double)
     model_version: Mapped[str] = mapped_column(Text)
     scored_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     feature_snapshot_ts: Mapped[str] = mapped_column(Text)  # JSON: {feature view: ISO event time}
 
-    __table_args__ = (Index(None, "entity_id"),)
+    __table_args__ = (Index(None, "entity_key"),)
 
 
 class JobRun(Base):

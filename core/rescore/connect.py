@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from core.features.keys import EntityId
 from core.online.store import OnlineStore
 from core.rescore.rescorer import StreamRescorer
 from core.rescore.run import RescoreResult, rescore_entities
@@ -33,7 +34,7 @@ def connect_rescorer(
     own_store = online is None
     store = online or OnlineStore.connect(stores.redis, project=settings.feast_project, timeout_s=10.0)
 
-    def rescore(target: RescoreTarget, ids: list[int]) -> RescoreResult:
+    def rescore(target: RescoreTarget, ids: list[EntityId]) -> RescoreResult:
         return rescore_entities(engine, store, target, ids, max_staleness_s=settings.max_staleness_s)
 
     seen: set[tuple[str, str]] = set()  # the promoted versions last loaded (a refused one is not retried)

@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 
+from core.features.keys import EntityId
 from core.metrics import STREAM_RESCORE_SECONDS, STREAM_RESCORED
 from core.rescore.run import RescoreResult
 from core.rescore.targets import RescoreTarget
@@ -24,7 +25,7 @@ __all__ = ["Rescore", "StreamRescorer"]
 
 logger = logging.getLogger(__name__)
 
-Rescore = Callable[[RescoreTarget, list[int]], RescoreResult]
+Rescore = Callable[[RescoreTarget, list[EntityId]], RescoreResult]
 """Re-score some touched entities of one model (core.rescore.run.rescore_entities with its stores bound)."""
 
 
@@ -51,7 +52,7 @@ class StreamRescorer:
         self.clock = clock
         self.failures = 0
         self._targets: dict[str, RescoreTarget] = {}
-        self._pending: dict[str, dict[int, None]] = {}  # model -> ids in arrival order
+        self._pending: dict[str, dict[EntityId, None]] = {}  # model -> ids in arrival order
         self._oldest: float | None = None  # clock() of the oldest waiting id
         self._lock = threading.Lock()
         self._flushing = threading.Lock()
@@ -73,7 +74,7 @@ class StreamRescorer:
         """The models re-scored, by name."""
         return [self._targets[name] for name in sorted(self._targets)]
 
-    def touched(self, view_name: str, entity_ids: Iterable[int]) -> int:
+    def touched(self, view_name: str, entity_ids: Iterable[EntityId]) -> int:
         """Note fresh events of `view_name` for `entity_ids`; returns how many models read that view."""
         with self._lock:
             readers = [name for name, target in self._targets.items() if target.reads(view_name)]
@@ -102,7 +103,7 @@ class StreamRescorer:
                 return True
             return self.clock() - self._oldest >= self.max_delay_s
 
-    def on_committed(self, view_name: str, entity_ids: Sequence[int]) -> list[RescoreResult]:
+    def on_committed(self, view_name: str, entity_ids: Sequence[EntityId]) -> list[RescoreResult]:
         """The stream's hook after a micro-batch of `view_name` landed in both stores: note the entities,
         and flush when due (returns what the flush did; empty when nothing was due)."""
         self.touched(view_name, entity_ids)
@@ -141,7 +142,7 @@ class StreamRescorer:
             self.set_targets(fresh)
             logger.info("stream re-score now serves %s", [(t.name, t.model.version) for t in fresh])
 
-    def _rescore(self, target: RescoreTarget, ids: list[int]) -> RescoreResult | None:
+    def _rescore(self, target: RescoreTarget, ids: list[EntityId]) -> RescoreResult | None:
         started = time.perf_counter()
         try:
             result = self.rescore(target, ids)

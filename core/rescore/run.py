@@ -29,6 +29,7 @@ from sqlalchemy.orm import Session
 from core.batch.copy import COPY_COLUMNS, COPY_HEADER, COPY_TRAILER, copy_tuples
 from core.batch.publish import PublishBatch, publish_rows, restore_previous
 from core.errors import first_line
+from core.features.keys import EntityId
 from core.online.store import OnlineStore
 from core.records.prediction_runs import create_run, set_run_status
 from core.records.stored_scores import prune_stream_runs
@@ -115,12 +116,12 @@ def _batch(target: RescoreTarget, selection: Selection, *, run_id: uuid.UUID, sc
 ]:  # fmt: skip
     """Score the selected rows in one call; the batch to store and publish, snapshot codes and texts."""
     rows = selection.rows
-    scores = target.model.predict_scores(live_matrix(rows, target.model.feature_refs))
+    scores = target.model.predict_scores(live_matrix(rows, target.service, target.model.feature_refs))
     texts = [snapshot_text(row, target.service) for row in rows]
     snapshots = list(dict.fromkeys(texts))
     index = {text: code for code, text in enumerate(snapshots)}
     batch = PublishBatch(
-        entity_ids=np.asarray(selection.entity_ids, dtype=np.int64),
+        entity_ids=target.predictions.key.array(selection.entity_ids),
         scores=np.ascontiguousarray(scores, dtype=np.float64),
         model_version=target.model.version,
         run_id=str(run_id),
@@ -134,7 +135,7 @@ def rescore_entities(
     engine: Engine,
     online: OnlineStore,
     target: RescoreTarget,
-    entity_ids: Sequence[int],
+    entity_ids: Sequence[EntityId],
     *,
     max_staleness_s: float,
     clock: Callable[[], datetime] = _utcnow,
@@ -186,7 +187,8 @@ def rescore_entities(
     laps.lap("publish")
     with Session(engine) as session, session.begin():
         set_run_status(session, run_id=run_id, status="published", stage_seconds=laps.seconds)
-        prune_stream_runs(session, model_name=target.name, entity_ids=selection.entity_ids)
+        keys = target.predictions.key.texts(selection.entity_ids)
+        prune_stream_runs(session, model_name=target.name, entity_keys=keys)
     laps.lap("record")
     return RescoreResult(
         model_name=target.name,

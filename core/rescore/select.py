@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from core.features.keys import EntityId
 from core.features.specs import ServiceSpec
 from core.online.rows import OnlineRow, StoredPrediction, apply_ttl
 from core.serving.blend import BlendInput, Source, StoredScore, decide
@@ -35,7 +36,7 @@ class Selection:
     reasons: dict[str, int] = field(default_factory=dict)
 
     @property
-    def entity_ids(self) -> list[int]:
+    def entity_ids(self) -> list[EntityId]:
         """The ids of the rows to re-score."""
         return [row.entity_id for row in self.rows]
 
@@ -57,7 +58,7 @@ def select_changed(
     """The rows whose answer now would be a live re-score (see the module doc); each entity once."""
     chosen: list[OnlineRow] = []
     reasons: Counter[str] = Counter()
-    seen: set[int] = set()
+    seen: set[EntityId] = set()
     for row in rows:
         if row.entity_id in seen:
             continue

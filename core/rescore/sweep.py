@@ -16,6 +16,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from core.features.keys import EntityId
 from core.features.specs import ViewSpec
 from core.online.store import OnlineStore
 from core.rescore.run import RescoreResult, rescore_entities
@@ -29,17 +30,18 @@ __all__ = ["recently_pushed", "sweep_pushed"]
 
 def recently_pushed(
     conn: psycopg.Connection[Any], view: ViewSpec, *, since: datetime, limit: int
-) -> list[int]:
+) -> list[EntityId]:
     """Ids of the entities with a row of `view`'s offline table created at or after `since` (at most
     `limit`); none for a view without a push source or over a query."""
     if view.push_source is None or view.reads_query:
         return []
-    query = sql.SQL("SELECT DISTINCT {key} FROM {table} WHERE {field} >= %s LIMIT %s").format(
-        key=sql.Identifier(view.join_key),
+    key = view.key
+    query = sql.SQL("SELECT DISTINCT {keys} FROM {table} WHERE {field} >= %s LIMIT %s").format(
+        keys=sql.SQL(", ").join(sql.Identifier(name) for name in key.join_keys),
         table=sql.SQL(view.table),  # from Feast's registry: a table name
         field=sql.Identifier(view.created_field or view.timestamp_field),
     )
-    return [int(row[0]) for row in conn.execute(query, (since, limit)).fetchall()]
+    return [key.compose(row) for row in conn.execute(query, (since, limit)).fetchall()]
 
 
 def sweep_pushed(

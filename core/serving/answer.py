@@ -9,11 +9,14 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from core.features.specs import ServiceSpec
+from core.features.inputs import live_input
+from core.features.keys import EntityId
+from core.features.specs import Kind, ServiceSpec
 from core.model.registry import LoadedModel
 from core.online.rows import OnlineRow, StoredPrediction, apply_ttl
 from core.serving.blend import BlendDecision, BlendInput, Mode, Source, StoredScore, decide
@@ -30,7 +33,7 @@ NO_STORED_SCORE = "no_stored_score"
 class Answer:
     """One entity's answer with its provenance; `decision` None means nothing to serve."""
 
-    entity_id: int
+    entity_id: EntityId
     decision: BlendDecision | None
     score: float | None = None
     model_version: str | None = None
@@ -86,7 +89,7 @@ def answer_rows(
     ]
     live_scores: dict[int, float] = {}
     if live and model is not None:
-        matrix = live_matrix([fresh[i] for i in live], model.feature_refs)
+        matrix = live_matrix([fresh[i] for i in live], service, model.feature_refs)
         live_scores = dict(zip(live, model.predict_scores(matrix).tolist(), strict=True))
     answers = []
     for i, (row, decision) in enumerate(zip(fresh, decisions, strict=True)):
@@ -126,17 +129,26 @@ def answer_rows(
     return answers
 
 
-def live_matrix(rows: Sequence[OnlineRow], feature_refs: Sequence[str]) -> npt.NDArray[np.float64]:
-    """The model input of online rows (TTL applied): one row each, a column per ref, nulls as NaN. The live
-    path and the stream re-score (core.rescore) both score this, so their scores agree exactly."""
+def live_matrix(
+    rows: Sequence[OnlineRow], service: ServiceSpec, feature_refs: Sequence[str]
+) -> npt.NDArray[Any]:
+    """The model input of online rows (TTL applied): one row each, a column per ref, each value converted
+    as `core.features.inputs.live_input` does for its kind (float64, or object when a ref is a string). The
+    live path and the stream re-score (core.rescore) both score this, so their scores agree exactly."""
+    kinds = _ref_kinds(service, feature_refs)
     return np.array(
-        [[_number(row.values.get(ref)) for ref in feature_refs] for row in rows], dtype=np.float64
+        [
+            [live_input(kind, row.values.get(ref)) for ref, kind in zip(feature_refs, kinds, strict=True)]
+            for row in rows
+        ],
+        dtype=object if "string" in kinds else np.float64,
     ).reshape(len(rows), len(feature_refs))
 
 
-def _number(value: object) -> float:
-    if value is None:
-        return float("nan")
-    if isinstance(value, bool | int | float):
-        return float(value)
-    raise TypeError(f"model inputs must be numeric, got {type(value).__name__}")
+def _ref_kinds(service: ServiceSpec, refs: Sequence[str]) -> list[Kind]:
+    """The kind of each `view:feature` ref (float64 for one the service lacks: the model call then fails
+    as it would in batch)."""
+    kinds: dict[str, Kind] = {
+        f"{view.name}:{feature.name}": feature.kind for view in service.views for feature in view.features
+    }
+    return [kinds.get(ref, "float64") for ref in refs]

@@ -16,6 +16,7 @@ import time
 from collections.abc import Sequence
 
 from core.errors import StoreUnavailableError
+from core.features.keys import EntityId
 from core.online.rows import OnlineRow
 from core.serving.stored import StoredScores
 
@@ -47,7 +48,7 @@ class PublishedRuns:
         self._learned.update(kinds)
         self.kinds = {**self.kinds, **kinds}
 
-    def _unverified(self, rows: Sequence[OnlineRow]) -> list[int]:
+    def _unverified(self, rows: Sequence[OnlineRow]) -> list[EntityId]:
         known = self.kinds
         return [row.entity_id for row in rows if row.stored is not None and row.stored.run_id not in known]
 

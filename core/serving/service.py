@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Protocol
 
 from core.errors import StoreUnavailableError
+from core.features.keys import EntityId
 from core.features.specs import ServiceSpec
 from core.model.registry import LoadedModel
 from core.online.rows import OnlineRow
@@ -31,7 +32,7 @@ _NAMED = 20  # unanswerable entities named in an error message
 class OnlineReads(Protocol):
     """The read of the online store (core.online.store.AsyncOnlineStore)."""
 
-    async def read(self, layout: ReadLayout, entity_ids: Sequence[int]) -> list[OnlineRow]:
+    async def read(self, layout: ReadLayout, entity_ids: Sequence[EntityId]) -> list[OnlineRow]:
         """Rows for `entity_ids`, in order; StoreUnavailableError when the store does not answer."""
         ...
 
@@ -88,7 +89,7 @@ class PredictionService:
         """The feature service the answers are computed from."""
         return self.layout.service
 
-    async def rows(self, entity_ids: Sequence[int]) -> tuple[list[OnlineRow], bool]:
+    async def rows(self, entity_ids: Sequence[EntityId]) -> tuple[list[OnlineRow], bool]:
         """Online rows (stored scores verified), or stored rows from PostgreSQL when Redis does not answer
         (then the flag is False); StoreUnavailableError when neither answers."""
         try:
@@ -109,7 +110,7 @@ class PredictionService:
         return [OnlineRow(i, {}, {}, found.get(i)) for i in entity_ids], False
 
     async def predict(
-        self, entity_ids: Sequence[int], *, mode: Mode = Mode.AUTO, max_staleness_s: float | None = None
+        self, entity_ids: Sequence[EntityId], *, mode: Mode = Mode.AUTO, max_staleness_s: float | None = None
     ) -> list[Answer]:
         """An answer per id, in order. An entity without one carries `error` (`unknown_entity`, or
         `no_stored_score` while Redis is down); StoreUnavailableError when no entity can be answered because
@@ -129,7 +130,7 @@ class PredictionService:
         missing = [answer.entity_id for answer in answers if answer.decision is None]
         if not missing:
             return answers
-        key = self.service.join_key
+        key = self.service.key.label
         if mode is Mode.LIVE and model is None:
             raise StoreUnavailableError("no model is loaded: live scoring is unavailable")
         if not online and len(missing) == len(answers):

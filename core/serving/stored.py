@@ -15,6 +15,7 @@ from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
 from core.errors import StoreUnavailableError, first_line
+from core.features.keys import EntityId
 from core.online.decoding import decode_snapshot
 from core.online.rows import StoredPrediction
 from core.records.stored_scores import LATEST_PUBLISHED_SQL
@@ -42,19 +43,20 @@ class StoredScores(Protocol):
         """Which of `run_ids` are published runs: run id -> kind (`batch` or `stream`)."""
         ...
 
-    async def latest(self, entity_ids: Sequence[int]) -> dict[int, StoredPrediction]:
+    async def latest(self, entity_ids: Sequence[EntityId]) -> dict[EntityId, StoredPrediction]:
         """The newest published stored score of each entity that has one."""
         ...
 
 
 async def stored_predictions(
-    conn: AsyncConnection[Any], entity_ids: Sequence[int], *, model_name: str
-) -> dict[int, StoredPrediction]:
+    conn: AsyncConnection[Any], entity_ids: Sequence[EntityId], *, model_name: str
+) -> dict[EntityId, StoredPrediction]:
     """The newest published stored prediction of the model for each entity that has one."""
-    cursor = await conn.execute(LATEST_PUBLISHED_SQL, (model_name, list(entity_ids)))
-    found: dict[int, StoredPrediction] = {}
-    for entity_id, score, version, run_id, scored_at, snapshot, kind in await cursor.fetchall():
-        found[int(entity_id)] = StoredPrediction(
+    wanted = {str(entity_id): entity_id for entity_id in entity_ids}
+    cursor = await conn.execute(LATEST_PUBLISHED_SQL, (model_name, list(wanted)))
+    found: dict[EntityId, StoredPrediction] = {}
+    for entity_key, score, version, run_id, scored_at, snapshot, kind in await cursor.fetchall():
+        found[wanted[entity_key]] = StoredPrediction(
             score=float(score),
             model_version=str(version),
             run_id=str(run_id),
@@ -95,7 +97,7 @@ class PgStoredScores:
         except Exception as exc:
             raise _unavailable(exc) from exc
 
-    async def latest(self, entity_ids: Sequence[int]) -> dict[int, StoredPrediction]:
+    async def latest(self, entity_ids: Sequence[EntityId]) -> dict[EntityId, StoredPrediction]:
         """The newest published stored prediction of each entity that has one."""
         try:
             async with self.pool.connection(timeout=self.timeout_s) as conn:

@@ -81,3 +81,13 @@ def current_revision(engine: Engine) -> str | None:
         if not inspect(conn).has_table("alembic_version", schema="tandem"):
             return None
         return conn.execute(text("SELECT version_num FROM tandem.alembic_version")).scalar_one_or_none()
+
+
+def head_revision() -> str:
+    """The newest revision in `migrations/` (what `upgrade_schema` brings a database to)."""
+    from alembic.script import ScriptDirectory
+
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    if head is None:
+        raise RuntimeError("migrations/ holds no revision")
+    return head

@@ -46,10 +46,13 @@ class World:
 def world(settings: Settings, stores: Stores, engine: Engine) -> World:
     """400 customers x 6 days reseeded, a model trained and promoted, a late row and an expired customer.
 
-    The project's Redis keys are purged first: other modules' stored scores are newer than this module's
-    as-of times, and a publish never replaces a newer stored score with an older one."""
+    Other modules' stored scores of the model are newer than this module's as-of times, and a publish never
+    replaces a newer stored score with an older one (nor does a restore put back anything but the newest
+    published one): the project's Redis keys and the model's earlier runs are removed first."""
     apply_feature_repo(settings, stores)
     purge_feast_project(stores.redis, settings.feast_project)
+    with psycopg.connect(stores.postgres.url()) as conn:
+        conn.execute("DELETE FROM tandem.prediction_runs WHERE model_name = %s", (DEMO_MODEL,))
     with psycopg.connect(stores.postgres.url()) as conn:
         seed_demo_data(conn, customers=CUSTOMERS, days=6, seed=5, end=END)
     store = open_feature_store(settings, stores)
@@ -73,7 +76,7 @@ def world(settings: Settings, stores: Stores, engine: Engine) -> World:
 def _stored(stores: Stores, run_id: uuid.UUID) -> pd.DataFrame:
     with psycopg.connect(stores.postgres.url()) as conn:
         rows = conn.execute(
-            "SELECT entity_id, score, feature_snapshot_ts FROM tandem.batch_predictions WHERE run_id = %s",
+            "SELECT entity_key::int8, score, feature_snapshot_ts FROM tandem.batch_predictions WHERE run_id = %s",
             (run_id,),
         ).fetchall()
     return pd.DataFrame(rows, columns=["customer_id", "score", "snapshot"]).set_index("customer_id")

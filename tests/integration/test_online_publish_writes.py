@@ -12,6 +12,7 @@ import pytest
 
 from core.batch.publish import PublishBatch
 from core.endpoints import RedisEndpoint
+from core.features.keys import EntityId, EntityKey
 from core.features.specs import FeatureSpec, ServiceSpec, ViewSpec
 from core.online.rows import StoredPrediction
 from core.online.store import OnlineStore
@@ -19,9 +20,11 @@ from core.online.wire import ReadLayout
 from tests.servers import purge_feast_project
 
 T0 = datetime(2026, 12, 1, 2, 0, tzinfo=UTC)
-STATS = ViewSpec("pw_stats", "s", "customer_id", "ts", None, 0, (FeatureSpec("n", "int64"),))
+STATS = ViewSpec(
+    "pw_stats", "s", EntityKey.single("customer_id"), "ts", None, 0, (FeatureSpec("n", "int64"),)
+)
 SCORES = ViewSpec(
-    "pw_predictions", "(select 1)", "customer_id", "scored_at", None, 0,
+    "pw_predictions", "(select 1)", EntityKey.single("customer_id"), "scored_at", None, 0,
     (FeatureSpec("score", "float64"), FeatureSpec("model_version", "string"), FeatureSpec("run_id", "string"),
      FeatureSpec("feature_snapshot_ts", "string")),
 )  # fmt: skip
@@ -49,7 +52,9 @@ def _batch(ids: list[int], score: float, run_id: str, scored_at: datetime) -> Pu
     )
 
 
-def _stored(online: OnlineStore, layout: ReadLayout, ids: list[int]) -> dict[int, StoredPrediction | None]:
+def _stored(
+    online: OnlineStore, layout: ReadLayout, ids: list[int]
+) -> dict[EntityId, StoredPrediction | None]:
     return {row.entity_id: row.stored for row in online.read(layout, ids)}
 
 

@@ -30,6 +30,7 @@ from core.batch.publish import PublishBatch, publish_rows
 from core.endpoints import RedisEndpoint
 from core.errors import StoreUnavailableError
 from core.features.feast_repo import apply_feature_repo, open_feature_store
+from core.features.keys import EntityKey as TandemKey
 from core.features.snapshots import service_specs
 from core.features.specs import ServiceSpec, ViewSpec
 from core.online import resp_pool
@@ -378,7 +379,7 @@ def test_unreachable_redis_raises_store_unavailable_quickly(world: World, transp
     down = StoreUnderTest(transport, RedisEndpoint("127.0.0.1", free_port()), project="nowhere")
     rows = FeatureRows(
         view="v",
-        join_key="customer_id",
+        key=TandemKey.single("customer_id"),
         entity_ids=np.array([1], dtype=np.int64),
         columns=(FeatureColumn("score", "float64", np.zeros(1)),),
         event_timestamps=NOW,

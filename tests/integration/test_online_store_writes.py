@@ -26,6 +26,7 @@ from feast.types import Bool, Float64, Int64, String
 
 from core.endpoints import RedisEndpoint
 from core.errors import StoreUnavailableError
+from core.features.keys import EntityKey as TandemKey
 from core.features.specs import FeatureSpec, ViewSpec
 from core.online.encoding import feature_field, timestamp_field
 from core.online.keys import encode_entity_keys
@@ -180,7 +181,7 @@ def _rows(df: pd.DataFrame, *, key_ttl_s: int | None = None) -> FeatureRows:
     """The frame as FeatureRows of VIEW (the same values Feast's writer is given)."""
     return FeatureRows(
         view=VIEW,
-        join_key=JOIN_KEY,
+        key=TandemKey.single(JOIN_KEY),
         entity_ids=_ids(df),
         columns=(
             FeatureColumn("score", "float64", df["score"].to_numpy()),
@@ -427,7 +428,7 @@ def _view_spec(name: str, *features: str) -> ViewSpec:
     return ViewSpec(
         name=name,
         table=name,
-        join_key=JOIN_KEY,
+        key=TandemKey.single(JOIN_KEY),
         timestamp_field="event_timestamp",
         created_field=None,
         ttl_s=0,
@@ -487,7 +488,7 @@ def test_purge_deletes_exactly_the_projects_keys(
         writer.write(neighbour, _rows(df))
         accounts = FeatureRows(
             view="accounts",
-            join_key="account_id",
+            key=TandemKey.single("account_id"),
             entity_ids=np.arange(10, dtype=np.int64),
             columns=(FeatureColumn("x", "float64", np.zeros(10)),),
             event_timestamps=T0.astype("datetime64[us]").item(),

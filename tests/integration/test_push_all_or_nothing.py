@@ -29,6 +29,7 @@ from sqlalchemy import Engine
 
 from core.endpoints import RedisEndpoint
 from core.errors import StoreUnavailableError, TandemError
+from core.features.keys import EntityKey
 from core.features.specs import FeatureSpec, ServiceSpec, ViewSpec
 from core.offline.append import PgAppender
 from core.online.decoding import decode_timestamp, value_decoder
@@ -135,7 +136,7 @@ def view(stores: Stores, engine: Engine) -> Iterator[ViewSpec]:
     yield ViewSpec(
         name=table,
         table=f"public.{table}",
-        join_key="item_id",
+        key=EntityKey.single("item_id"),
         timestamp_field="event_timestamp",
         created_field=None,
         ttl_s=86_400,
@@ -221,7 +222,7 @@ def _online(
     """The online row per entity that has one: (event time, amount, visits)."""
     client = redis.Redis(host=endpoint.host, port=endpoint.port)
     keys = encode_entity_keys(
-        join_key=view.join_key, entity_ids=np.array(ids, dtype=np.int64), project=PROJECT
+        join_key=view.key.join_keys[0], entity_ids=np.array(ids, dtype=np.int64), project=PROJECT
     )
     fields = [timestamp_field(view.name), *(feature_field(view.name, f.name) for f in FEATURES)]
     pipe = client.pipeline(transaction=False)
@@ -431,7 +432,7 @@ def _race(endpoint: RedisEndpoint, store: type[AsyncOnlineStore], project: str) 
     def rows(entity: int, micros: int) -> FeatureRows:
         return FeatureRows(
             view="race",
-            join_key="item_id",
+            key=EntityKey.single("item_id"),
             entity_ids=np.array([entity], dtype=np.int64),
             columns=(FeatureColumn("x", "float64", np.array([float(micros)])),),
             event_timestamps=np.array([base + np.timedelta64(micros, "us")]),

@@ -114,7 +114,7 @@ def _flush(rescorer: StreamRescorer, ids: list[int]) -> RescoreResult:
 def _stream_rows(stores: Stores, run_id: uuid.UUID) -> dict[int, float]:
     with psycopg.connect(stores.postgres.url()) as conn:
         rows = conn.execute(
-            "SELECT entity_id, score FROM tandem.batch_predictions WHERE run_id = %s", (run_id,)
+            "SELECT entity_key, score FROM tandem.batch_predictions WHERE run_id = %s", (run_id,)
         ).fetchall()
     return {int(entity_id): float(score) for entity_id, score in rows}
 
@@ -122,7 +122,7 @@ def _stream_rows(stores: Stores, run_id: uuid.UUID) -> dict[int, float]:
 def _latest(stores: Stores, ids: list[int]) -> dict[int, tuple[str, str]]:
     """Entity -> (run id, kind) of the newest published stored score, by PostgreSQL's own query."""
     with psycopg.connect(stores.postgres.url()) as conn:
-        rows = latest_published_rows(conn, model_name=DEMO_MODEL, entity_ids=ids)
+        rows = latest_published_rows(conn, model_name=DEMO_MODEL, entity_keys=[str(i) for i in ids])
     return {int(row[0]): (str(row[3]), str(row[6])) for row in rows}
 
 
@@ -357,8 +357,8 @@ def test_an_abandoned_stream_run_is_failed_and_pruned(world: World, stores: Stor
                 (run_id, started, started, world.run.run_id),
             )
             conn.execute(
-                "INSERT INTO tandem.batch_predictions (run_id, entity_id, score, model_version, scored_at, "
-                "feature_snapshot_ts) VALUES (%s, 99, 0.5, 'v', %s, '{}')",
+                "INSERT INTO tandem.batch_predictions (run_id, entity_key, score, model_version, scored_at, "
+                "feature_snapshot_ts) VALUES (%s, '99', 0.5, 'v', %s, '{}')",
                 (run_id, started),
             )
     with Session(engine) as session, session.begin():

@@ -13,6 +13,7 @@ from feast.infra.online_stores.helpers import _redis_key
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey
 from feast.protos.feast.types.Value_pb2 import Value
 
+from core.features.keys import EntityKey as TandemKey
 from core.features.specs import FeatureSpec, ServiceSpec, ViewSpec
 from core.online.keys import KeyKind, encode_entity_keys, encode_redis_keys, redis_key, serialize_entity_key
 from core.online.wire import ReadLayout
@@ -150,12 +151,13 @@ def test_int_key_fast_paths_equal_feasts_redis_keys(kind: Any, values: list[int]
         for v in values
     ]
     assert ours == theirs
-    view = ViewSpec("s", "t", "station_id", "ts", None, 0, (FeatureSpec("x", "float64"),), key_kind=kind)
+    view = ViewSpec(
+        "s", "t", TandemKey.single("station_id", kind), "ts", None, 0, (FeatureSpec("x", "float64"),)
+    )
     scores = ViewSpec(
-        "m_predictions", "(q)", "station_id", "scored_at", None, 0,
+        "m_predictions", "(q)", TandemKey.single("station_id", kind), "scored_at", None, 0,
         (FeatureSpec("score", "float64"), FeatureSpec("model_version", "string"),
          FeatureSpec("run_id", "string"), FeatureSpec("feature_snapshot_ts", "string")),
-        key_kind=kind,
     )  # fmt: skip
     layout = ReadLayout(project="p", service=ServiceSpec("svc", (view,), ("s:x",)), predictions=scores)
     assert [layout.key(v) for v in values] == theirs

@@ -15,6 +15,7 @@ import pytest
 import redis
 
 from core.errors import ConfigurationError, NotFoundError
+from core.features.keys import EntityKey
 from core.features.specs import FeatureSpec, ServiceSpec, ViewSpec
 from core.online.encoding import encode_timestamps, encode_values, feature_field, timestamp_field
 from core.online.keys import encode_entity_keys
@@ -30,7 +31,7 @@ def _view(name: str, ttl_s: int, *features: tuple[str, str], join_key: str = "cu
     return ViewSpec(
         name=name,
         table=f"features.{name}",
-        join_key=join_key,
+        key=EntityKey.single(join_key),
         timestamp_field="event_timestamp",
         created_field=None,
         ttl_s=ttl_s,
@@ -320,7 +321,7 @@ def _rows(
     )
     return FeatureRows(
         view="v",
-        join_key="customer_id",
+        key=EntityKey.single("customer_id"),
         entity_ids=np.array(ids, dtype=np.int64),
         columns=columns or (FeatureColumn("score", "float64", np.zeros(len(ids))),),
         event_timestamps=event_timestamps,
@@ -365,7 +366,7 @@ def test_pack_hgets_hdels_and_command() -> None:
     keys = encode_entity_keys(join_key="customer_id", entity_ids=rows.entity_ids, project="proj")
     assert pack_hgets("proj", rows) == _packed(*(("HGET", key, b"_ts:v") for key in keys))
     fields = [feature_field("v", "score"), timestamp_field("v")]
-    assert pack_hdels("proj", "customer_id", rows.entity_ids, fields) == _packed(
+    assert pack_hdels("proj", EntityKey.single("customer_id"), rows.entity_ids, fields) == _packed(
         *(("HDEL", key, *fields) for key in keys)
     )
     assert command(b"SCAN", b"0", b"MATCH", b"*proj") == _packed(("SCAN", "0", "MATCH", "*proj"))
@@ -396,7 +397,7 @@ def test_newer_positions_is_feasts_rule(stored: datetime | None, ours: datetime,
     assert newer_positions(_rows([1], ours), [_stored(stored)]) == expected
     per_row = FeatureRows(
         view="v",
-        join_key="customer_id",
+        key=EntityKey.single("customer_id"),
         entity_ids=np.array([1], dtype=np.int64),
         columns=(FeatureColumn("score", "float64", np.zeros(1)),),
         event_timestamps=np.array([ours.astimezone(UTC).replace(tzinfo=None)], dtype="datetime64[ns]")
@@ -410,7 +411,7 @@ def test_newer_positions_ignores_nanoseconds() -> None:
     """Feast keeps microseconds: 999 ns past the stored time is the same instant, and skipped."""
     rows = FeatureRows(
         view="v",
-        join_key="customer_id",
+        key=EntityKey.single("customer_id"),
         entity_ids=np.array([1, 2], dtype=np.int64),
         columns=(FeatureColumn("score", "float64", np.zeros(2)),),
         event_timestamps=np.array(
@@ -452,7 +453,7 @@ def test_feature_rows_are_validated() -> None:
         with pytest.raises(ValueError, match=r"."):
             FeatureRows(
                 view="v",
-                join_key="customer_id",
+                key=EntityKey.single("customer_id"),
                 entity_ids=entity_ids,
                 columns=columns,
                 event_timestamps=stamps,

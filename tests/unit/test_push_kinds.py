@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from core.features.keys import EntityKey
 from core.features.specs import FeatureSpec, ViewSpec
 from core.push.rows import PushError, validate_rows
 
@@ -14,7 +15,7 @@ NOW = datetime(2026, 3, 1, tzinfo=UTC)
 VIEW = ViewSpec(
     name="driver_hourly_stats",
     table="public.driver_stats",
-    join_key="driver_id",
+    key=EntityKey.single("driver_id"),
     timestamp_field="event_timestamp",
     created_field=None,
     ttl_s=0,

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from core.errors import StoreUnavailableError
+from core.features.keys import EntityKey
 from core.features.specs import FeatureSpec, ServiceSpec, ViewSpec
 from core.offline.append import OfflineRows
 from core.online.encoding import encode_timestamps
@@ -28,7 +29,7 @@ NOW = datetime(2026, 5, 4, 12, 0, tzinfo=UTC)
 VIEW = ViewSpec(
     name="stats",
     table="public.stats",
-    join_key="item_id",
+    key=EntityKey.single("item_id"),
     timestamp_field="ts",
     created_field=None,
     ttl_s=86_400,
@@ -209,8 +210,8 @@ def test_outbox_payload_round_trip() -> None:
     event times before and after the epoch, key kind and TTL."""
     rows = FeatureRows(
         view="stats",
-        join_key="item_id",
-        entity_ids=np.array([-(2**63), 2**63 - 1, 7], dtype=np.int64),
+        key=EntityKey.single("item_id", "int32"),
+        entity_ids=np.array([-(2**31), 2**31 - 1, 7], dtype=np.int64),
         columns=(
             FeatureColumn("count", "int64", np.array([2**63 - 1, None, -1], dtype=object)),
             FeatureColumn("rate", "float64", np.array([0.1, float("nan"), 1e300])),
@@ -222,7 +223,6 @@ def test_outbox_payload_round_trip() -> None:
             dtype="datetime64[us]",
         ),
         key_ttl_s=3600,
-        key_kind="int32",
     )
     back = rows_from_payload(json.loads(json.dumps(outbox_payload(rows), allow_nan=False)))
     assert back.entity_ids.tolist() == rows.entity_ids.tolist()
@@ -235,7 +235,7 @@ def test_outbox_payload_round_trip() -> None:
         [True, False, None],
     ]
     assert [(c.name, c.kind) for c in back.columns] == [(c.name, c.kind) for c in rows.columns]
-    assert (back.view, back.join_key, back.key_ttl_s, back.key_kind) == ("stats", "item_id", 3600, "int32")
+    assert (back.view, back.key, back.key_ttl_s) == ("stats", EntityKey.single("item_id", "int32"), 3600)
     assert encode_timestamps(back.event_timestamps, 3) == encode_timestamps(rows.event_timestamps, 3)
 
 

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from core.batch.snapshots import snapshot_json
+from core.features.keys import EntityKey
 from core.features.specs import FeatureSpec, ServiceSpec, ViewSpec
 from core.online.decoding import decode_snapshot
 from core.online.rows import OnlineRow, StoredPrediction
@@ -17,8 +18,12 @@ NOW = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)
 SCORED = NOW - timedelta(hours=2)
 PROFILE_TS = NOW - timedelta(days=3)
 STATS_TS = NOW - timedelta(hours=3)
-PROFILE = ViewSpec("profile", "p", "customer_id", "ts", None, 0, (FeatureSpec("age", "int64"),))
-STATS = ViewSpec("stats", "s", "customer_id", "ts", None, 86_400, (FeatureSpec("count", "int64"),))
+PROFILE = ViewSpec(
+    "profile", "p", EntityKey.single("customer_id"), "ts", None, 0, (FeatureSpec("age", "int64"),)
+)
+STATS = ViewSpec(
+    "stats", "s", EntityKey.single("customer_id"), "ts", None, 86_400, (FeatureSpec("count", "int64"),)
+)
 SERVICE = ServiceSpec("risk_v1", (PROFILE, STATS), ("profile:age", "stats:count"))
 VERSION = "v1"
 

@@ -15,6 +15,7 @@ from litestar.testing import TestClient
 from pydantic import SecretStr
 
 from core.errors import StoreUnavailableError
+from core.features.keys import EntityId, EntityKey
 from core.features.specs import FeatureSpec, ServiceSpec, ViewSpec
 from core.model.registry import LoadedModel
 from core.offline.append import OfflineRows
@@ -34,11 +35,11 @@ RUN_AT = NOW - timedelta(hours=3)
 STATS_TS = RUN_AT - timedelta(hours=1)
 KEY = "API-KEY-handlers"
 STATS = ViewSpec(
-    "driver_stats", "stats", "driver_id", "ts", None, 0,
+    "driver_stats", "stats", EntityKey.single("driver_id"), "ts", None, 0,
     (FeatureSpec("trips", "int64"), FeatureSpec("rating", "float64")), push_source="stats_push",
 )  # fmt: skip
 SCORES = ViewSpec(
-    "eta_scores", "(select 1)", "driver_id", "scored_at", None, 0,
+    "eta_scores", "(select 1)", EntityKey.single("driver_id"), "scored_at", None, 0,
     (FeatureSpec("score", "float64"), FeatureSpec("model_version", "string"), FeatureSpec("run_id", "string"),
      FeatureSpec("feature_snapshot_ts", "string")),
 )  # fmt: skip
@@ -70,11 +71,11 @@ def _live(trips: int, rating: float) -> float:
 class FakeOnline:
     """Online rows by (feature service, entity id); `down` makes every call fail like an unreachable Redis."""
 
-    rows: dict[tuple[str, int], OnlineRow] = field(default_factory=dict)
+    rows: dict[tuple[str, EntityId], OnlineRow] = field(default_factory=dict)
     down: bool = False
     written: list[FeatureRows] = field(default_factory=list)
 
-    async def read(self, layout: ReadLayout, entity_ids: Sequence[int]) -> list[OnlineRow]:
+    async def read(self, layout: ReadLayout, entity_ids: Sequence[EntityId]) -> list[OnlineRow]:
         if self.down:
             raise StoreUnavailableError("Redis (online store): connection refused")
         service = layout.service
@@ -94,7 +95,7 @@ class FakeOnline:
 class FakeStored:
     """PostgreSQL's stored scores and published runs; `down` fails like an unreachable PostgreSQL."""
 
-    latest_scores: dict[int, StoredPrediction] = field(default_factory=dict)
+    latest_scores: dict[EntityId, StoredPrediction] = field(default_factory=dict)
     published: set[str] = field(default_factory=lambda: {"run-1"})
     down: bool = False
     appended: list[OfflineRows] = field(default_factory=list)
@@ -113,7 +114,7 @@ class FakeStored:
         kinds = {**dict.fromkeys(self.published, "batch"), **dict.fromkeys(self.stream_runs, "stream")}
         return {run_id: kinds[run_id] for run_id in run_ids if run_id in kinds}
 
-    async def latest(self, entity_ids: Sequence[int]) -> dict[int, StoredPrediction]:
+    async def latest(self, entity_ids: Sequence[EntityId]) -> dict[EntityId, StoredPrediction]:
         if self.down:
             raise StoreUnavailableError("PostgreSQL (stored scores): connection refused")
         return {i: self.latest_scores[i] for i in entity_ids if i in self.latest_scores}
@@ -327,13 +328,15 @@ def test_push_faults_write_nothing(world: World) -> None:
 RIDERS = ViewSpec(
     "rider_stats",
     "riders",
-    "rider_id",
+    EntityKey.single("rider_id"),
     "ts",
     None,
     0,
     (FeatureSpec("trips", "int64"), FeatureSpec("rating", "float64")),
 )
-CHURN_SCORES = ViewSpec("churn_scores", "(select 1)", "rider_id", "scored_at", None, 0, SCORES.features)
+CHURN_SCORES = ViewSpec(
+    "churn_scores", "(select 1)", EntityKey.single("rider_id"), "scored_at", None, 0, SCORES.features
+)
 CHURN_SERVICE = ServiceSpec("churn_v1", (RIDERS,), ("rider_stats:trips", "rider_stats:rating"))
 
 

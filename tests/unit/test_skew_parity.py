@@ -12,6 +12,7 @@ import pytest
 
 from consistency.classify import ValueColumn
 from consistency.parity import PARITY_TOLERANCE, compute_parity
+from core.features.keys import EntityKey
 from core.features.specs import FeatureSpec, ServiceSpec, ViewSpec
 from core.model.registry import LoadedModel
 from core.online.rows import OnlineRow, StoredPrediction
@@ -23,8 +24,8 @@ B_TS = RUN_AT - timedelta(hours=2)
 SERVICE = ServiceSpec(
     name="svc",
     views=(
-        ViewSpec("a", "t", "id", "ts", None, 86_400, (FeatureSpec("x", "float64"),)),
-        ViewSpec("b", "t", "id", "ts", None, 86_400, (FeatureSpec("y", "int64"),)),
+        ViewSpec("a", "t", EntityKey.single("id"), "ts", None, 86_400, (FeatureSpec("x", "float64"),)),
+        ViewSpec("b", "t", EntityKey.single("id"), "ts", None, 86_400, (FeatureSpec("y", "int64"),)),
     ),
     refs=("a:x", "b:y"),
 )

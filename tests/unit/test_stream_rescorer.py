@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from core.features.keys import EntityId, EntityKey
 from core.features.specs import FeatureSpec, ServiceSpec, ViewSpec
 from core.model.registry import LoadedModel
 from core.online.wire import ReadLayout
@@ -21,12 +22,18 @@ NOW = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)
 
 def _view(name: str, *features: str) -> ViewSpec:
     return ViewSpec(
-        name, name, "customer_id", "ts", None, 0, tuple(FeatureSpec(f, "float64") for f in features)
+        name,
+        name,
+        EntityKey.single("customer_id"),
+        "ts",
+        None,
+        0,
+        tuple(FeatureSpec(f, "float64") for f in features),
     )
 
 
 SCORES = ViewSpec(
-    "m_predictions", "(select 1)", "customer_id", "scored_at", None, 0,
+    "m_predictions", "(select 1)", EntityKey.single("customer_id"), "scored_at", None, 0,
     (FeatureSpec("score", "float64"), FeatureSpec("model_version", "string"), FeatureSpec("run_id", "string"),
      FeatureSpec("feature_snapshot_ts", "string")),
 )  # fmt: skip
@@ -58,11 +65,11 @@ class Recorder:
     """A fake re-score: records each call; `fail` names models whose re-score raises."""
 
     def __init__(self, fail: frozenset[str] = frozenset()) -> None:
-        self.calls: list[tuple[str, list[int]]] = []
+        self.calls: list[tuple[str, list[EntityId]]] = []
         self.fail = fail
         self.lock = threading.Lock()
 
-    def __call__(self, target: RescoreTarget, ids: list[int]) -> RescoreResult:
+    def __call__(self, target: RescoreTarget, ids: list[EntityId]) -> RescoreResult:
         with self.lock:
             self.calls.append((target.name, list(ids)))
         if target.name in self.fail:
