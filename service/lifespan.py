@@ -95,7 +95,9 @@ def _record_latest_skew(services: Services, engine: Engine) -> None:
 async def _warm_up(services: Services) -> None:
     for _, prediction in services.models:
         with contextlib.suppress(StoreUnavailableError):  # the read path warms too; a down store is not fatal
-            rows = await prediction.online.read(prediction.layout, [0, 1, 2])
+            key = prediction.service.key
+            ids = [key.compose([n if kind != "string" else str(n) for kind in key.kinds]) for n in range(3)]
+            rows = await prediction.online.read(prediction.layout, ids)
             for mode in (Mode.AUTO, Mode.LIVE):  # the blend, the live scorer and the answer, without metrics
                 answer_rows(
                     rows,

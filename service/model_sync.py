@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 from anyio import to_thread
 from psycopg_pool import AsyncConnectionPool
 from sqlalchemy import Engine
@@ -51,13 +53,26 @@ def _load(engine: Engine, model_name: str, version: str) -> LoadedModel | None:
             return None
 
 
-def warm_model(model: LoadedModel) -> None:
-    """A few scores so the first request does not pay for lazy initialisation (zeros: every pipeline takes
-    them; one that cannot take NaN then fails on a live row with missing features, not at load)."""
-    rows = np.zeros((4, len(model.feature_refs)), dtype=np.float64)
-    for _ in range(3):
-        model.predict_scores(rows[:1])
-        model.predict_scores(rows)
+def warm_model(model: LoadedModel, service: ServiceSpec | None = None) -> None:
+    """A few scores so the first request does not pay for lazy initialisation: zeros for numbers, "" for
+    String features (the kinds come from `service`). Warming is best effort: a pipeline that refuses these
+    rows (an encoder with `handle_unknown="error"`) is still served, and fails or not on real rows."""
+    kinds = {f"{v.name}:{f.name}": f.kind for v in service.views for f in v.features} if service else {}
+    strings = [kinds.get(ref) == "string" for ref in model.feature_refs]
+    rows: npt.NDArray[Any] = np.zeros(
+        (4, len(model.feature_refs)), dtype=object if any(strings) else np.float64
+    )
+    for column, is_string in enumerate(strings):
+        if is_string:
+            rows[:, column] = ""
+    try:
+        for _ in range(3):
+            model.predict_scores(rows[:1])
+            model.predict_scores(rows)
+    except Exception as exc:  # noqa: BLE001 - any model error: warming is optional
+        logger.info(
+            "model %s: warm-up on placeholder rows failed (%s); serving it unwarmed", model.version, exc
+        )
 
 
 def _gauge(name: str, old: LoadedModel | None, new: LoadedModel | None) -> None:
@@ -100,7 +115,7 @@ class ModelBuilder:
                     promoted.name, promoted.version, missing, service.name,
                 )  # fmt: skip
                 return None
-            await to_thread.run_sync(warm_model, model)
+            await to_thread.run_sync(warm_model, model, service)
         prediction = PredictionService(
             name=promoted.name,
             online=self.online,

@@ -98,7 +98,14 @@ class StepFailedError(AssertionError):
     """A command of the journey exited non-zero: its command line and the end of its output."""
 
 
-def _run(journey: Journey, step: str, args: list[str], env: dict[str, str], *, check: bool = True) -> str:
+def _run(
+    journey: Journey | StoreStockJourney,
+    step: str,
+    args: list[str],
+    env: dict[str, str],
+    *,
+    check: bool = True,
+) -> str:
     done = subprocess.run(
         args, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=180, check=False
     )
@@ -325,3 +332,280 @@ def test_check_skew_finds_parity_on_every_unchanged_entity(journey: Journey) -> 
     assert f"unchanged since the batch run: {unchanged:,} agree, 0 disagree" in out, out
     assert "changed since the batch run: 1 entities" in out
     assert re.search(r"report \d+\s+ok .*parity ok", out), out
+
+
+# examples/store_stock: two models on one deployment, a string key (store_code) and a composite key
+# (store_code, sku), a categorical String feature and a Bool one; its own journey, since it serves two models.
+STORE_STOCK_DATA_ARGS = ("--stores", "60", "--products", "20", "--days", "3")
+UNKNOWN_SHELF = {"store_code": "Zürich-1", "sku": UNKNOWN_ID}  # both parts exist, never together
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    """One model of examples/store_stock: its service, entity count, and the entities the journey touches."""
+
+    feature_service: str
+    entities: int
+    untouched: dict[str, Any]
+    pushed: dict[str, Any]
+    unknown: dict[str, Any]
+    push_source: str
+    table: str
+    push_features: dict[str, Any]
+
+
+STORE_STOCK_MODELS = {
+    "store_visits": ServedModel(  # keyed by store_code (STRING), trained by train.py, registered
+        feature_service="store_traffic_v1",
+        entities=60,
+        untouched={"store_code": "S-001"},
+        pushed={"store_code": "Zürich-1"},
+        unknown={"store_code": "S-999"},
+        push_source="store_traffic_push",
+        table="public.store_traffic",
+        push_features={"footfall": 420, "region": "alps", "avg_basket": 31.5},
+    ),
+    "stockout_risk": ServedModel(  # keyed by (store_code, sku): composite; trained by tandem train
+        feature_service="stockout_v1",
+        entities=60 * 20,
+        untouched={"store_code": "Zürich-1", "sku": 4001},
+        pushed={"store_code": "S-002", "sku": 4002},
+        unknown=UNKNOWN_SHELF,
+        push_source="shelf_status_push",
+        table="public.shelf_status",
+        push_features={"stock": 0, "price": 4.5, "on_promo": True, "days_since_restock": 6.5},
+    ),
+}
+
+
+@dataclass
+class StoreStockJourney:
+    """What each step of examples/store_stock's journey printed or answered, and the rows it pushed."""
+
+    database: PostgresEndpoint
+    outputs: dict[str, subprocess.CompletedProcess[str]] = field(default_factory=dict)
+    answers: dict[str, httpx.Response] = field(default_factory=dict)
+    pushed_rows: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+def _store_stock_models(journey: StoreStockJourney, env: dict[str, str], models_dir: Path) -> None:
+    """`store_visits` by the example's train.py + `tandem models register`; `stockout_risk` by `tandem train`."""
+    feast_env = env | _exported(_run(journey, "env", _tandem("env"), env))
+    artifact = models_dir / "store_visits.joblib"
+    _run(journey, "train_script", _python("examples/store_stock/train.py", "--out", str(artifact)), feast_env)
+    command = (
+        f"models register {shlex.quote(str(artifact))} --name store_visits "
+        "--feature-service store_traffic_v1 --task regression --promote"
+    )
+    _run(journey, "register", _tandem(*shlex.split(command)), env)
+    command = (
+        "train --name stockout_risk --feature-service stockout_v1 "
+        "--labels public.stockout_labels --label-column stockout --promote"
+    )
+    _run(journey, "train", _tandem(*shlex.split(command)), env)
+
+
+def _store_stock_serve_and_ask(journey: StoreStockJourney, env: dict[str, str]) -> None:
+    """One `tandem serve` for both models: untouched entities (GET and POST), a push per model, then again."""
+    port = free_port()
+    server = subprocess.Popen(
+        _tandem("serve", "--port", str(port)),
+        cwd=PROJECT_ROOT,
+        env=env | {"TANDEM_API_KEYS": API_KEY},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+            _wait_ready(client, server)
+            journey.answers["ready"] = client.get("/health/ready")
+            for name, model in STORE_STOCK_MODELS.items():
+                journey.answers[f"get_untouched_{name}"] = client.get(
+                    f"/v1/predict/{name}", params=model.untouched
+                )
+            for name, model in STORE_STOCK_MODELS.items():
+                row = {
+                    **model.pushed,
+                    "event_timestamp": datetime.now(UTC).isoformat(),
+                    **model.push_features,
+                }
+                journey.pushed_rows[name] = row
+                journey.answers[f"push_{name}"] = client.post(
+                    f"/v1/push/{model.push_source}", json={"rows": [row]}, headers={"X-API-Key": API_KEY}
+                )
+            for name, model in STORE_STOCK_MODELS.items():
+                entities = [model.untouched, model.pushed, model.unknown]
+                journey.answers[f"predict_{name}"] = client.post(
+                    "/v1/predict", json={"model": name, "entities": entities}
+                )
+                journey.answers[f"get_pushed_{name}"] = client.get(f"/v1/predict/{name}", params=model.pushed)
+                journey.answers[f"get_unknown_{name}"] = client.get(
+                    f"/v1/predict/{name}", params=model.unknown
+                )
+    finally:
+        server.terminate()
+        server.communicate(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def store_stock(
+    servers: tuple[PostgresEndpoint, RedisEndpoint], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[StoreStockJourney]:
+    """examples/store_stock's README, run from an empty database to two skew-checked models."""
+    admin, redis_endpoint = servers
+    project = f"ex{uuid.uuid4().hex[:10]}"
+    with private_database(admin) as database:
+        env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("TANDEM_")},
+            "TANDEM_POSTGRES_URL": database.url(),
+            "TANDEM_REDIS_URL": redis_endpoint.url(),
+            "TANDEM_FEAST_PROJECT": project,
+            "TANDEM_FEATURE_REPO": str(PROJECT_ROOT / "examples" / "store_stock" / "feature_repo"),
+            "TANDEM_HOME": str(tmp_path_factory.mktemp("home")),
+            "COLUMNS": "200",
+        }
+        journey = StoreStockJourney(database=database)
+        try:
+            _run(journey, "apply", _tandem("apply"), env)
+            _run(journey, "seed", _python("examples/store_stock/data.py", *STORE_STOCK_DATA_ARGS), env)
+            _store_stock_models(journey, env, tmp_path_factory.mktemp("models"))
+            _run(journey, "materialize", _tandem("materialize"), env)
+            for name in STORE_STOCK_MODELS:
+                _run(journey, f"batch_predict_{name}", _tandem("batch-predict", "--model", name), env)
+            _store_stock_serve_and_ask(journey, env)
+            for name in STORE_STOCK_MODELS:
+                command = _tandem("check-skew", "--model", name)
+                _run(journey, f"check_skew_{name}", command, env, check=False)
+            yield journey
+        finally:
+            purge_feast_project(redis_endpoint, project)
+
+
+def _store_stock_items(journey: StoreStockJourney, name: str) -> list[dict[str, Any]]:
+    answer = journey.answers[f"predict_{name}"]
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["model"] == name
+    items: list[dict[str, Any]] = body["predictions"]
+    return items
+
+
+def test_store_stock_apply_registers_both_views_and_predictions_views(store_stock: StoreStockJourney) -> None:
+    """`tandem apply` registers store_traffic, shelf_status and both models' predictions views, no warnings."""
+    out = store_stock.outputs["apply"].stdout
+    assert "feast apply: 4 feature views registered" in out, out
+    for view in ("shelf_status", "store_traffic", "stockout_risk_predictions", "store_visits_predictions"):
+        assert view in out
+    assert "warning:" not in out
+
+
+def test_store_stock_models_learn_the_known_relations_and_are_promoted(
+    store_stock: StoreStockJourney,
+) -> None:
+    """The registered regression (categorical `region` one-hot encoded) and the trained classifier on a
+    composite key both learn their hidden relation, and both are promoted."""
+    script = store_stock.outputs["train_script"].stdout
+    r2 = re.search(r"holdout R2 ([0-9.-]+)", script)
+    assert r2 is not None, script
+    assert float(r2.group(1)) > 0.8
+    registered = store_stock.outputs["register"].stdout
+    assert re.search(r"registered store_visits version \S+ .*: promoted", registered), registered
+    assert "footfall, region, avg_basket" in registered  # checked against the service
+    trained = store_stock.outputs["train"].stdout
+    assert re.search(r"registered stockout_risk version \S+ .*: promoted", trained), trained
+    auc = re.search(r"ROC AUC\s*\S\s*([0-9.]+)", trained)
+    assert auc is not None, trained
+    assert float(auc.group(1)) > 0.7
+
+
+def test_store_stock_batch_predict_publishes_every_store_and_shelf(store_stock: StoreStockJourney) -> None:
+    """One published run per model with a score for every store (60) and every store x product (1,200),
+    stored under the entity ids of core/features/keys.py (UTF-8 kept, composite in join-key-name order)."""
+    with psycopg.connect(store_stock.database.url()) as conn:
+        for name, model in STORE_STOCK_MODELS.items():
+            assert f"{name}: published run" in store_stock.outputs[f"batch_predict_{name}"].stdout
+            runs = conn.execute(
+                "SELECT r.status, r.rows, count(p.*) FROM tandem.prediction_runs r "
+                "JOIN tandem.batch_predictions p ON p.run_id = r.run_id WHERE r.model_name = %s "
+                "GROUP BY r.run_id, r.status, r.rows",
+                (name,),
+            ).fetchall()
+            assert runs == [("published", model.entities, model.entities)]
+        keys = conn.execute(
+            "SELECT r.model_name, p.entity_key FROM tandem.batch_predictions p "
+            "JOIN tandem.prediction_runs r ON r.run_id = p.run_id WHERE p.entity_key LIKE %s ORDER BY 1, 2",
+            ("%Zürich-1%",),
+        ).fetchall()
+    assert keys[0] == ("stockout_risk", '[4001,"Zürich-1"]')
+    assert len(keys) == 21
+    assert keys[-1] == ("store_visits", "Zürich-1")
+
+
+def test_store_stock_one_serve_answers_both_models_from_the_batch_run(store_stock: StoreStockJourney) -> None:
+    """One `tandem serve` loads both models; an untouched store (string key) and an untouched store x product
+    (composite key, non-ASCII store code in the query string) get their stored scores, GET and POST alike."""
+    ready = store_stock.answers["ready"]
+    assert ready.status_code == 200, ready.text
+    assert sorted(ready.json()["models"]) == sorted(STORE_STOCK_MODELS)
+    for name, model in STORE_STOCK_MODELS.items():
+        single = store_stock.answers[f"get_untouched_{name}"]
+        assert single.status_code == 200, single.text
+        body = single.json()
+        assert body["entity"] == model.untouched
+        assert (body["source"], body["reason"], body["degraded"]) == ("batch", "batch_fresh", False)
+        first = _store_stock_items(store_stock, name)[0]
+        assert first["entity"] == model.untouched
+        assert (first["source"], first["reason"], first["score"]) == ("batch", "batch_fresh", body["score"])
+
+
+def test_store_stock_pushes_are_appended_offline_and_rescored_live(store_stock: StoreStockJourney) -> None:
+    """A push for a store (string key) and for a store x product (composite key) is appended to its offline
+    table and written online; each of those entities is then re-scored live (`features_newer`)."""
+    with psycopg.connect(store_stock.database.url()) as conn:
+        for name, model in STORE_STOCK_MODELS.items():
+            push = store_stock.answers[f"push_{name}"]
+            assert push.status_code in (200, 201), push.text
+            assert push.json()["written_online"] == 1
+            row = store_stock.pushed_rows[name]
+            columns = [*model.pushed, "event_timestamp", *model.push_features]
+            where = " AND ".join(f"{key} = %s" for key in model.pushed)
+            appended = conn.execute(
+                f"SELECT {', '.join(columns)} FROM {model.table} WHERE {where} "  # noqa: S608 - test constants
+                "ORDER BY event_timestamp DESC LIMIT 1",
+                tuple(model.pushed.values()),
+            ).fetchone()
+            assert appended is not None
+            expected = {**row, "event_timestamp": datetime.fromisoformat(row["event_timestamp"])}
+            assert dict(zip(columns, appended, strict=True)) == expected
+            _, pushed, _ = _store_stock_items(store_stock, name)
+            assert pushed["entity"] == model.pushed
+            assert (pushed["source"], pushed["reason"]) == ("live", "features_newer")
+            assert isinstance(pushed["score"], float)
+            single = store_stock.answers[f"get_pushed_{name}"]
+            assert single.status_code == 200, single.text
+            assert (single.json()["entity"], single.json()["reason"]) == (model.pushed, "features_newer")
+
+
+def test_store_stock_unknown_entities_are_named(store_stock: StoreStockJourney) -> None:
+    """An unknown store, and a store x product pair that doesn't exist (both parts exist), get their own
+    `unknown_entity` item in a batch request, and a 404 naming the key on GET."""
+    for name, model in STORE_STOCK_MODELS.items():
+        *_, unknown = _store_stock_items(store_stock, name)
+        assert unknown == {"entity": model.unknown, "error": "unknown_entity"}
+        single = store_stock.answers[f"get_unknown_{name}"]
+        assert single.status_code == 404, single.text
+        assert "unknown" in single.json()["detail"]
+
+
+def test_store_stock_check_skew_finds_parity_for_both_models(store_stock: StoreStockJourney) -> None:
+    """`tandem check-skew --model NAME` exits 0 for both models: parity ok, every unchanged entity agrees,
+    the pushed entity counted as changed."""
+    for name, model in STORE_STOCK_MODELS.items():
+        done = store_stock.outputs[f"check_skew_{name}"]
+        assert done.returncode == 0, done.stderr + done.stdout
+        out = done.stdout
+        unchanged = model.entities - 1
+        assert f"unchanged since the batch run: {unchanged:,} agree, 0 disagree" in out, out
+        assert "changed since the batch run: 1 entities" in out
+        assert re.search(r"report \d+\s+ok .*parity ok", out), out

@@ -18,6 +18,8 @@ from feast.infra.online_stores.redis import RedisOnlineStore
 
 from core.endpoints import RedisEndpoint, parse_redis_url
 from core.errors import StoreUnavailableError
+from core.features.keys import EntityKey
+from core.online.keys import encode_keys
 from core.online.resp_pool import RespPool
 from core.online.store import AsyncOnlineStore, OnlineStore
 from core.stores.resolve import check_redis
@@ -93,7 +95,8 @@ def test_jobs_store_and_the_check_speak_tls(tls_redis: tuple[RedisEndpoint, Path
     check_redis(endpoint)
     store = OnlineStore.connect(endpoint, project="tlsproj")
     try:
-        store.transport.client.set(b"k:tlsproj", b"v")
+        key = encode_keys(EntityKey.single("id"), [1], project="tlsproj")[0]
+        store.transport.client.execute_command("HSET", key, b"_ts:v", b"")  # type: ignore[no-untyped-call]
         assert store.purge() == 1
     finally:
         store.close()
