@@ -103,11 +103,11 @@ class StreamRescorer:
                 return True
             return self.clock() - self._oldest >= self.max_delay_s
 
-    def on_committed(self, view_name: str, entity_ids: Sequence[EntityId]) -> list[RescoreResult]:
-        """The stream's hook after a micro-batch of `view_name` landed in both stores: note the entities,
-        and flush when due (returns what the flush did; empty when nothing was due)."""
+    def on_committed(self, view_name: str, entity_ids: Sequence[EntityId]) -> None:
+        """The stream's hook after a micro-batch of `view_name` landed in both stores
+        (`streaming`'s `OnCommitted`): note the entities, and flush when due."""
         self.touched(view_name, entity_ids)
-        return self.flush() if self.due() else []
+        self.flush_if_due()
 
     def flush_if_due(self) -> list[RescoreResult]:
         """Flush when due."""

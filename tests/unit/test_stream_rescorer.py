@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
@@ -87,28 +89,31 @@ def test_a_burst_is_coalesced_into_one_rescore_per_model_after_the_delay() -> No
     and only the models whose feature service reads the view."""
     recorder, clock = Recorder(), FakeClock()
     rescorer = _rescorer(recorder, clock)
-    assert rescorer.on_committed("txn", [3, 1]) == []
+    rescorer.on_committed("txn", [3, 1])
     clock.now = 0.1
-    assert rescorer.on_committed("txn", [1, 2, 3]) == []
+    rescorer.on_committed("txn", [1, 2, 3])
     assert rescorer.touched("unknown_view", [9]) == 0
     assert rescorer.pending() == 3
     assert recorder.calls == []
     clock.now = 0.25
-    results = rescorer.on_committed("profile", [4])
+    assert rescorer.touched("profile", [4]) == 2
+    results = rescorer.flush_if_due()
     assert sorted(recorder.calls) == [("ads", [4]), ("risk", [3, 1, 2, 4])]
     assert {result.model_name for result in results} == {"risk", "ads"}
     assert rescorer.pending() == 0
-    assert rescorer.on_committed("txn", []) == []
+    rescorer.on_committed("txn", [])
+    assert rescorer.flush_if_due() == []
 
 
 def test_enough_entities_flush_at_once_in_chunks_of_max_entities() -> None:
-    """A model with max_entities waiting re-scores without waiting for the delay, max_entities per call."""
+    """A model with max_entities waiting re-scores from the stream's hook without waiting for the delay,
+    max_entities per call."""
     recorder, clock = Recorder(), FakeClock()
     rescorer = _rescorer(recorder, clock, max_entities=4)
-    assert rescorer.on_committed("txn", [1, 2, 3]) == []
-    results = rescorer.on_committed("txn", [4, 5, 6, 7, 8, 9])
+    rescorer.on_committed("txn", [1, 2, 3])
+    assert recorder.calls == []
+    rescorer.on_committed("txn", [4, 5, 6, 7, 8, 9])
     assert recorder.calls == [("risk", [1, 2, 3, 4]), ("risk", [5, 6, 7, 8]), ("risk", [9])]
-    assert [result.touched for result in results] == [4, 4, 1]
 
 
 def test_one_failing_model_does_not_stop_the_others_and_its_entities_are_dropped() -> None:
@@ -176,3 +181,9 @@ def test_bad_settings_are_refused() -> None:
     """A non-positive delay or an entity count below one is a ValueError."""
     with pytest.raises(ValueError, match="max_delay_s"):
         StreamRescorer([RISK], Recorder(), max_delay_s=0)
+
+
+def test_the_hook_has_the_streams_signature() -> None:
+    """`on_committed` is a `(view_name, entity_ids) -> None` hook, the stream's `OnCommitted` type."""
+    hook: Callable[[str, list[Any]], None] = StreamRescorer([RISK], Recorder()).on_committed
+    hook("txn", [1])
