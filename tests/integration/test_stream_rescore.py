@@ -5,6 +5,7 @@ publishes put back what was there; superseded stream rows and runs are pruned.""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -18,7 +19,8 @@ from sqlalchemy.orm import Session
 
 from core.batch.predict import Progress, run_batch_predict
 from core.errors import NotFoundError
-from core.online.rows import OnlineRow
+from core.features.keys import EntityId
+from core.online.rows import OnlineRow, StoredPrediction
 from core.online.store import OnlineStore
 from core.records.prediction_runs import get_run
 from core.records.stored_scores import latest_published_rows, prune_stream_runs
@@ -27,6 +29,7 @@ from core.rescore.connect import connect_rescorer
 from core.rescore.rescorer import StreamRescorer
 from core.rescore.run import RescoreResult, rescore_entities
 from core.rescore.targets import RescoreTarget
+from core.serving.stored import stored_predictions
 from core.settings import Settings
 from core.stores.resolve import Stores
 from scheduler.jobs import default_jobs
@@ -126,6 +129,12 @@ def _latest(stores: Stores, ids: list[int]) -> dict[int, tuple[str, str]]:
     return {int(row[0]): (str(row[3]), str(row[6])) for row in rows}
 
 
+async def _degraded_read(stores: Stores, ids: list[int]) -> dict[EntityId, StoredPrediction]:
+    """The API's own PostgreSQL read of stored scores (core.serving.stored), used while Redis is down."""
+    async with await psycopg.AsyncConnection.connect(stores.postgres.url()) as conn:
+        return await stored_predictions(conn, ids, model_name=DEMO_MODEL)
+
+
 def _run_exists(engine: Engine, run_id: uuid.UUID) -> bool:
     with Session(engine) as session:
         try:
@@ -208,6 +217,12 @@ def test_an_older_batch_run_never_replaces_a_newer_stream_score(
     items = _predict(client, ids)
     assert {(item["reason"], item["run_kind"]) for item in items} == {("batch_fresh", "stream")}
     assert _stream_rows(stores, stream.run_id).keys() == set(ids)
+    degraded = asyncio.run(_degraded_read(stores, [*ids, 23]))  # what the API serves while Redis is down
+    assert {i: (s.run_id, s.run_kind) for i, s in degraded.items()} == {
+        21: (str(stream.run_id), "stream"),
+        22: (str(stream.run_id), "stream"),
+        23: (str(older.run_id), "batch"),
+    }
 
     newer = run_batch_predict(world.settings, stores, model_name=DEMO_MODEL)
     assert newer.kept_newer == 0
