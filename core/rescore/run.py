@@ -9,11 +9,13 @@ score, scored in one call and stored and published like a batch run (a predictio
 5. publish: newer-wins on `scored_at` (the moment before the read): a newer score online (a later flush,
    a nightly run as of a later moment) is kept; on failure the rows still carrying the run's id get the
    newest published score back and the run is marked failed;
-6. published, and this model's older stream rows of these entities pruned (core.records.stored_scores).
+6. published, then this model's older stream rows of these entities pruned (core.records.stored_scores), in
+   a transaction of its own.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -24,6 +26,7 @@ from typing import Any
 import numpy as np
 import psycopg
 from sqlalchemy import Connection, Engine
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from core.batch.copy import COPY_COLUMNS, COPY_HEADER, COPY_TRAILER, copy_tuples
@@ -38,6 +41,8 @@ from core.rescore.targets import RescoreTarget
 from core.serving.answer import live_matrix
 
 __all__ = ["RescoreResult", "rescore_entities"]
+
+logger = logging.getLogger(__name__)
 
 _COPY_SQL = f"COPY tandem.batch_predictions ({', '.join(COPY_COLUMNS)}) FROM STDIN (FORMAT binary)"
 
@@ -101,6 +106,18 @@ def _store(
             ):
                 copy.write(block)
             copy.write(COPY_TRAILER)
+
+
+def _prune(engine: Engine, target: RescoreTarget, selection: Selection) -> None:
+    """Drop this model's stream rows of these entities that the new run superseded, in a transaction of its
+    own: the run stays published if pruning fails (e.g. a deadlock with another process pruning); the next
+    flush or batch run prunes them."""
+    keys = target.predictions.key.texts(selection.entity_ids)
+    try:
+        with Session(engine) as session, session.begin():
+            prune_stream_runs(session, model_name=target.name, entity_keys=keys)
+    except SQLAlchemyError as exc:
+        logger.warning("pruning stream runs of model %s failed: %s", target.name, first_line(exc))
 
 
 def _driver(conn: Connection) -> psycopg.Connection[Any]:
@@ -187,8 +204,7 @@ def rescore_entities(
     laps.lap("publish")
     with Session(engine) as session, session.begin():
         set_run_status(session, run_id=run_id, status="published", stage_seconds=laps.seconds)
-        keys = target.predictions.key.texts(selection.entity_ids)
-        prune_stream_runs(session, model_name=target.name, entity_keys=keys)
+    _prune(engine, target, selection)
     laps.lap("record")
     return RescoreResult(
         model_name=target.name,
