@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from core.errors import StoreUnavailableError
 from core.features.keys import EntityId
@@ -29,8 +29,9 @@ _LEARNED_MAX = 100_000  # run ids remembered beyond the batch runs (stream runs)
 class PublishedRuns:
     """The published prediction runs (run id -> kind), as last read from PostgreSQL."""
 
-    def __init__(self, stored: StoredScores) -> None:
+    def __init__(self, stored: StoredScores, *, clock: Callable[[], float] = time.monotonic) -> None:
         self.stored = stored
+        self.clock = clock
         self.kinds: dict[str, str] = {}
         self.loaded_at = float("-inf")
         self._learned: dict[str, str] = {}
@@ -40,7 +41,7 @@ class PublishedRuns:
         """Reload the published batch runs (raises StoreUnavailableError if PostgreSQL does not answer)."""
         batch = await self.stored.published_runs()
         self.kinds = {**self._learned, **batch}
-        self.loaded_at = time.monotonic()
+        self.loaded_at = self.clock()
 
     def _learn(self, kinds: dict[str, str]) -> None:
         if len(self._learned) + len(kinds) > _LEARNED_MAX:
@@ -54,7 +55,7 @@ class PublishedRuns:
 
     async def _look_up(self, rows: Sequence[OnlineRow]) -> None:
         """Ask PostgreSQL about the run ids of `rows` it was not asked about within the last second."""
-        now = time.monotonic()
+        now = self.clock()
         self._unpublished = {k: at for k, at in self._unpublished.items() if now - at < _RECHECK_S}
         unknown = sorted(
             {
