@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
-__all__ = ["BATCH_DEADLINE_SLACK", "JOB_DURATION", "JOB_RUNS"]
+__all__ = ["BATCH_DEADLINE_SLACK", "JOB_DURATION", "JOB_RUNS", "STREAM_RESCORED", "STREAM_RESCORE_SECONDS"]
 
 BATCH_DEADLINE_SLACK = Gauge(
     "tandem_batch_deadline_slack_seconds",
@@ -27,4 +27,17 @@ JOB_DURATION = Histogram(
     "Wall time of job run attempts.",
     ["job"],
     buckets=(0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200, 14400),
+)
+
+STREAM_RESCORED = Counter(
+    "tandem_stream_rescored_total",
+    "Entities touched by fresh events, by model and outcome (rescored, unchanged, failed).",
+    ["model", "outcome"],
+)
+
+STREAM_RESCORE_SECONDS = Histogram(
+    "tandem_stream_rescore_seconds",
+    "Wall time of one stream re-score of one model (read, select, score, copy, publish).",
+    ["model"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )

@@ -85,6 +85,20 @@ class Settings(BaseSettings):
     batch_deadline_utc: time = time(8, 0)
     deadline_percentile: float = Field(default=0.9, gt=0, le=1)
 
+    # Stream re-score (core.rescore): touched entities are coalesced, re-scored every delay or count
+    stream_rescore: bool = Field(
+        default=True, description="Re-score entities the stream changed (kind stream)"
+    )
+    stream_rescore_max_delay_ms: int = Field(
+        default=250, ge=1, description="Longest a touched entity waits before its re-score"
+    )
+    stream_rescore_max_entities: int = Field(
+        default=5_000, ge=1, description="Touched entities (per model) that trigger a re-score at once"
+    )
+    stream_rescore_sweep_s: int = Field(
+        default=300, ge=1, description="How often the scheduler re-scores entities pushed outside the stream"
+    )
+
     # Skew thresholds
     value_tolerance: float = Field(default=1e-6, ge=0)
     mismatch_rate_warn: float = Field(default=0.001, ge=0, le=1)

@@ -16,7 +16,7 @@ import logging
 import math
 import uuid
 from collections.abc import Callable
-from datetime import UTC
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -121,6 +121,25 @@ def _push_outbox(ctx: JobContext, run: RunHandle) -> None:
         raise TandemError(f"push outbox: {report.left} row(s) left for the next run: {report.error}")
 
 
+def _stream_rescore(ctx: JobContext, run: RunHandle) -> None:
+    """Re-score the entities pushed in the last two sweep periods whose stored score they moved past
+    (core.rescore.sweep): what the stream process did not re-score (HTTP pushes, dropped flushes)."""
+    # Imported when run: the scoring stack.
+    from core.rescore.sweep import sweep_pushed
+
+    since = datetime.now(UTC) - timedelta(seconds=2 * ctx.settings.stream_rescore_sweep_s)
+    results = sweep_pushed(ctx.settings, ctx.stores, since=since)
+    run.rows = sum(result.rescored for result in results)
+    models: dict[str, dict[str, Any]] = {}
+    for result in results:
+        outcome = models.setdefault(result.model_name, {"touched": 0, "rescored": 0, "runs": []})
+        outcome["touched"] += result.touched
+        outcome["rescored"] += result.rescored
+        if result.run_id is not None:
+            outcome["runs"].append(str(result.run_id))
+    run.details.update({"since": since.isoformat(), "models": models})
+
+
 def update_deadline_gauge(engine: Engine, settings: Settings) -> DeadlineForecast:
     """Forecast the next batch run against its deadline, set the slack gauge, warn when it will be late."""
     with Session(engine) as session:
@@ -163,6 +182,13 @@ def default_jobs(settings: Settings) -> JobRegistry:
                 body=_check_skew,
                 trigger=IntervalTrigger(seconds=settings.check_skew_interval_s, timezone=UTC),
                 misfire_grace_s=settings.check_skew_interval_s,
+                retry=retry,
+            ),
+            Job(
+                name="stream_rescore",
+                body=_stream_rescore,
+                trigger=IntervalTrigger(seconds=settings.stream_rescore_sweep_s, timezone=UTC),
+                misfire_grace_s=settings.stream_rescore_sweep_s,
                 retry=retry,
             ),
             Job(

@@ -19,6 +19,7 @@ from msgspec import UNSET, UnsetType
 
 from core.errors import NotFoundError, StoreUnavailableError
 from core.features.keys import EntityId, EntityKey
+from core.records.prediction_runs import RUN_KINDS, RunKind
 from core.serving.answer import NO_STORED_SCORE, UNKNOWN_ENTITY, Answer
 from core.serving.blend import Mode, Reason, Source
 from core.serving.service import PredictionService
@@ -54,7 +55,9 @@ class SteeringNote(msgspec.Struct):
 
 
 class PredictionItem(msgspec.Struct):
-    """One entity's answer: the score, where it came from and why, and what it was computed from; or, for an
+    """One entity's answer: the score, where it came from and why, and what it was computed from (`run_kind`:
+    whether the stored score served came from the nightly `batch` run or a `stream` re-score of the entity's
+    fresh features; null when scored live); or, for an
     entity without an answer, only `entity` and `error`: `unknown_entity` (neither features nor a stored
     score) or `no_stored_score` (Redis is down and PostgreSQL holds no published score for it)."""
 
@@ -65,6 +68,7 @@ class PredictionItem(msgspec.Struct):
     degraded: bool | UnsetType = UNSET
     model_version: str | UnsetType | None = UNSET
     batch_run_id: str | UnsetType | None = UNSET
+    run_kind: RunKind | UnsetType | None = UNSET
     scored_at: str | UnsetType | None = UNSET
     feature_timestamps: dict[str, str | None] | UnsetType = UNSET
     staleness_s: float | UnsetType | None = UNSET
@@ -77,6 +81,9 @@ class PredictResponse(msgspec.Struct):
 
     model: str
     predictions: list[PredictionItem]
+
+
+_RUN_KINDS: dict[str | None, RunKind] = {kind: kind for kind in RUN_KINDS}
 
 
 def _iso(moment: datetime | None) -> str | None:
@@ -95,6 +102,7 @@ def _item(key: EntityKey, answer: Answer) -> PredictionItem:
         degraded=decision.degraded,
         model_version=answer.model_version,
         batch_run_id=answer.batch_run_id,
+        run_kind=_RUN_KINDS.get(answer.run_kind) if decision.source is Source.BATCH else None,
         scored_at=_iso(answer.scored_at),
         feature_timestamps={view: _iso(ts) for view, ts in (answer.feature_timestamps or {}).items()},
         staleness_s=answer.staleness_s,

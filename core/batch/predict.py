@@ -2,11 +2,14 @@
 
 Stages (timed): features (point-in-time from the offline tables), score (vectorised, in chunks), copy
 (binary COPY into `tandem.batch_predictions`, one transaction per run), publish (Redis, as the Feast view
-of stored scores). A run that fails before or during publishing leaves the previous published run served.
+of stored scores, newer-wins on the scores' `scored_at`: an entity whose stream re-score is newer than the
+run's as-of time keeps it). A run that fails before or during publishing leaves the published scores served.
+Once published, stream rows the run superseded are pruned (core.records.stored_scores).
 """
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from collections.abc import Callable
@@ -16,7 +19,8 @@ from datetime import UTC, datetime
 import numpy as np
 import numpy.typing as npt
 import psycopg
-from sqlalchemy import select
+from sqlalchemy import Engine, select
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from core.batch.copy import COPY_COLUMNS, COPY_HEADER, COPY_TRAILER, copy_tuples
@@ -29,13 +33,16 @@ from core.model.registry import LoadedModel, load_model
 from core.naming import predictions_view_name
 from core.offline.point_in_time import FeatureChunk, stream_point_in_time
 from core.online.store import OnlineStore
-from core.records.prediction_runs import create_run, get_run, latest_published_run, set_run_status
+from core.records.prediction_runs import create_run, get_run, set_run_status
+from core.records.stored_scores import prune_stream_runs
 from core.records.tables import ModelVersion
 from core.settings import Settings
 from core.stores.database import create_db_engine
 from core.stores.resolve import Stores
 
 __all__ = ["BatchRunResult", "Progress", "run_batch_predict"]
+
+logger = logging.getLogger(__name__)
 
 Progress = Callable[[str, int, int | None], None]
 """progress(stage, rows done in this stage so far, total rows or None while unknown)."""
@@ -50,6 +57,7 @@ class BatchRunResult:
     as_of: datetime
     rows: int
     stage_seconds: dict[str, float] = field(default_factory=dict)
+    kept_newer: int = 0  # rows not published online: the entity's online score was newer (a stream re-score)
 
 
 def _model_matrix(chunk: FeatureChunk, model: LoadedModel) -> npt.NDArray[np.float64]:
@@ -135,10 +143,10 @@ def _publish(
     as_of: datetime,
     collected: Collected,
     views: tuple[str, ...],
-    previous_run_id: uuid.UUID | None,
     progress: Progress | None,
 ) -> int:
-    """Publish every row online; on failure restore the previous run's scores for what was written."""
+    """Publish every row online (returns how many were written: newer online scores are kept); on failure
+    put back the published scores of the entities whose online row the run replaced."""
     ids = np.concatenate(collected.ids) if collected.ids else view.key.array([])
     strings = np.array([snapshot_json(views, key) for key in collected.snapshots] or [""], dtype=object)
     batch = PublishBatch(
@@ -162,11 +170,30 @@ def _publish(
             online, view=view, batch=batch, chunk_rows=settings.batch_chunk_rows // 4 or 1, progress=advance
         )
     except BaseException:
+        # Every id, not only the acknowledged prefix: a batch in flight may have been applied. Rows the
+        # run did not write (or that were replaced since) don't carry its run id and are left alone.
         with psycopg.connect(stores.postgres.url()) as conn:
             restore_previous(
-                online, conn, view=view, entity_ids=ids[:written], previous_run_id=previous_run_id
+                online,
+                conn,
+                view=view,
+                entity_ids=ids,
+                model_name=model.model_name,
+                failed_run_id=str(run_id),
             )
         raise
+
+
+def _prune(engine: Engine, model_name: str) -> None:
+    """Drop the stream rows the published run superseded; a failure is logged: the run stays published."""
+    try:
+        with Session(engine) as session, session.begin():
+            pruned = prune_stream_runs(session, model_name=model_name)
+    except SQLAlchemyError as exc:
+        logger.warning("pruning stream runs of model %s failed: %s", model_name, first_line(exc))
+    else:
+        if pruned.rows or pruned.runs:
+            logger.info("pruned %d superseded stream row(s), %d stream run(s)", pruned.rows, pruned.runs)
 
 
 def run_batch_predict(
@@ -206,7 +233,6 @@ def run_batch_predict(
                     as_of = None
             as_of = as_of or datetime.now(UTC)
             run_id = run_id or uuid.uuid4()
-            previous = latest_published_run(session, model_name=model_name)
             create_run(
                 session,
                 run_id=run_id,
@@ -215,7 +241,6 @@ def run_batch_predict(
                 feature_service=feature_service,
                 as_of=as_of,
             )
-        previous_run_id = previous.run_id if previous is not None and previous.run_id != run_id else None
         try:
             spec, view = service_specs(
                 settings,
@@ -241,7 +266,7 @@ def run_batch_predict(
             with Session(engine) as session, session.begin():
                 set_run_status(session, run_id=run_id, status="publishing", rows=rows, stage_seconds=timings)
             mark = time.perf_counter()
-            _publish(
+            written = _publish(
                 settings,
                 stores,
                 store,
@@ -251,7 +276,6 @@ def run_batch_predict(
                 as_of=as_of,
                 collected=collected,
                 views=views,
-                previous_run_id=previous_run_id,
                 progress=progress,
             )
             _lap(timings, "publish", mark)
@@ -263,10 +287,16 @@ def run_batch_predict(
                     session, run_id=run_id, status="failed", error=first_line(exc), stage_seconds=timings
                 )
             raise
+        _prune(engine, model.model_name)
     finally:
         engine.dispose()
         if own_store:
             store.close()
     return BatchRunResult(
-        run_id=run_id, model_version=model.version, as_of=as_of, rows=rows, stage_seconds=timings
+        run_id=run_id,
+        model_version=model.version,
+        as_of=as_of,
+        rows=rows,
+        stage_seconds=timings,
+        kept_newer=rows - written,
     )

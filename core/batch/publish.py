@@ -1,14 +1,17 @@
 """Publish a run's stored predictions to the online store, and undo a publish that failed half-way.
 
-Rows go to the online store as the Feast view of stored scores (always overwriting: a run is the newest
-publication). If the write fails part-way, the entities already written get their previous published score
-back (or lose the stored score if they had none), so a failed run leaves the online store as the previous
-published run left it.
+Rows go to the online store as the Feast view of stored scores with a newer-wins write keyed on the row's
+`scored_at` (its event time in the view): a score computed as of an older moment never replaces a newer one,
+whichever kind of run wrote either (the nightly batch run scored as of 02:00 and published at 02:40 keeps
+the stream re-score of 02:10), and an equally new one does (a rerun). If the write fails part-way, every
+entity of the run whose online row still carries the failed run's id gets back its newest published score
+from PostgreSQL (or loses the stored score if it has none); rows another writer replaced meanwhile are left
+alone (the check and the write are one script in Redis). So a failed run leaves the online store as the
+published runs left it.
 """
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -21,10 +24,12 @@ import psycopg
 from core.features.specs import ViewSpec
 from core.online.rows import STORED_FEATURES, FeatureColumn, FeatureRows
 from core.online.store import OnlineStore
+from core.records.stored_scores import latest_published_rows
 
 __all__ = ["PublishBatch", "publish_rows", "restore_previous"]
 
 _PIPELINE_ROWS = 5_000
+_RESTORE_ROWS = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,10 +73,13 @@ def publish_rows(
     chunk_rows: int,
     progress: Callable[[int], None] | None = None,
 ) -> int:
-    """Write every row; returns how many. On failure raises, having written a prefix of the rows
-    (`progress(rows)` has been told of each acknowledged chunk)."""
+    """Write every row not older than the online one (newer-wins on `scored_at`, ties win); returns how
+    many were written. On failure raises, having sent a prefix of the rows (`progress(rows)` has been told
+    of each acknowledged chunk)."""
     # Batches of at most 5,000 rows: the next batch is encoded while Redis executes the previous one.
-    return store.write(batch.rows(view), batch_rows=min(chunk_rows, _PIPELINE_ROWS), progress=progress)
+    return store.write_newer(
+        batch.rows(view), ties_win=True, batch_rows=min(chunk_rows, _PIPELINE_ROWS), progress=progress
+    )
 
 
 def restore_previous(
@@ -80,31 +88,37 @@ def restore_previous(
     *,
     view: ViewSpec,
     entity_ids: npt.NDArray[Any],
-    previous_run_id: uuid.UUID | None,
+    model_name: str,
+    failed_run_id: str,
 ) -> int:
-    """Put back the previous published scores of `entity_ids`; entities it lacked lose theirs. Returns rows."""
-    if len(entity_ids) == 0:
-        return 0
+    """Undo a failed publish of run `failed_run_id` for `entity_ids`: where an entity's online row still
+    carries that run id, put back its newest published score (`scored_at` order, any kind of run), or remove
+    it when there is none. Returns how many rows were restored or removed."""
     key = view.key
-    restored: set[Any] = set()
-    if previous_run_id is not None:
-        rows = conn.execute(
-            "SELECT entity_key, score, model_version, run_id::text, feature_snapshot_ts, scored_at "
-            "FROM tandem.batch_predictions WHERE run_id = %s AND entity_key = ANY(%s)",
-            (previous_run_id, key.texts(entity_ids)),
-        ).fetchall()
-        for scored_at in {row[5] for row in rows}:
-            group = [row for row in rows if row[5] == scored_at]
+    done = 0
+    for start in range(0, len(entity_ids), _RESTORE_ROWS):
+        ids = entity_ids[start : start + _RESTORE_ROWS]
+        rows = latest_published_rows(conn, model_name=model_name, entity_keys=key.texts(ids))
+        restored: set[Any] = set()
+        for (scored_at, version, run_id), group in _by_publication(rows).items():
             batch = PublishBatch(
                 entity_ids=key.array([key.from_text(row[0]) for row in group]),
                 scores=np.array([row[1] for row in group], dtype=np.float64),
-                model_version=str(group[0][2]),
-                run_id=str(group[0][3]),
-                snapshots=np.array([row[4] for row in group], dtype=object),
+                model_version=version,
+                run_id=run_id,
+                snapshots=np.array([row[5] for row in group], dtype=object),
                 scored_at=scored_at,
             )
-            publish_rows(store, view=view, batch=batch, chunk_rows=10_000)
+            done += store.restore_owned(batch.rows(view), owner_run_id=failed_run_id)
             restored.update(key.from_text(row[0]) for row in group)
-    orphans = key.array(sorted(set(entity_ids.tolist()) - restored))
-    store.delete(view, orphans)
-    return len(restored) + len(orphans)
+        orphans = key.array([entity_id for entity_id in ids.tolist() if entity_id not in restored])
+        done += store.delete_owned(view, orphans, owner_run_id=failed_run_id)
+    return done
+
+
+def _by_publication(rows: list[tuple[Any, ...]]) -> dict[tuple[datetime, str, str], list[tuple[Any, ...]]]:
+    """Rows of `LATEST_PUBLISHED_SQL` grouped by what a PublishBatch shares: scored_at, version, run id."""
+    groups: dict[tuple[datetime, str, str], list[tuple[Any, ...]]] = {}
+    for row in rows:
+        groups.setdefault((row[4], str(row[2]), str(row[3])), []).append(row)
+    return groups

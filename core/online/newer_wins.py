@@ -12,6 +12,10 @@ negative number) and writes exactly what `pack_hsets` writes: `_ts` first, then 
 order, then `EXPIRE` when a key TTL is set. Sent as `EVALSHA` (`pack_newer_writes`); a server that has not
 cached the script answers NOSCRIPT and the caller resends with `by_body=True` (`EVAL`, which caches it).
 
+A publish of stored scores uses the variant `NEWER_OR_EQUAL_SCRIPT` (`ties_win=True`): a row with the same
+event time replaces the online one (a rerun of a run, or two runs as of the same moment: the later
+publication wins, as before), an older one never does.
+
 Pure: no I/O.
 """
 
@@ -26,7 +30,15 @@ from core.online.keys import encode_keys
 from core.online.rows import FeatureRows
 from core.online.wire import command
 
-__all__ = ["NEWER_WINS_SCRIPT", "NEWER_WINS_SHA", "pack_newer_writes", "written_count"]
+__all__ = [
+    "NEWER_OR_EQUAL_SCRIPT",
+    "NEWER_OR_EQUAL_SHA",
+    "NEWER_WINS_SCRIPT",
+    "NEWER_WINS_SHA",
+    "pack_newer_writes",
+    "script_of",
+    "written_count",
+]
 
 NEWER_WINS_SCRIPT = b"""
 local function stamp(data)
@@ -66,9 +78,26 @@ return 1
 
 NEWER_WINS_SHA = hashlib.sha1(NEWER_WINS_SCRIPT, usedforsecurity=False).hexdigest().encode()
 
+_OLDER_OR_EQUAL = b"(new_seconds == seconds and new_nanos <= nanos)"
+NEWER_OR_EQUAL_SCRIPT = NEWER_WINS_SCRIPT.replace(
+    _OLDER_OR_EQUAL, b"(new_seconds == seconds and new_nanos < nanos)"
+)
+"""The same script where a row as new as the stored one replaces it (only an older one is skipped)."""
+NEWER_OR_EQUAL_SHA = hashlib.sha1(NEWER_OR_EQUAL_SCRIPT, usedforsecurity=False).hexdigest().encode()
+if NEWER_OR_EQUAL_SCRIPT == NEWER_WINS_SCRIPT:  # pragma: no cover - guards the replace above
+    raise RuntimeError("the newer-or-equal script must differ from the newer-wins one")
 
-def pack_newer_writes(project: str, rows: FeatureRows, *, by_body: bool = False) -> bytes:
-    """One `EVALSHA` (or `EVAL` with `by_body`) of the newer-wins script per row, in row order."""
+
+def script_of(*, ties_win: bool) -> tuple[bytes, bytes]:
+    """(script, sha) of the newer-wins write, or of its newer-or-equal variant with `ties_win`."""
+    return (NEWER_OR_EQUAL_SCRIPT, NEWER_OR_EQUAL_SHA) if ties_win else (NEWER_WINS_SCRIPT, NEWER_WINS_SHA)
+
+
+def pack_newer_writes(
+    project: str, rows: FeatureRows, *, by_body: bool = False, ties_win: bool = False
+) -> bytes:
+    """One `EVALSHA` (or `EVAL` with `by_body`) of the newer-wins script (the newer-or-equal one with
+    `ties_win`) per row, in row order."""
     count = len(rows)
     if count == 0:
         return b""
@@ -76,7 +105,8 @@ def pack_newer_writes(project: str, rows: FeatureRows, *, by_body: bool = False)
     stamps = encode_timestamps(rows.event_timestamps, count)
     fields = [feature_field(rows.view, column.name) for column in rows.columns]
     values = [encode_values(column.kind, column.values) for column in rows.columns]
-    head = (b"EVAL", NEWER_WINS_SCRIPT) if by_body else (b"EVALSHA", NEWER_WINS_SHA)
+    script, sha = script_of(ties_win=ties_win)
+    head = (b"EVAL", script) if by_body else (b"EVALSHA", sha)
     ts_field, ttl = timestamp_field(rows.view), b"%d" % (rows.key_ttl_s or 0)
     out: list[bytes] = []
     for row, key in enumerate(keys):

@@ -33,6 +33,7 @@ class StoredPrediction:
     run_id: str
     scored_at: datetime  # the event time of the stored-scores view's row
     feature_snapshot_ts: dict[str, datetime | None]  # per feature view: event time of the row the score used
+    run_kind: str | None = None  # batch | stream, when known (the online row does not carry it)
 
 
 @dataclass(frozen=True, slots=True)

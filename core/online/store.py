@@ -8,7 +8,10 @@ the same bytes, produced in `core.online.wire`:
   per `batch` entities (a contract test compares every transport with Feast's own reader);
 - `write(rows)`: rows of one view, always overwriting (a batch run is the newest publication);
 - `write_newer(rows)`: Feast's rule, a row replaces the online one only with a newer event time, checked
-  and written atomically per entity by a Lua script (`core.online.newer_wins`), pipelined;
+  and written atomically per entity by a Lua script (`core.online.newer_wins`), pipelined; with
+  `ties_win` an equally new row replaces it too (publishing stored scores, streamed in batches);
+- `restore_owned(rows, owner)` / `delete_owned(view, ids, owner)`: set or delete a view's row only where its
+  `run_id` still holds `owner` (undoing a failed publish without touching newer rows, `core.online.owned`);
 - `delete(view, ids)` / `purge()`: a view's fields of some entities / every key of the project.
 
 Any failure to talk to Redis (connection, timeout, protocol, error reply) raises StoreUnavailableError
@@ -30,8 +33,10 @@ from core.endpoints import RedisEndpoint
 from core.errors import StoreUnavailableError, first_line
 from core.features.keys import EntityId, EntityKey
 from core.features.specs import ViewSpec
+from core.online.encoding import feature_field
 from core.online.keys import entity_id_of_redis_key, parse_entity_key
-from core.online.newer_wins import pack_newer_writes, written_count
+from core.online.newer_wins import pack_newer_writes, script_of, written_count
+from core.online.owned import owner_value, pack_owned_deletes, pack_owned_writes
 from core.online.rows import FeatureRows, OnlineRow
 from core.online.transport import SyncTransport
 from core.online.wire import (
@@ -140,20 +145,88 @@ class OnlineStore:
             self.transport.stream(batches(), progress)
         return len(rows)
 
-    def write_newer(self, rows: FeatureRows) -> int:
-        """Write the rows whose event time is newer than the online one; returns how many were written."""
+    def write_newer(
+        self,
+        rows: FeatureRows,
+        *,
+        ties_win: bool = False,
+        batch_rows: int | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> int:
+        """Write the rows whose event time is newer than the online one (or as new, with `ties_win`); returns
+        how many were written.
+
+        With `batch_rows`, rows go in pipelined batches like `write` (`progress(rows)` after each
+        acknowledged one; on an error the batches before the failing one are written); else in one request.
+        """
         if len(rows) == 0:
             return 0
+        if batch_rows is not None:
+            return self._stream_newer(rows, ties_win=ties_win, batch_rows=batch_rows, progress=progress)
         with _mapped():
             try:
-                replies = self.transport.request(pack_newer_writes(self.project, rows), len(rows))
+                replies = self.transport.request(
+                    pack_newer_writes(self.project, rows, ties_win=ties_win), len(rows)
+                )
             except redis.ResponseError as exc:
                 if not _no_script(exc):
                     raise
                 replies = self.transport.request(
-                    pack_newer_writes(self.project, rows, by_body=True), len(rows)
+                    pack_newer_writes(self.project, rows, by_body=True, ties_win=ties_win), len(rows)
                 )
+        if progress is not None:
+            progress(len(rows))
         return written_count(replies)
+
+    def _stream_newer(
+        self, rows: FeatureRows, *, ties_win: bool, batch_rows: int, progress: Callable[[int], None] | None
+    ) -> int:
+        if batch_rows < 1:
+            raise ValueError("batch_rows must be positive")
+        written = 0
+
+        def count(replies: list[Any]) -> None:
+            nonlocal written
+            written += written_count(replies)
+
+        def batches() -> Iterator[tuple[bytes, int, int]]:
+            for start in range(0, len(rows), batch_rows):
+                part = rows.part(start, min(start + batch_rows, len(rows)))
+                yield pack_newer_writes(self.project, part, ties_win=ties_win), len(part), len(part)
+
+        with _mapped():
+            script, _ = script_of(ties_win=ties_win)
+            self.transport.request(command(b"SCRIPT", b"LOAD", script), 1)  # then EVALSHA finds it
+            self.transport.stream(batches(), progress, count)
+        return written
+
+    def restore_owned(self, rows: FeatureRows, *, owner_run_id: str) -> int:
+        """Write each row only where the view's `run_id` field still holds `owner_run_id`; returns how many."""
+        if len(rows) == 0:
+            return 0
+        payload = pack_owned_writes(
+            self.project,
+            rows,
+            owner_field=feature_field(rows.view, "run_id"),
+            owner=owner_value(owner_run_id),
+        )
+        with _mapped():
+            return written_count(self.transport.request(payload, len(rows)))
+
+    def delete_owned(self, view: ViewSpec, entity_ids: npt.NDArray[Any], *, owner_run_id: str) -> int:
+        """Remove `view`'s fields of the entities whose `run_id` field still holds `owner_run_id`."""
+        if len(entity_ids) == 0:
+            return 0
+        payload = pack_owned_deletes(
+            self.project,
+            key=view.key,
+            entity_ids=entity_ids,
+            fields=view_fields(view),
+            owner_field=feature_field(view.name, "run_id"),
+            owner=owner_value(owner_run_id),
+        )
+        with _mapped():
+            return written_count(self.transport.request(payload, len(entity_ids)))
 
     def delete(self, view: ViewSpec, entity_ids: npt.NDArray[Any]) -> int:
         """Remove `view`'s fields (values and `_ts`) from the entities' hashes; returns the entities."""

@@ -79,9 +79,13 @@ class SyncTransport:
         return result
 
     def stream(
-        self, batches: Iterable[tuple[bytes, int, int]], done: Callable[[int], None] | None = None
+        self,
+        batches: Iterable[tuple[bytes, int, int]],
+        done: Callable[[int], None] | None = None,
+        replies_to: Callable[[list[Any]], None] | None = None,
     ) -> None:
-        """Send each `(payload, replies, rows)` batch; `done(rows)` once Redis acknowledged a batch.
+        """Send each `(payload, replies, rows)` batch; `done(rows)` once Redis acknowledged a batch (after
+        `replies_to(replies)`, when given, saw its replies).
 
         Batch k+1 is produced (and sent) before batch k's replies are read. No retry: on an error the batches
         before the failing one are written, nothing after it is sent, and the error propagates.
@@ -92,20 +96,29 @@ class SyncTransport:
             sent: tuple[int, int] | None = None  # (replies, rows) of the batch whose replies are unread
             for payload, replies, rows in batches:
                 if sent is not None:
-                    _read_all(connection, sent[0])
-                    if done is not None:
-                        done(sent[1])
+                    self._acknowledged(connection, sent, done, replies_to)
                 connection.send_packed_command([payload])
                 sent = (replies, rows)
             if sent is not None:
-                _read_all(connection, sent[0])
-                if done is not None:
-                    done(sent[1])
+                self._acknowledged(connection, sent, done, replies_to)
         except BaseException:
             connection.disconnect()  # unread replies must not reach the pool's next user
             raise
         finally:
             pool.release(connection)  # type: ignore[arg-type]  # our Protocol is redis-py's Connection
+
+    @staticmethod
+    def _acknowledged(
+        connection: _Connection,
+        sent: tuple[int, int],
+        done: Callable[[int], None] | None,
+        replies_to: Callable[[list[Any]], None] | None,
+    ) -> None:
+        replies = _read_all(connection, sent[0])
+        if replies_to is not None:
+            replies_to(replies)
+        if done is not None:
+            done(sent[1])
 
     def close(self) -> None:
         """Close the client's connections."""

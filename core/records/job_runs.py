@@ -45,7 +45,7 @@ __all__ = [
     "start_job_run",
 ]
 
-JOB_NAMES: tuple[str, ...] = ("materialize", "batch_predict", "check_skew", "push_outbox")
+JOB_NAMES: tuple[str, ...] = ("materialize", "batch_predict", "check_skew", "push_outbox", "stream_rescore")
 TRIGGERS: tuple[str, ...] = ("schedule", "manual", "api")
 FINISHED_STATUSES: tuple[str, ...] = ("succeeded", "failed", "skipped")
 PROCESS_DIED = "process died"  # the error of a run whose process ended without finishing it

@@ -1,4 +1,4 @@
-"""The life of a batch prediction run in `tandem.prediction_runs`.
+"""The life of a prediction run in `tandem.prediction_runs`: a nightly `batch` run, or a `stream` re-score.
 
 running -> loaded (every row durably in PostgreSQL) -> publishing -> published (every row online).
 Any failure -> failed, with the error. Only published runs are visible to Feast (the batch_predictions
@@ -18,7 +18,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal, get_args
 
 from sqlalchemy import Text, cast, select, update
 from sqlalchemy.orm import Session
@@ -29,8 +29,10 @@ from core.records.tables import JobRun, PredictionRun
 
 __all__ = [
     "OWNED_RUNS_KEY",
+    "RUN_KINDS",
     "UNFINISHED_STATUSES",
     "RunInfo",
+    "RunKind",
     "create_run",
     "fail_orphaned_runs",
     "get_run",
@@ -42,6 +44,11 @@ __all__ = [
 
 OWNED_RUNS_KEY = "prediction_runs"  # in job_runs.details: ids of the prediction runs that job run started
 UNFINISHED_STATUSES: tuple[str, ...] = ("running", "loaded", "publishing")
+
+RunKind = Literal["batch", "stream"]
+"""`batch`: every entity, point-in-time as of the run's as-of time; `stream`: entities whose online features
+moved past their stored score, re-scored on them (core.rescore)."""
+RUN_KINDS: tuple[RunKind, ...] = get_args(RunKind)
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +67,7 @@ class RunInfo:
     rows: int
     error: str | None
     stage_seconds: dict[str, Any]
+    kind: RunKind = "batch"
 
     @classmethod
     def of(cls, row: PredictionRun) -> RunInfo:
@@ -77,6 +85,7 @@ class RunInfo:
             rows=row.rows,
             error=row.error,
             stage_seconds=dict(row.stage_seconds or {}),
+            kind="stream" if row.kind == "stream" else "batch",
         )
 
 
@@ -88,8 +97,9 @@ def create_run(
     model_version: str,
     feature_service: str,
     as_of: datetime,
+    kind: RunKind = "batch",
 ) -> RunInfo:
-    """Insert a run in state `running`; an existing run id is reset to `running` (a rerun)."""
+    """Insert a run of `kind` in state `running`; an existing run id is reset to `running` (a rerun)."""
     row = session.get(PredictionRun, run_id)
     if row is None:
         row = PredictionRun(
@@ -101,6 +111,7 @@ def create_run(
             status="running",
             rows=0,
             stage_seconds={},
+            kind=kind,
         )
         session.add(row)
     else:
@@ -156,10 +167,17 @@ def set_run_status(
 
 
 def latest_published_run(
-    session: Session, *, model_name: str | None = None, feature_service: str | None = None
+    session: Session,
+    *,
+    model_name: str | None = None,
+    feature_service: str | None = None,
+    kind: RunKind | None = None,
 ) -> RunInfo | None:
-    """The run the online store serves: the newest published one (of a model, or of a feature service)."""
+    """The newest published run (of a model, of a feature service, of a kind). Stream runs re-score a few
+    entities each: the online store serves, per entity, the newest score of every published run."""
     query = select(PredictionRun).where(PredictionRun.status == "published")
+    if kind is not None:
+        query = query.where(PredictionRun.kind == kind)
     if model_name is not None:
         query = query.where(PredictionRun.model_name == model_name)
     if feature_service is not None:

@@ -96,7 +96,9 @@ class ModelVersion(Base):
 
 
 class PredictionRun(Base):
-    """One batch-predict run: scored as of `as_of`, published only when every row is online."""
+    """One prediction run: scored as of `as_of`, published only when every row is online. `kind` is `batch`
+    (every entity, point-in-time from the offline store) or `stream` (the entities whose online features
+    moved past their stored score, re-scored on those online features; core/rescore)."""
 
     __tablename__ = "prediction_runs"
 
@@ -112,8 +114,13 @@ class PredictionRun(Base):
     rows: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
     error: Mapped[str | None] = mapped_column(Text)
     stage_seconds: Mapped[dict[str, Any]] = mapped_column(server_default=text("'{}'::jsonb"))
+    kind: Mapped[str] = mapped_column(Text, server_default=text("'batch'"))  # batch | stream
 
-    __table_args__ = (Index(None, "status", "as_of"), Index(None, "model_name", "status"))
+    __table_args__ = (
+        Index(None, "status", "as_of"),
+        Index(None, "model_name", "status"),
+        Index(None, "model_name", "kind", "status"),
+    )
 
 
 class BatchPrediction(Base):

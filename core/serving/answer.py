@@ -6,11 +6,13 @@ Redis is down) and turns the answers into JSON.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from core.features.inputs import live_input
 from core.features.keys import EntityId
@@ -20,7 +22,7 @@ from core.online.rows import OnlineRow, StoredPrediction, apply_ttl
 from core.serving.blend import BlendDecision, BlendInput, Mode, SkewPolicy, Source, Steer, StoredScore, decide
 from core.serving.steering import ModelSteering
 
-__all__ = ["NO_STORED_SCORE", "UNKNOWN_ENTITY", "Answer", "answer_rows"]
+__all__ = ["NO_STORED_SCORE", "UNKNOWN_ENTITY", "Answer", "answer_rows", "live_matrix"]
 
 UNKNOWN_ENTITY = "unknown_entity"
 """No online row and no stored score: the entity is not known to the feature service."""
@@ -42,6 +44,7 @@ class Answer:
     staleness_s: float | None = None
     error: str | None = None  # why there is no decision: UNKNOWN_ENTITY or NO_STORED_SCORE
     steering: ModelSteering | None = None  # set when a skew-policy row matched (decision.steered_by)
+    run_kind: str | None = None  # the kind of run (batch | stream) that stored the served score; None: live
 
 
 def _stored_score(stored: StoredPrediction | None) -> StoredScore | None:
@@ -65,9 +68,11 @@ def answer_rows(
     mode: Mode,
     online_available: bool = True,
     steering: ModelSteering | None = None,
+    run_kinds: Mapping[str, str] | None = None,
 ) -> list[Answer]:
     """Decide every row, re-score the live ones in one model call, and attach provenance; `steering` is the
-    model's skew steering (None: not steered)."""
+    model's skew steering (None: not steered), `run_kinds` the kind of each published run id, for stored
+    scores that do not carry theirs."""
     steer = steering.steer if steering is not None else Steer.NONE
     policy = steering.policy if steering is not None else SkewPolicy.OFF
     fresh = [apply_ttl(row, service, now=now) for row in rows] if online_available else list(rows)
@@ -92,17 +97,7 @@ def answer_rows(
     ]
     live_scores: dict[int, float] = {}
     if live and model is not None:
-        kinds = _ref_kinds(service, model.feature_refs)
-        matrix = np.array(
-            [
-                [
-                    live_input(kind, fresh[i].values.get(ref))
-                    for ref, kind in zip(model.feature_refs, kinds, strict=True)
-                ]
-                for i in live
-            ],
-            dtype=object if "string" in kinds else np.float64,
-        )
+        matrix = live_matrix([fresh[i] for i in live], service, model.feature_refs)
         live_scores = dict(zip(live, model.predict_scores(matrix).tolist(), strict=True))
     answers = []
     for i, (row, decision) in enumerate(zip(fresh, decisions, strict=True)):
@@ -139,9 +134,26 @@ def answer_rows(
                     feature_timestamps=dict(stored.feature_snapshot_ts),
                     staleness_s=(now - stored.scored_at).total_seconds(),
                     steering=note,
+                    run_kind=stored.run_kind or (run_kinds or {}).get(stored.run_id),
                 )
             )
     return answers
+
+
+def live_matrix(
+    rows: Sequence[OnlineRow], service: ServiceSpec, feature_refs: Sequence[str]
+) -> npt.NDArray[Any]:
+    """The model input of online rows (TTL applied): one row each, a column per ref, each value converted
+    as `core.features.inputs.live_input` does for its kind (float64, or object when a ref is a string). The
+    live path and the stream re-score (core.rescore) both score this, so their scores agree exactly."""
+    kinds = _ref_kinds(service, feature_refs)
+    return np.array(
+        [
+            [live_input(kind, row.values.get(ref)) for ref, kind in zip(feature_refs, kinds, strict=True)]
+            for row in rows
+        ],
+        dtype=object if "string" in kinds else np.float64,
+    ).reshape(len(rows), len(feature_refs))
 
 
 def _ref_kinds(service: ServiceSpec, refs: Sequence[str]) -> list[Kind]:

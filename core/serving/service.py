@@ -159,6 +159,7 @@ class PredictionService:
             mode=mode,
             online_available=online,
             steering=self.steering,
+            run_kinds=self.published.kinds,
         )
         missing = [answer.entity_id for answer in answers if answer.decision is None]
         if not missing:

@@ -1,4 +1,5 @@
-"""Stored scores straight from PostgreSQL: which runs are published, and an entity's newest published score.
+"""Stored scores straight from PostgreSQL: which runs are published (and their kind), and an entity's newest
+published score (the newest `scored_at` of any published run, batch or stream: core.records.stored_scores).
 
 What the API serves (degraded) when Redis is down, and how it checks that a stored score read online comes
 from a run that finished publishing. Every failure to reach PostgreSQL raises StoreUnavailableError.
@@ -6,7 +7,8 @@ from a run that finished publishing. Every failure to reach PostgreSQL raises St
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import uuid
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 from psycopg import AsyncConnection
@@ -16,27 +18,29 @@ from core.errors import StoreUnavailableError, first_line
 from core.features.keys import EntityId
 from core.online.decoding import decode_snapshot
 from core.online.rows import StoredPrediction
+from core.records.stored_scores import LATEST_PUBLISHED_SQL
 
 __all__ = ["PgStoredScores", "StoredScores", "stored_predictions"]
 
-_LATEST_PUBLISHED = """
-SELECT DISTINCT ON (p.entity_key) p.entity_key, p.score, p.model_version, p.run_id::text, p.scored_at,
-       p.feature_snapshot_ts
-FROM tandem.batch_predictions p
-JOIN tandem.prediction_runs r ON r.run_id = p.run_id AND r.status = 'published' AND r.model_name = %s
-WHERE p.entity_key = ANY(%s)
-ORDER BY p.entity_key, r.published_at DESC
-"""
 _PUBLISHED_RUNS = (
-    "SELECT run_id::text FROM tandem.prediction_runs WHERE status = 'published' AND model_name = %s"
+    "SELECT run_id::text, kind FROM tandem.prediction_runs WHERE status = 'published' AND model_name = %s "
+    "AND kind = 'batch'"
+)
+_PUBLISHED_KINDS = (
+    "SELECT run_id::text, kind FROM tandem.prediction_runs WHERE status = 'published' AND model_name = %s "
+    "AND run_id = ANY(%s::uuid[])"
 )
 
 
 class StoredScores(Protocol):
     """PostgreSQL's view of stored scores, as the prediction service needs it."""
 
-    async def published_runs(self) -> frozenset[str]:
-        """Ids of the published runs."""
+    async def published_runs(self) -> Mapping[str, str]:
+        """The published batch runs: run id -> kind (stream runs come and go: `published_kinds`)."""
+        ...
+
+    async def published_kinds(self, run_ids: Sequence[str]) -> Mapping[str, str]:
+        """Which of `run_ids` are published runs: run id -> kind (`batch` or `stream`)."""
         ...
 
     async def latest(self, entity_ids: Sequence[EntityId]) -> dict[EntityId, StoredPrediction]:
@@ -49,9 +53,9 @@ async def stored_predictions(
 ) -> dict[EntityId, StoredPrediction]:
     """The newest published stored prediction of the model for each entity that has one."""
     wanted = {str(entity_id): entity_id for entity_id in entity_ids}
-    cursor = await conn.execute(_LATEST_PUBLISHED, (model_name, list(wanted)))
+    cursor = await conn.execute(LATEST_PUBLISHED_SQL, (model_name, list(wanted)))
     found: dict[EntityId, StoredPrediction] = {}
-    for entity_key, score, version, run_id, scored_at, snapshot in await cursor.fetchall():
+    for entity_key, score, version, run_id, scored_at, snapshot, kind in await cursor.fetchall():
         found[wanted[entity_key]] = StoredPrediction(
             score=float(score),
             model_version=str(version),
@@ -59,6 +63,7 @@ async def stored_predictions(
             scored_at=scored_at,
             # the same rules as the online copy of the snapshot (naive means UTC)
             feature_snapshot_ts=decode_snapshot(str(snapshot)) or {},
+            run_kind=str(kind),
         )
     return found
 
@@ -71,12 +76,24 @@ class PgStoredScores:
         self.model_name = model_name
         self.timeout_s = timeout_s
 
-    async def published_runs(self) -> frozenset[str]:
-        """Ids of the model's published runs."""
+    async def published_runs(self) -> Mapping[str, str]:
+        """The model's published batch runs: run id -> kind."""
         try:
             async with self.pool.connection(timeout=self.timeout_s) as conn:
                 cursor = await conn.execute(_PUBLISHED_RUNS, (self.model_name,))
-                return frozenset(str(row[0]) for row in await cursor.fetchall())
+                return {str(row[0]): str(row[1]) for row in await cursor.fetchall()}
+        except Exception as exc:
+            raise _unavailable(exc) from exc
+
+    async def published_kinds(self, run_ids: Sequence[str]) -> Mapping[str, str]:
+        """Which of `run_ids` are the model's published runs: run id -> kind."""
+        ids = [run_id for run_id in run_ids if _is_uuid(run_id)]
+        if not ids:
+            return {}
+        try:
+            async with self.pool.connection(timeout=self.timeout_s) as conn:
+                cursor = await conn.execute(_PUBLISHED_KINDS, (self.model_name, ids))
+                return {str(row[0]): str(row[1]) for row in await cursor.fetchall()}
         except Exception as exc:
             raise _unavailable(exc) from exc
 
@@ -87,6 +104,14 @@ class PgStoredScores:
                 return await stored_predictions(conn, entity_ids, model_name=self.model_name)
         except Exception as exc:
             raise _unavailable(exc) from exc
+
+
+def _is_uuid(text: str) -> bool:
+    try:
+        uuid.UUID(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _unavailable(exc: BaseException) -> StoreUnavailableError:

@@ -25,6 +25,7 @@ from core.settings import Settings
 from core.stores.resolve import Stores
 from tandem.demo.data import TXN_TABLE, seed_demo_data
 from tandem.demo.names import DEMO_FEATURE_SERVICE, DEMO_MODEL, DEMO_PREDICTIONS_VIEW
+from tests.servers import purge_feast_project
 
 END = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=2)
 CUSTOMERS = 400
@@ -43,8 +44,15 @@ class World:
 
 @pytest.fixture(scope="module")
 def world(settings: Settings, stores: Stores, engine: Engine) -> World:
-    """400 customers x 6 days reseeded, a model trained and promoted, a late row and an expired customer."""
+    """400 customers x 6 days reseeded, a model trained and promoted, a late row and an expired customer.
+
+    Other modules' stored scores of the model are newer than this module's as-of times, and a publish never
+    replaces a newer stored score with an older one (nor does a restore put back anything but the newest
+    published one): the project's Redis keys and the model's earlier runs are removed first."""
     apply_feature_repo(settings, stores)
+    purge_feast_project(stores.redis, settings.feast_project)
+    with psycopg.connect(stores.postgres.url()) as conn:
+        conn.execute("DELETE FROM tandem.prediction_runs WHERE model_name = %s", (DEMO_MODEL,))
     with psycopg.connect(stores.postgres.url()) as conn:
         seed_demo_data(conn, customers=CUSTOMERS, days=6, seed=5, end=END)
     store = open_feature_store(settings, stores)

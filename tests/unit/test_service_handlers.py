@@ -104,10 +104,18 @@ class FakeStored:
     appended: list[OfflineRows] = field(default_factory=list)
     outbox: dict[int, FeatureRows] = field(default_factory=dict)
 
-    async def published_runs(self) -> frozenset[str]:
+    stream_runs: set[str] = field(default_factory=set)
+
+    async def published_runs(self) -> dict[str, str]:
         if self.down:
             raise StoreUnavailableError("PostgreSQL (stored scores): connection refused")
-        return frozenset(self.published)
+        return dict.fromkeys(self.published, "batch")
+
+    async def published_kinds(self, run_ids: Sequence[str]) -> dict[str, str]:
+        if self.down:
+            raise StoreUnavailableError("PostgreSQL (stored scores): connection refused")
+        kinds = {**dict.fromkeys(self.published, "batch"), **dict.fromkeys(self.stream_runs, "stream")}
+        return {run_id: kinds[run_id] for run_id in run_ids if run_id in kinds}
 
     async def latest(self, entity_ids: Sequence[EntityId]) -> dict[EntityId, StoredPrediction]:
         if self.down:
@@ -484,3 +492,27 @@ def test_steering_refresh_keeps_the_last_state_and_logs_once(
     anyio.run(sync.refresh, world.services.models)
     assert prediction.skew_report is None
     assert prediction.steering.reason is None
+
+
+def test_provenance_names_the_kind_of_run_that_stored_the_score(world: World) -> None:
+    """A stored score says which kind of run produced it: `batch` for a known batch run, `stream` for a
+    stream run the service had never seen (looked up by id, then remembered); a live answer says null."""
+    world.stored.stream_runs.add("stream-7")
+    world.online.rows[("eta_v2", 4)] = _row(4, 20, 0.5, stored=_stored(0.6, run_id="stream-7"))
+    body = world.client.post(
+        "/v1/predict", json={"entities": [{"driver_id": 1}, {"driver_id": 4}, {"driver_id": 2}]}
+    ).json()
+    batch, stream, live = body["predictions"]
+    assert (batch["run_kind"], batch["reason"]) == ("batch", "batch_fresh")
+    assert (stream["run_kind"], stream["score"], stream["batch_run_id"]) == ("stream", 0.6, "stream-7")
+    assert (live["source"], live["run_kind"]) == ("live", None)
+    world.stored.stream_runs.clear()  # remembered: not asked again
+    again = world.client.get("/v1/predict/eta", params={"driver_id": 4}).json()
+    assert (again["run_kind"], again["score"]) == ("stream", 0.6)
+
+
+def test_the_schema_documents_run_kind(world: World) -> None:
+    """The OpenAPI schema of an answer item documents `run_kind` as batch, stream or null."""
+    item = world.client.get("/schema/openapi.json").json()["components"]["schemas"]["PredictionItem"]
+    assert "run_kind" in item["properties"]
+    assert "stream" in str(item["properties"]["run_kind"])

@@ -1,0 +1,116 @@
+"""Stored scores in PostgreSQL: each entity's newest published score, and pruning of superseded stream rows.
+
+The newest score of an entity is the one with the newest `scored_at` among the model's published runs,
+whatever their kind: a stream run's score computed after the nightly run's as-of time wins over that run's
+even though the nightly run was published later. This is what the online store holds too (every publish is
+a newer-wins write keyed on `scored_at`), so the API's degraded read, the restore after a failed publish and
+the online store agree.
+
+Stream runs are pruned so `tandem.prediction_runs` and `tandem.batch_predictions` stay bounded: a stream
+row is deleted once a published row of the same entity has a newer `scored_at` (a later stream flush, or a
+batch run whose as-of time is after it): it can never be served again. A published stream run left without
+rows is deleted; a failed stream run loses its rows at once and its run row after `failed_retention`; an
+unfinished stream run older than `abandoned_after` (its process died mid-publish) is marked failed.
+Batch runs are never pruned here: they are the audit trail of the nightly scores.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+__all__ = ["LATEST_PUBLISHED_SQL", "Pruned", "latest_published_rows", "prune_stream_runs"]
+
+LATEST_PUBLISHED_SQL = """
+SELECT DISTINCT ON (p.entity_key) p.entity_key, p.score, p.model_version, p.run_id::text, p.scored_at,
+       p.feature_snapshot_ts, r.kind
+FROM tandem.batch_predictions p
+JOIN tandem.prediction_runs r ON r.run_id = p.run_id AND r.status = 'published' AND r.model_name = %s
+WHERE p.entity_key = ANY(%s)
+ORDER BY p.entity_key, p.scored_at DESC, r.published_at DESC
+"""
+"""Parameters (model name, entity keys: the ids' texts, core.features.keys); rows (entity_key, score,
+model_version, run_id, scored_at, feature_snapshot_ts, kind), one per entity that has a published score: the
+newest by `scored_at`."""
+
+_SUPERSEDED = """
+DELETE FROM tandem.batch_predictions p
+USING tandem.prediction_runs r
+WHERE p.run_id = r.run_id AND r.model_name = :model AND r.kind = 'stream' AND r.status = 'published'
+  {only}
+  AND EXISTS (
+    SELECT 1 FROM tandem.batch_predictions n
+    JOIN tandem.prediction_runs nr
+      ON nr.run_id = n.run_id AND nr.status = 'published' AND nr.model_name = :model
+    WHERE n.entity_key = p.entity_key AND n.scored_at > p.scored_at
+  )
+"""
+_FAILED_ROWS = """
+DELETE FROM tandem.batch_predictions p
+USING tandem.prediction_runs r
+WHERE p.run_id = r.run_id AND r.model_name = :model AND r.kind = 'stream' AND r.status = 'failed'
+"""
+_ABANDONED = """
+UPDATE tandem.prediction_runs r
+SET status = 'failed', finished_at = now(),
+    error = 'abandoned while ' || r.status || ': its process stopped before finishing (pruned)'
+WHERE r.model_name = :model AND r.kind = 'stream' AND r.status IN ('running', 'loaded', 'publishing')
+  AND r.started_at < :abandoned_before
+"""
+_EMPTY_RUNS = """
+DELETE FROM tandem.prediction_runs r
+WHERE r.model_name = :model AND r.kind = 'stream'
+  AND ((r.status = 'published'
+        AND NOT EXISTS (SELECT 1 FROM tandem.batch_predictions p WHERE p.run_id = r.run_id))
+       OR (r.status = 'failed' AND r.finished_at < :failed_before))
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Pruned:
+    """What one pruning deleted."""
+
+    rows: int
+    runs: int
+
+
+def latest_published_rows(conn: Any, *, model_name: str, entity_keys: Sequence[str]) -> list[tuple[Any, ...]]:
+    """`LATEST_PUBLISHED_SQL` on a psycopg (sync) connection, for the entities of these keys (ids' texts)."""
+    if not entity_keys:
+        return []
+    return list(conn.execute(LATEST_PUBLISHED_SQL, (model_name, list(entity_keys))).fetchall())
+
+
+def prune_stream_runs(
+    session: Session,
+    *,
+    model_name: str,
+    entity_keys: Sequence[str] | None = None,
+    failed_retention: timedelta = timedelta(days=1),
+    abandoned_after: timedelta = timedelta(minutes=10),
+) -> Pruned:
+    """Delete the model's superseded stream rows (of `entity_keys` only, when given: the cheap per-flush
+    form; the ids' texts, core.features.keys), the rows of its failed stream runs, and its stream runs left empty or failed long ago. A stream
+    run still unfinished `abandoned_after` its start (a re-score takes milliseconds: its process died) is
+    marked failed first; the API never served its scores (only published runs are served)."""
+    params: dict[str, Any] = {"model": model_name}
+    session.execute(
+        text(_ABANDONED), {"model": model_name, "abandoned_before": datetime.now(UTC) - abandoned_after}
+    )
+    only = ""
+    if entity_keys is not None:
+        only, params["keys"] = "AND p.entity_key = ANY(:keys)", list(entity_keys)
+    rows = _count(session.execute(text(_SUPERSEDED.format(only=only)), params))
+    rows += _count(session.execute(text(_FAILED_ROWS), {"model": model_name}))
+    before = datetime.now(UTC) - failed_retention
+    runs = _count(session.execute(text(_EMPTY_RUNS), {"model": model_name, "failed_before": before}))
+    return Pruned(rows=rows, runs=runs)
+
+
+def _count(result: Any) -> int:
+    return int(getattr(result, "rowcount", 0) or 0)
