@@ -123,8 +123,12 @@ class OnlineStore:
 
     def write_newer(self, rows: FeatureRows) -> int:
         """Write the rows whose event time is newer than the online one; returns how many were written."""
+        return int(self.write_newer_mask(rows).sum())
+
+    def write_newer_mask(self, rows: FeatureRows) -> npt.NDArray[np.bool_]:
+        """`write_newer`, saying which rows were written (True) and which kept an as-new online row."""
         if len(rows) == 0:
-            return 0
+            return np.zeros(0, dtype=bool)
         with _mapped():
             try:
                 replies = self.transport.request(pack_newer_writes(self.project, rows), len(rows))
@@ -134,7 +138,7 @@ class OnlineStore:
                 replies = self.transport.request(
                     pack_newer_writes(self.project, rows, by_body=True), len(rows)
                 )
-        return written_count(replies)
+        return np.fromiter((reply == 1 for reply in replies), dtype=bool, count=len(replies))
 
     def delete(self, view: ViewSpec, entity_ids: npt.NDArray[np.int64]) -> int:
         """Remove `view`'s fields (values and `_ts`) from the entities' hashes; returns the entities."""

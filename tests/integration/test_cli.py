@@ -74,7 +74,7 @@ def test_apply_then_seed_on_configured_stores(settings: Settings) -> None:
     env = store_env(settings)
     applied = _tandem("apply", env=env)
     assert applied.returncode == 0, applied.stderr
-    assert "revision 0005" in applied.stdout
+    assert "revision 0008" in applied.stdout
     assert "3 feature views" in applied.stdout
     seeded = _tandem("seed", "--customers", "200", "--days", "3", env=env)
     assert seeded.returncode == 0, seeded.stderr
@@ -85,7 +85,7 @@ def test_every_command_has_help() -> None:
     """Every command answers --help with its description."""
     for command in (
         "up", "down", "env", "seed", "apply", "train", "models", "materialize", "batch-predict",
-        "serve", "scheduler", "runs", "demo",
+        "serve", "scheduler", "stream", "runs", "demo",
     ):  # fmt: skip
         done = _tandem(command, "--help")
         assert done.returncode == 0, (command, done.stderr)

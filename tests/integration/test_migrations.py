@@ -18,6 +18,7 @@ TABLES = {
     "job_runs",
     "skew_reports",
     "skew_findings",
+    "stream_seen",
 }
 
 
@@ -42,7 +43,7 @@ def test_upgrade_downgrade_upgrade_and_no_autogenerate_diff(
             assert set(inspect(engine).get_table_names(schema=SCHEMA)) == {"alembic_version"}
             assert current_revision(engine) is None or current_revision(engine) == ""
             upgrade_schema(engine)
-            assert current_revision(engine) == "0005"
+            assert current_revision(engine) == "0008"
             with engine.connect() as conn:
                 context = MigrationContext.configure(
                     conn,
