@@ -210,7 +210,7 @@ def tandem_redis(
         handled += consumer.step()
     if profiler:
         profiler.disable()
-        pstats.Stats(profiler).sort_stats("cumulative").print_stats(30)
+        pstats.Stats(profiler).sort_stats("tottime").print_stats(35)
     elapsed = time.perf_counter() - started
     count = _offline_count(stores, view)
     writer.close()

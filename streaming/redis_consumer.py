@@ -90,6 +90,21 @@ class RedisStreamConsumer:
                 logger.warning("stream: Redis: %s; retrying in %.1f s", exc, self.options.retry_s)
                 self._backlog = True
                 stop.wait(self.options.retry_s)
+        self.leave()
+
+    def leave(self) -> None:
+        """Remove this consumer from the group when it holds nothing (names are per process: the group
+        would otherwise collect one dead name per restart). Entries it still holds keep it listed."""
+        options = self.options
+        try:
+            consumers = cast(
+                "list[dict[Any, Any]]", self.client.xinfo_consumers(options.stream, options.group)
+            )
+            mine = [c for c in consumers if _text(c.get("name") or c.get(b"name") or b"") == options.consumer]
+            if mine and not int(mine[0].get("pending", mine[0].get(b"pending")) or 0):
+                self.client.xgroup_delconsumer(options.stream, options.group, options.consumer)
+        except redis.RedisError as exc:
+            logger.info("stream: could not leave the group: %s", exc)
 
     def step(self) -> int:
         """One micro-batch: entries taken over from dead consumers, else this consumer's pending entries,

@@ -27,6 +27,7 @@ import numpy as np
 import psycopg
 import pytest
 import redis
+from prometheus_client import REGISTRY
 from psycopg import sql
 from sqlalchemy import Engine
 
@@ -162,6 +163,10 @@ def _consume(
             writer.online.close()
 
 
+def _metric(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
 def _run_until_crash(consumer: Any, stop: threading.Event) -> None:
     with contextlib.suppress(Crash):  # the consumer died as the test wanted
         consumer.run(stop)
@@ -223,8 +228,12 @@ def test_events_reach_both_stores(stores: Stores, view: ViewSpec, broker: Broker
     row; the hook hears the entities written online; everything is acknowledged, no dead letter."""
     heard: list[tuple[str, list[Any]]] = []
     writer = _writer(stores, view, broker, hook=lambda name, ids: heard.append((name, ids)))
+    stored_before = _metric("tandem_stream_events_total", broker=broker.name, outcome="stored")
     broker.send(_events(view, 300, entities=40))
     _consume(broker, [writer], lambda: _offline_count(stores, view) == 300 and broker.pending() == 0)
+    assert _metric("tandem_stream_events_total", broker=broker.name, outcome="stored") - stored_before == 300
+    assert REGISTRY.get_sample_value("tandem_stream_lag", {"broker": broker.name}) is not None
+    assert _metric("tandem_stream_batch_seconds_count", broker=broker.name) > 0
     assert (writer.total("stored"), writer.total("replayed"), writer.total("deferred")) == (300, 0, 0)
     newest = _offline_newest(stores, view)
     assert len(newest) == 40
