@@ -21,7 +21,7 @@ from streaming.events import Event, event_key
 
 __all__ = ["DeadLetter", "DeadReason", "PreparedBatch", "ViewBatch", "prepare_batch"]
 
-DeadReason = Literal["bad_event", "unknown_source", "invalid_row", "not_appendable"]
+DeadReason = Literal["bad_event", "unknown_source", "invalid_row", "not_appendable", "offline_rejected"]
 """Why an event is a dead letter (a label of the dead-letter counter)."""
 
 
@@ -43,6 +43,23 @@ class ViewBatch:
     events: list[Event]
     valid: ValidRows
     keys: list[uuid.UUID]
+
+    def only(self, positions: Sequence[int]) -> ViewBatch:
+        """The events at `positions`, with their rows and keys."""
+        valid = self.valid
+        return ViewBatch(
+            self.push_source,
+            self.view,
+            [self.events[i] for i in positions],
+            ValidRows(
+                view=valid.view,
+                entity_ids=[valid.entity_ids[i] for i in positions],
+                event_ts=[valid.event_ts[i] for i in positions],
+                created=[valid.created[i] for i in positions],
+                values={name: [column[i] for i in positions] for name, column in valid.values.items()},
+            ),
+            [self.keys[i] for i in positions],
+        )
 
 
 @dataclass(frozen=True, slots=True)

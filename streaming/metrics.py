@@ -22,7 +22,7 @@ EVENTS = Counter(
 )
 DEAD_LETTERS = Counter(
     "tandem_stream_dead_letters_total",
-    "Events sent to the dead-letter stream, by reason (bad_event, unknown_source, invalid_row, not_appendable).",
+    "Events sent to the dead-letter stream, by reason (bad_event, unknown_source, invalid_row, not_appendable, offline_rejected).",
     ["broker", "reason"],
 )
 BATCH_SECONDS = Histogram(

@@ -157,7 +157,8 @@ class RedisStreamConsumer:
     def handle(self, entries: Sequence[Entry]) -> BatchOutcome:
         """Write the entries, publish their dead letters, acknowledge them all."""
         started = time.perf_counter()
-        events = [redis_event(_text(entry_id), fields) for entry_id, fields in entries]
+        # An entry trimmed from the stream while pending comes back without fields: nothing to write.
+        events = [redis_event(_text(entry_id), fields) for entry_id, fields in entries if fields]
         outcome = self.writer.write(events)
         pipe = self.client.pipeline(transaction=False)
         for letter in outcome.dead:

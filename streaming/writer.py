@@ -38,7 +38,7 @@ from streaming.batch import DeadLetter, ViewBatch, prepare_batch
 from streaming.events import Event
 from streaming.offline import append_new, defer_online, prune_seen
 
-__all__ = ["BatchOutcome", "OnCommitted", "StreamWriter", "ignore_committed"]
+__all__ = ["BatchOutcome", "OnCommitted", "RowsRejectedError", "StreamWriter", "ignore_committed"]
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +47,10 @@ OnCommitted = Callable[[str, list[Any]], None]
 
 Views = Callable[[str], ViewSpec | None] | Mapping[str, ViewSpec]
 """Finds the view a push source feeds (None: no such push source)."""
+
+
+class RowsRejectedError(ValueError):
+    """The offline table refused a row that passed validation (a constraint, a narrower column type)."""
 
 
 def ignore_committed(view_name: str, entity_ids: list[Any]) -> None:
@@ -109,6 +113,13 @@ class StreamWriter:
             except NotFoundError as exc:
                 outcome.dead += [DeadLetter(event, "not_appendable", str(exc)) for event in group.events]
                 continue
+            except RowsRejectedError:
+                # A row the table refuses (a constraint, a column type narrower than Feast's): find it
+                # event by event (rare), so it alone becomes a dead letter and never blocks the stream.
+                group, appended, rejected = self._append_each(group)
+                outcome.dead += rejected
+                if not group.events:
+                    continue
             outcome.stored += appended
             outcome.replayed += len(group.events) - appended
             committed.append(group)
@@ -134,6 +145,20 @@ class StreamWriter:
 
         return int(self._pg(work))
 
+    def _append_each(self, group: ViewBatch) -> tuple[ViewBatch, int, list[DeadLetter]]:
+        """Append the group one event per transaction: the events kept, how many appended, the refused."""
+        kept: list[int] = []
+        appended = 0
+        rejected: list[DeadLetter] = []
+        for position, event in enumerate(group.events):
+            try:
+                appended += self._append(group.only([position]))
+            except RowsRejectedError as exc:
+                rejected.append(DeadLetter(event, "offline_rejected", str(exc)))
+                continue
+            kept.append(position)
+        return group.only(kept), appended, rejected
+
     def _defer(self, rows: FeatureRows, exc: StoreUnavailableError) -> None:
         def work(conn: psycopg.Connection[Any]) -> None:
             defer_online(conn, rows, error=unavailable(exc))
@@ -150,6 +175,9 @@ class StreamWriter:
             raise
         except psycopg.errors.InsufficientPrivilege as exc:
             raise NotFoundError(f"the offline table cannot be appended to: {first_line(exc)}") from exc
+        except (psycopg.errors.DataError, psycopg.errors.IntegrityError) as exc:
+            # The transaction was rolled back; the connection is fine. The rows, not the store, are at fault.
+            raise RowsRejectedError(f"the offline table refused the row: {first_line(exc)}") from exc
         except Exception as exc:  # every failure here is PostgreSQL's: one error for the consumer
             self.close()
             raise StoreUnavailableError(f"PostgreSQL (stream append): {first_line(exc)}") from exc

@@ -310,6 +310,31 @@ def test_bad_events_become_dead_letters_and_the_rest_lands(
     assert any("outside the accepted window" in reason for reason in reasons), reasons
 
 
+def test_a_row_the_offline_table_refuses_is_a_dead_letter_alone(
+    stores: Stores, view: ViewSpec, broker: Broker
+) -> None:
+    """A row that passes validation but breaks a constraint of the offline table becomes a dead letter
+    (`offline_rejected`, naming the constraint); the other events of its batch are written and nothing is
+    retried forever."""
+    with psycopg.connect(stores.postgres.url(), autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("ALTER TABLE {} ADD CONSTRAINT visits_not_negative CHECK (visits >= 0)").format(
+                sql.SQL(view.table)
+            )
+        )
+    source, now = view.push_source or "", datetime.now(UTC)
+    broker.send(
+        [(source, _row(1, now, 1.0)), (source, _row(2, now, 2.0, visits=-1)), (source, _row(3, now, 3.0))]
+    )
+    writer = _writer(stores, view, broker)
+    _consume(broker, [writer], lambda: broker.pending() == 0 and len(broker.dead_letters()) == 1)
+    assert _offline_count(stores, view) == 2
+    assert set(_online(stores.redis, view, [1, 2, 3])) == {1, 3}
+    [letter] = broker.dead_letters()
+    assert letter.kind == "offline_rejected"
+    assert "visits_not_negative" in letter.reason
+
+
 def test_two_consumers_share_the_stream(stores: Stores, view: ViewSpec, broker: Broker) -> None:
     """Two consumers of one group (own connections, as two processes): each event is written once, by
     one of them, and both take part."""
