@@ -184,8 +184,58 @@ def raw_copy(stores: Stores, rows: list[dict[str, Any]], batch: int) -> float:
         return time.perf_counter() - started
 
 
+class Phases:
+    """Wall time per phase of the consumer's hot path, by wrapping the functions it calls."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._undo: list[tuple[Any, str, Any]] = []
+
+    def wrap(self, owner: Any, name: str, phase: str) -> None:
+        original = getattr(owner, name)
+
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                self.seconds[phase] = self.seconds.get(phase, 0.0) + time.perf_counter() - started
+
+        setattr(owner, name, timed)
+        self._undo.append((owner, name, original))
+
+    def undo(self) -> None:
+        for owner, name, original in reversed(self._undo):
+            setattr(owner, name, original)
+
+
+def _phases() -> Phases:
+    import streaming.batch
+    import streaming.offline
+    import streaming.redis_consumer
+    import streaming.writer
+
+    phases = Phases()
+    phases.wrap(redis.Redis, "xreadgroup", "XREADGROUP (read + parse replies)")
+    phases.wrap(streaming.redis_consumer, "redis_event", "event JSON -> Event")
+    phases.wrap(streaming.batch, "validate_rows", "validate_rows (the push's validation)")
+    phases.wrap(streaming.batch, "event_key", "event keys (blake2b)")
+    phases.wrap(streaming.offline, "offline_rows", "offline_rows (column form -> records)")
+    phases.wrap(streaming.writer, "append_new", "seen-key INSERT + COPY (PostgreSQL)")
+    phases.wrap(streaming.writer, "online_rows", "online_rows (newest per entity)")
+    phases.wrap(OnlineStore, "write_newer_mask", "newer-wins online write (pack + Redis Lua)")
+    phases.wrap(redis.client.Pipeline, "execute", "dead letters + XACK")
+    return phases
+
+
 def tandem_redis(
-    stores: Stores, project: str, rows: list[dict[str, Any]], batch: int, *, profile: bool
+    stores: Stores,
+    project: str,
+    rows: list[dict[str, Any]],
+    batch: int,
+    *,
+    profile: bool,
+    phases: bool = False,
 ) -> tuple[float, int]:
     """The Redis consumer in this process until every entry is acknowledged."""
     _forget_seen(stores)
@@ -202,6 +252,7 @@ def tandem_redis(
     gc.collect()
     gc.freeze()  # as `tandem stream` does after start-up (the bench's own rows would be scanned otherwise)
     profiler = cProfile.Profile() if profile else None
+    timing = _phases() if phases else None
     started = time.perf_counter()
     if profiler:
         profiler.enable()
@@ -212,6 +263,18 @@ def tandem_redis(
         profiler.disable()
         pstats.Stats(profiler).sort_stats("tottime").print_stats(35)
     elapsed = time.perf_counter() - started
+    if timing is not None:
+        timing.undo()
+        nested = timing.seconds.get("offline_rows (column form -> records)", 0.0)  # inside the COPY phase
+        spent = sum(timing.seconds.values()) - nested
+        table = [(name, f"{seconds / len(rows) * 1e6:.1f}") for name, seconds in timing.seconds.items()]
+        table.append(("(commit, transaction, the rest)", f"{(elapsed - spent) / len(rows) * 1e6:.1f}"))
+        table.append(("total", f"{elapsed / len(rows) * 1e6:.1f}"))
+        print_table(
+            "where one event's time goes (1 Redis consumer; offline_rows runs inside the COPY phase)",
+            ["phase", "µs per event"],
+            table,
+        )
     count = _offline_count(stores, view)
     writer.close()
     writer.online.close()
@@ -356,6 +419,9 @@ def main() -> None:
     parser.add_argument("--nats-url", default=None)
     parser.add_argument("--skip-nats", action="store_true")
     parser.add_argument("--profile", action="store_true", help="cProfile the in-process Redis consumer")
+    parser.add_argument(
+        "--phases", action="store_true", help="time each phase of the in-process Redis consumer"
+    )
     args = parser.parse_args()
     rows = _rows(args.events, args.entities)
     results: list[tuple[str, float, int]] = []
@@ -366,7 +432,9 @@ def main() -> None:
         client = redis.Redis.from_url(stores.redis.url())
         results.append(("raw XREADGROUP+XACK (no stores)", raw_redis(client, rows, args.batch), len(rows)))
         results.append(("raw COPY (no broker, no online)", raw_copy(stores, rows, args.batch), len(rows)))
-        elapsed, count = tandem_redis(stores, settings.feast_project, rows, args.batch, profile=args.profile)
+        elapsed, count = tandem_redis(
+            stores, settings.feast_project, rows, args.batch, profile=args.profile, phases=args.phases
+        )
         results.append(("tandem stream (redis), 1 consumer", elapsed, count))
         elapsed, count = tandem_redis_processes(stores, settings.feast_project, rows, args.batch, 2)
         results.append(("tandem stream (redis), 2 processes", elapsed, count))

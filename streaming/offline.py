@@ -48,7 +48,7 @@ def append_new(conn: psycopg.Connection[Any], group: ViewBatch, *, broker: str, 
         "ids": [event.message_id for event in group.events],
     }
     with conn.cursor() as cursor:
-        cursor.execute(_SEEN, params)
+        cursor.execute(_SEEN, params, binary=True)
         new = {row[0] for row in cursor.fetchall()}
     if not new:
         return []
