@@ -17,7 +17,6 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import nats
 import nats.errors
@@ -29,9 +28,10 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from core.errors import StoreUnavailableError
 from streaming.events import nats_event
 from streaming.metrics import LAG, PENDING, record_batch
+from streaming.nats_pull import Puller
 from streaming.writer import BatchOutcome, StreamWriter
 
-__all__ = ["NatsOptions", "NatsStreamConsumer", "ensure_streams"]
+__all__ = ["NatsOptions", "NatsStreamConsumer", "ensure_consumer", "ensure_streams"]
 
 logger = logging.getLogger(__name__)
 
@@ -80,6 +80,24 @@ async def ensure_streams(js: JetStreamContext, options: NatsOptions) -> None:
             await js.add_stream(name=name, subjects=[subject])
 
 
+async def ensure_consumer(js: JetStreamContext, options: NatsOptions) -> None:
+    """Create the durable pull consumer every process shares unless it exists."""
+    try:
+        await js.consumer_info(options.stream, options.durable)
+    except nats.js.errors.NotFoundError:
+        await js.add_consumer(
+            options.stream,
+            ConsumerConfig(
+                durable_name=options.durable,
+                ack_policy=AckPolicy.EXPLICIT,
+                deliver_policy=DeliverPolicy.ALL,
+                ack_wait=options.claim_idle_ms / 1000,
+                max_ack_pending=-1,
+                filter_subject=f"{options.events_prefix}>",
+            ),
+        )
+
+
 def _header(text: str) -> str:
     return " ".join(text.split())[:1000]
 
@@ -103,28 +121,17 @@ class NatsStreamConsumer:
         try:
             js = client.jetstream()
             await ensure_streams(js, options)
-            subscription = await js.pull_subscribe(
-                f"{options.events_prefix}>",
-                durable=options.durable,
-                stream=options.stream,
-                config=ConsumerConfig(
-                    durable_name=options.durable,
-                    ack_policy=AckPolicy.EXPLICIT,
-                    deliver_policy=DeliverPolicy.ALL,
-                    ack_wait=options.claim_idle_ms / 1000,
-                    max_ack_pending=-1,
-                    filter_subject=f"{options.events_prefix}>",
-                ),
-            )
+            await ensure_consumer(js, options)
+            puller = Puller(client, stream=options.stream, durable=options.durable)
+            await puller.start()
             next_stats = 0.0
             while not stop.is_set():
                 if time.monotonic() >= next_stats:
                     next_stats = time.monotonic() + options.stats_every_s
-                    await self._stats(subscription)
-                try:
-                    messages = await subscription.fetch(options.batch, timeout=options.block_ms / 1000)
-                except (TimeoutError, nats.errors.TimeoutError):
-                    continue  # nothing to fetch within block_ms
+                    await self._stats(js)
+                messages = await puller.fetch(options.batch, timeout=options.block_ms / 1000)
+                if not messages:
+                    continue
                 try:
                     await self.handle(js, messages)
                 except StoreUnavailableError as exc:
@@ -137,6 +144,9 @@ class NatsStreamConsumer:
                     # Unacknowledged messages are delivered again after the consumer's ack wait.
                     logger.warning("stream: NATS: %s; retrying in %.1f s", exc, options.retry_s)
                     await asyncio.to_thread(stop.wait, options.retry_s)
+            await puller.stop()
+            for message in puller.ready:  # delivered after the last fetch: to another process at once
+                await message.nak()
             await client.flush()
         finally:
             await client.close()
@@ -168,9 +178,9 @@ class NatsStreamConsumer:
         record_batch(self.broker, outcome, time.perf_counter() - started)
         return outcome
 
-    async def _stats(self, subscription: Any) -> None:
+    async def _stats(self, js: JetStreamContext) -> None:
         try:
-            info = await subscription.consumer_info()
+            info = await js.consumer_info(self.options.stream, self.options.durable)
         except Exception as exc:  # noqa: BLE001 - metrics only: a failed look is tried again next time
             logger.debug("stream: consumer info failed: %s", exc)
             return
