@@ -8,6 +8,7 @@ event append it once (the second waits on the first's key, then skips it).
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import psycopg
@@ -27,6 +28,9 @@ _SEEN = (
     "SELECT k, %(source)s, %(broker)s, %(stream)s, m FROM unnest(%(keys)s::uuid[], %(ids)s::text[]) AS t(k, m) "
     "ON CONFLICT (event_key) DO NOTHING RETURNING event_key"
 )
+_SEEN_COPY = (
+    "COPY tandem.stream_seen (event_key, push_source, broker, stream, message_id) FROM STDIN (FORMAT BINARY)"
+)
 _OUTBOX = (
     "INSERT INTO tandem.push_outbox (view, rows, payload, attempts, last_error) "
     "VALUES (%(view)s, %(rows)s, %(payload)s, 1, %(error)s)"
@@ -40,23 +44,9 @@ def append_new(conn: psycopg.Connection[Any], group: ViewBatch, *, broker: str, 
     view = group.view
     if view.reads_query:
         raise NotFoundError(f"view {view.name!r} reads a query, not a table: events cannot be appended")
-    params = {
-        "source": group.push_source,
-        "broker": broker,
-        "stream": stream,
-        "keys": group.keys,
-        "ids": [event.message_id for event in group.events],
-    }
-    with conn.cursor() as cursor:
-        cursor.execute(_SEEN, params, binary=True)
-        new = {row[0] for row in cursor.fetchall()}
-    if not new:
+    positions = _first_seen(conn, group, broker=broker, stream=stream)
+    if not positions:
         return []
-    positions: list[int] = []
-    for position, key in enumerate(group.keys):
-        if key in new:
-            positions.append(position)
-            new.discard(key)  # an equal key later in the batch is the same event
     rows = offline_rows(group.valid)
     records = rows.records if len(positions) == len(rows) else [rows.records[i] for i in positions]
     statement = sql.SQL("COPY {table} ({columns}) FROM STDIN").format(
@@ -67,6 +57,40 @@ def append_new(conn: psycopg.Connection[Any], group: ViewBatch, *, broker: str, 
         for record in records:
             copy.write_row(record)
     return positions
+
+
+def _first_seen(conn: psycopg.Connection[Any], group: ViewBatch, *, broker: str, stream: str) -> list[int]:
+    """Positions of the events whose key is new (the first of equal keys), their keys recorded.
+
+    Replays are rare: the keys are COPYed first (in a savepoint); only when one is already known does the
+    unique index refuse the COPY, and the keys go through `INSERT ... ON CONFLICT DO NOTHING` instead."""
+    first: list[int] = []
+    known: set[uuid.UUID] = set()
+    for position, key in enumerate(group.keys):
+        if key not in known:  # an equal key later in the batch is the same event
+            known.add(key)
+            first.append(position)
+    ids = [group.events[i].message_id for i in first]
+    try:
+        with conn.transaction(), conn.cursor() as cursor, cursor.copy(_SEEN_COPY) as copy:
+            copy.set_types(["uuid", "text", "text", "text", "text"])
+            source = group.push_source
+            for i, message_id in zip(first, ids, strict=True):
+                copy.write_row((group.keys[i], source, broker, stream, message_id))
+        return first
+    except psycopg.errors.UniqueViolation:
+        pass  # some were seen before: the savepoint is rolled back
+    params = {
+        "source": group.push_source,
+        "broker": broker,
+        "stream": stream,
+        "keys": [group.keys[i] for i in first],
+        "ids": ids,
+    }
+    with conn.cursor() as cursor:
+        cursor.execute(_SEEN, params, binary=True)
+        new = {row[0] for row in cursor.fetchall()}
+    return [i for i in first if group.keys[i] in new]
 
 
 def defer_online(conn: psycopg.Connection[Any], rows: FeatureRows, *, error: str) -> None:

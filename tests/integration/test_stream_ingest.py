@@ -261,6 +261,15 @@ def test_the_same_events_again_change_nothing(stores: Stores, view: ViewSpec, br
     assert (again.total("stored"), again.total("written_online"), heard) == (0, 0, [])
 
 
+def test_an_event_twice_in_one_batch_is_appended_once(stores: Stores, view: ViewSpec, broker: Broker) -> None:
+    """The same event twice in one micro-batch (a producer retrying at once) is one offline row."""
+    source, now = view.push_source or "", datetime.now(UTC)
+    broker.send([(source, _row(1, now, 1.0)), (source, _row(2, now, 2.0)), (source, _row(1, now, 1.0))])
+    writer = _writer(stores, view, broker)
+    _consume(broker, [writer], lambda: broker.pending() == 0 and writer.total("stored") == 2)
+    assert (_offline_count(stores, view), writer.total("replayed"), len(writer.outcomes)) == (2, 1, 1)
+
+
 def test_a_consumer_dying_after_its_commit_leaves_nothing_twice(
     stores: Stores, view: ViewSpec, broker: Broker
 ) -> None:
