@@ -2,9 +2,10 @@
 
 For each push source of the batch (one transaction each): the event keys and the new rows commit together
 (`streaming.offline.append_new`); then each source's newest row per entity is written online with the
-atomic newer-wins script, one pipelined request per view. So an online row never exists without its
-offline row, a replayed event changes nothing (its key is known; the online write is a no-op by
-newer-wins), and only after both stores took the batch does the consumer acknowledge it.
+atomic newer-wins check-and-write, one pipelined request per view (256 entities per script call). So an
+online row never exists without its offline row, a replayed event changes nothing (its key is known; the
+online write is a no-op by newer-wins), and only after both stores took the batch does the consumer
+acknowledge it.
 
 When Redis misses the online write (after the push policy's tries), the rows go to the push outbox and
 the scheduler's `push_outbox` job writes them later, as for a push. When PostgreSQL fails, the batch
@@ -84,6 +85,7 @@ class StreamWriter:
         on_committed: OnCommitted = ignore_committed,
         seen_keep_s: float = 7 * 86_400,
         prune_every_s: float = 60.0,
+        online_per_call: int = 256,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.connect = connect
@@ -94,6 +96,9 @@ class StreamWriter:
         self.policy = policy or PushPolicy()
         self.on_committed = on_committed
         self.seen_keep_s = seen_keep_s
+        self.online_per_call = (
+            online_per_call  # entities per newer-wins script call (core.online.newer_wins_many)
+        )
         self.prune_every_s = prune_every_s
         self.clock = clock
         self._conn: psycopg.Connection[Any] | None = None
@@ -186,7 +191,7 @@ class StreamWriter:
         policy = self.policy
         for attempt in range(1, policy.online_attempts + 1):
             try:
-                return self.online.write_newer_mask(rows)
+                return self.online.write_newer_mask(rows, per_call=self.online_per_call)
             except StoreUnavailableError:
                 if attempt == policy.online_attempts:
                     raise
