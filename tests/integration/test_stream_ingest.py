@@ -375,12 +375,28 @@ def test_events_a_dead_consumer_held_are_taken_over(stores: Stores, view: ViewSp
     assert time.monotonic() - started >= CLAIM_IDLE_MS / 1000 * 0.5  # not before they were idle
 
 
-def test_tandem_stream_stops_on_sigterm_after_acknowledging(
-    settings: Settings, stores: Stores, engine: Engine, tmp_path: Path
-) -> None:
-    """`tandem stream` (Redis, push sources read from the Feast registry) writes events as they come;
-    SIGTERM while events flow: it finishes its batch, acknowledges it, and exits 0: every event the group
-    delivered is offline and nothing is left pending."""
+def _txn_rows(count: int) -> list[dict[str, Any]]:
+    """Rows of the demo's push source `customer_txn_stats_push`, over 20 customers, in the last seconds."""
+    now = datetime.now(UTC)
+    return [
+        {
+            "customer_id": i % 20,
+            "event_timestamp": (now - timedelta(milliseconds=count - i)).isoformat(),
+            "txn_count_24h": i,
+            "txn_amount_24h": 1.5 * i,
+            "max_amount_24h": 1.0,
+            "txn_count_7d": i,
+            "avg_amount_30d": 2.0,
+            "foreign_txn_ratio_7d": 0.1,
+            "distinct_merchants_7d": 3,
+        }
+        for i in range(count)
+    ]
+
+
+@pytest.fixture
+def demo_repo(settings: Settings, stores: Stores, engine: Engine, tmp_path: Path) -> dict[str, str]:
+    """The demo's Feast repo applied, its offline tables seeded; the environment of a `tandem` process."""
     from core.features.feast_repo import apply_feature_repo
     from tandem.demo.data import seed_demo_data
 
@@ -388,18 +404,34 @@ def test_tandem_stream_stops_on_sigterm_after_acknowledging(
     end = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
     with psycopg.connect(stores.postgres.url()) as conn:
         seed_demo_data(conn, customers=20, days=2, seed=3, end=end)
-        before = _count(conn, "features.customer_txn_stats")
-    stream = f"test:cli:{uuid.uuid4().hex[:8]}"
-    env = {
+    return {
         **os.environ,
         "TANDEM_POSTGRES_URL": stores.postgres.url(),
         "TANDEM_REDIS_URL": stores.redis.url(),
         "TANDEM_FEAST_PROJECT": settings.feast_project,
         "TANDEM_HOME": str(tmp_path),
-        "TANDEM_STREAM_NAME": stream,
-        "TANDEM_STREAM_DEAD_LETTERS": f"{stream}:dead",
         "TANDEM_STREAM_BATCH": "100",
         "TANDEM_STREAM_BLOCK_MS": "50",
+    }
+
+
+def _txn_count(stores: Stores) -> int:
+    with psycopg.connect(stores.postgres.url()) as conn:
+        return _count(conn, "features.customer_txn_stats")
+
+
+def test_tandem_stream_stops_on_sigterm_after_acknowledging(
+    stores: Stores, demo_repo: dict[str, str]
+) -> None:
+    """`tandem stream` (Redis, push sources read from the Feast registry) writes events as they come;
+    SIGTERM while events flow: it finishes its batch, acknowledges it, and exits 0: every event the group
+    delivered is offline and nothing is left pending."""
+    before = _txn_count(stores)
+    stream = f"test:cli:{uuid.uuid4().hex[:8]}"
+    env = {
+        **demo_repo,
+        "TANDEM_STREAM_NAME": stream,
+        "TANDEM_STREAM_DEAD_LETTERS": f"{stream}:dead",
     }
     client = redis.Redis(host=stores.redis.host, port=stores.redis.port, db=stores.redis.db)
     process = subprocess.Popen(
@@ -414,20 +446,8 @@ def test_tandem_stream_stops_on_sigterm_after_acknowledging(
             assert process.poll() is None, process.communicate()[0].decode()
             assert time.monotonic() < deadline
             time.sleep(0.1)
-        now = datetime.now(UTC)
         pipe = client.pipeline(transaction=False)
-        for i in range(5000):
-            row = {
-                "customer_id": i % 20,
-                "event_timestamp": (now - timedelta(milliseconds=5000 - i)).isoformat(),
-                "txn_count_24h": i,
-                "txn_amount_24h": 1.5 * i,
-                "max_amount_24h": 1.0,
-                "txn_count_7d": i,
-                "avg_amount_30d": 2.0,
-                "foreign_txn_ratio_7d": 0.1,
-                "distinct_merchants_7d": 3,
-            }
+        for row in _txn_rows(5000):
             pipe.xadd(stream, {"event": json.dumps({"push_source": "customer_txn_stats_push", "row": row})})
         pipe.execute()
         while _delivered(client, stream) == 0:
@@ -436,8 +456,7 @@ def test_tandem_stream_stops_on_sigterm_after_acknowledging(
         output, _ = process.communicate(timeout=30)
         assert process.returncode == 0, output.decode()
         delivered = _delivered(client, stream)
-        with psycopg.connect(stores.postgres.url()) as conn:
-            appended = _count(conn, "features.customer_txn_stats") - before
+        appended = _txn_count(stores) - before
         summary: Any = client.xpending(stream, "tandem")
         assert int(summary["pending"]) == 0
         assert appended == delivered > 0
@@ -448,6 +467,79 @@ def test_tandem_stream_stops_on_sigterm_after_acknowledging(
             process.wait()
         client.delete(stream, f"{stream}:dead")
         client.close()
+
+
+def test_tandem_stream_on_nats_stops_on_sigterm_after_acknowledging(
+    stores: Stores, demo_repo: dict[str, str], nats_url: str
+) -> None:
+    """`tandem stream --broker nats` creates its streams and durable consumer, writes what is published
+    on `<root>.events.customer_txn_stats_push`, and on SIGTERM finishes its batch, acknowledges it and exits
+    0: every acknowledged event is offline, nothing delivered is left unacknowledged."""
+    import asyncio
+
+    import nats
+
+    before = _txn_count(stores)
+    tag = uuid.uuid4().hex[:8]
+    stream, root = f"T_CLI_{tag}", f"tcli{tag}"
+    env = {
+        **demo_repo,
+        "TANDEM_STREAM_BROKER": "nats",
+        "TANDEM_STREAM_NATS_URL": nats_url,
+        "TANDEM_STREAM_NATS_STREAM": stream,
+        "TANDEM_STREAM_NATS_SUBJECTS": root,
+    }
+
+    async def consumer_info() -> Any:
+        client = await nats.connect(nats_url)
+        try:
+            return await client.jetstream().consumer_info(stream, "tandem")
+        except Exception:  # noqa: BLE001 - not created yet
+            return None
+        finally:
+            await client.close()
+
+    async def publish(rows: list[dict[str, Any]]) -> None:
+        client = await nats.connect(nats_url)
+        js = client.jetstream()
+        subject = f"{root}.events.customer_txn_stats_push"
+        await asyncio.gather(*(js.publish(subject, json.dumps(row).encode()) for row in rows))
+        await client.close()
+
+    async def delete() -> None:
+        client = await nats.connect(nats_url)
+        for name in (stream, f"{stream}_DEAD"):
+            with contextlib.suppress(Exception):
+                await client.jetstream().delete_stream(name)
+        await client.close()
+
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tandem", "stream", "--metrics-port", "0"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while asyncio.run(consumer_info()) is None:
+            assert process.poll() is None, process.communicate()[0].decode()
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        asyncio.run(publish(_txn_rows(5000)))
+        while asyncio.run(consumer_info()).ack_floor.stream_seq == 0:
+            time.sleep(0.005)
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=30)
+        assert process.returncode == 0, output.decode()
+        info = asyncio.run(consumer_info())
+        assert info.num_ack_pending == 0
+        assert _txn_count(stores) - before == info.ack_floor.stream_seq > 0
+        assert b"stopped" in output
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        asyncio.run(delete())
 
 
 def _count(conn: psycopg.Connection[Any], table: str) -> int:
