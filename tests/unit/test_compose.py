@@ -65,13 +65,13 @@ def test_no_secret_inline() -> None:
 
 
 def test_every_tandem_service_gets_the_model_signing_key_from_env() -> None:
-    """The API, the scheduler and the migration share TANDEM_MODEL_SIGNING_KEY, required (compose refuses to
+    """The API, the scheduler, the stream and the migration share TANDEM_MODEL_SIGNING_KEY, required (compose refuses to
     start without it), read from .env; .env.example's placeholder is too short to be accepted."""
     from core.errors import ConfigurationError
     from core.model.signing import SigningKeys
 
     services = _compose()["services"]
-    for name in ("migrate", "scheduler", "service"):
+    for name in ("migrate", "scheduler", "stream", "service"):
         value = services[name]["environment"]["TANDEM_MODEL_SIGNING_KEY"]
         assert value.startswith("${TANDEM_MODEL_SIGNING_KEY:?"), value
     example = (PROJECT_ROOT / ".env.example").read_text()
