@@ -1,4 +1,4 @@
-# One image for every Tandem process (migrate, scheduler, service); the command picks the role.
+# One image for every Tandem process (migrate, scheduler, stream, service); the command picks the role.
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -11,6 +11,7 @@ COPY pyproject.toml README.md alembic.ini ./
 COPY core ./core
 COPY service ./service
 COPY scheduler ./scheduler
+COPY streaming ./streaming
 COPY consistency ./consistency
 COPY tandem ./tandem
 COPY migrations ./migrations

@@ -80,6 +80,49 @@ class Settings(BaseSettings):
     push_online_retry_s: float = Field(default=0.05, ge=0, description="Wait between online write tries")
     push_outbox_lease_s: float = Field(default=30.0, gt=0, description="How long a drain holds an outbox row")
 
+    # Stream ingestion (`tandem stream`, docs/streaming.md): events from Redis Streams or NATS JetStream
+    stream_broker: Literal["redis", "nats"] = Field(
+        default="redis", description="Where `tandem stream` reads"
+    )
+    stream_name: str = Field(default="tandem:events", min_length=1, description="Redis stream of events")
+    stream_dead_letters: str = Field(
+        default="tandem:events:dead", min_length=1, description="Redis stream of bad events, with reasons"
+    )
+    stream_group: str = Field(
+        default="tandem",
+        pattern=r"^[A-Za-z0-9_-]+$",
+        description="Consumer group (Redis) / durable consumer (NATS) every `tandem stream` process shares",
+    )
+    stream_consumer: str | None = Field(
+        default=None, description="This process's consumer name (default: host-pid)"
+    )
+    stream_batch: int = Field(default=2000, ge=1, le=100_000, description="Events per micro-batch, at most")
+    stream_block_ms: int = Field(default=500, ge=1, description="How long a read waits for events")
+    stream_claim_idle_ms: int = Field(
+        default=30_000,
+        ge=100,
+        description="Unacknowledged this long, an event is taken over by another consumer (XAUTOCLAIM / ack wait)",
+    )
+    stream_seen_keep_s: int = Field(
+        default=7 * 86_400, ge=60, description="How long event keys are kept to skip replayed events"
+    )
+    stream_nats_url: str = Field(default="nats://127.0.0.1:4222", description="NATS server (JetStream on)")
+    stream_nats_stream: str = Field(
+        default="TANDEM_EVENTS",
+        pattern=r"^[A-Za-z0-9_-]+$",
+        description="JetStream stream of tandem.events.>",
+    )
+    stream_nats_subjects: str = Field(
+        default="tandem",
+        pattern=r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$",
+        description="Subject root: events on <root>.events.<push_source>, dead letters on <root>.dead.<push_source>",
+    )
+    stream_metrics_host: str = Field(default="127.0.0.1", description="Address of the stream's /metrics")
+    stream_metrics_port: int = Field(default=9108, ge=0, le=65535, description="Port of /metrics; 0: off")
+    stream_views_poll_s: float = Field(
+        default=10.0, gt=0, description="How often the stream looks for a changed Feast registry"
+    )
+
     # Batch predictions: chunk size of scoring and publishing, and when they must be ready each day (UTC).
     batch_chunk_rows: int = Field(default=100_000, ge=1_000)
     batch_deadline_utc: time = time(8, 0)

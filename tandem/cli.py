@@ -31,6 +31,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "check-skew": ("tandem.commands.skew", "check_skew_cmd", "Compare offline and online; exit 1 on breach."),
     "skew": ("tandem.commands.skew", "skew_group", "Review skew reports: list, show."),
     "scheduler": ("tandem.commands.scheduler", "scheduler_cmd", "Run the job scheduler (one leader per DB)."),
+    "stream": (
+        "tandem.commands.stream",
+        "stream_cmd",
+        "Write events from Redis Streams or NATS like pushes.",
+    ),
     "runs": ("tandem.commands.scheduler", "runs_cmd", "Job run history and the batch deadline forecast."),
     "demo": ("tandem.demo.journey", "demo_cmd", "The whole journey on the embedded stack (or set stores)."),
 }

@@ -28,7 +28,6 @@ from typing import Any
 from core.online.encoding import encode_timestamps, encode_values, feature_field, timestamp_field
 from core.online.keys import encode_keys
 from core.online.rows import FeatureRows
-from core.online.wire import command
 
 __all__ = [
     "NEWER_OR_EQUAL_SCRIPT",
@@ -108,11 +107,32 @@ def pack_newer_writes(
     script, sha = script_of(ties_win=ties_win)
     head = (b"EVAL", script) if by_body else (b"EVALSHA", sha)
     ts_field, ttl = timestamp_field(rows.view), b"%d" % (rows.key_ttl_s or 0)
-    out: list[bytes] = []
-    for row, key in enumerate(keys):
-        pairs = [part for field, column in zip(fields, values, strict=True) for part in (field, column[row])]
-        out.append(command(*head, b"1", key, ts_field, stamps[row], ttl, *pairs))
-    return b"".join(out)
+    # Every command has the same shape: its constant parts go into one template (with `%` escaped), filled
+    # per row with the bulk strings of the key, the timestamp and each value: one formatting per row.
+    count_args = len(head) + 5 + 2 * len(fields)  # head, numkeys, key, _ts field, stamp, TTL, pairs
+    lead = b"*%d\r\n" % count_args + b"".join(_bulk(part) for part in (*head, b"1"))
+    template = (
+        _escape(lead)
+        + b"%b"
+        + _escape(_bulk(ts_field))
+        + b"%b"
+        + _escape(_bulk(ttl))
+        + b"".join(_escape(_bulk(field)) + b"%b" for field in fields)
+    )
+    columns = [_bulks(column) for column in values]
+    return b"".join(template % parts for parts in zip(_bulks(keys), _bulks(stamps), *columns, strict=True))
+
+
+def _bulk(data: bytes) -> bytes:
+    return b"$%d\r\n%b\r\n" % (len(data), data)
+
+
+def _bulks(parts: Sequence[bytes]) -> list[bytes]:
+    return [b"$%d\r\n%b\r\n" % (len(part), part) for part in parts]
+
+
+def _escape(data: bytes) -> bytes:
+    return data.replace(b"%", b"%%")
 
 
 def written_count(replies: Sequence[Any]) -> int:

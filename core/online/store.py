@@ -26,6 +26,7 @@ from contextlib import contextmanager
 from typing import Any, Protocol
 
 import hiredis
+import numpy as np
 import numpy.typing as npt
 import redis
 
@@ -36,6 +37,7 @@ from core.features.specs import ViewSpec
 from core.online.encoding import feature_field
 from core.online.keys import entity_id_of_redis_key, parse_entity_key
 from core.online.newer_wins import pack_newer_writes, script_of, written_count
+from core.online.newer_wins_many import pack_newer_writes_many
 from core.online.owned import owner_value, pack_owned_deletes, pack_owned_writes
 from core.online.rows import FeatureRows, OnlineRow
 from core.online.transport import SyncTransport
@@ -177,6 +179,32 @@ class OnlineStore:
         if progress is not None:
             progress(len(rows))
         return written_count(replies)
+
+    def write_newer_mask(self, rows: FeatureRows, *, per_call: int = 1) -> npt.NDArray[np.bool_]:
+        """`write_newer`, saying which rows were written (True) and which kept an as-new online row.
+
+        `per_call` > 1: up to that many entities per script call (`core.online.newer_wins_many`), the same
+        rule with far less work in Redis per row; 1: one call per entity (`core.online.newer_wins`).
+        """
+        if len(rows) == 0:
+            return np.zeros(0, dtype=bool)
+
+        def send(by_body: bool) -> list[Any]:
+            if per_call > 1:
+                payload, calls = pack_newer_writes_many(
+                    self.project, rows, per_call=per_call, by_body=by_body
+                )
+                return [flag for reply in self.transport.request(payload, calls) for flag in reply]
+            return self.transport.request(pack_newer_writes(self.project, rows, by_body=by_body), len(rows))
+
+        with _mapped():
+            try:
+                replies = send(by_body=False)
+            except redis.ResponseError as exc:
+                if not _no_script(exc):
+                    raise
+                replies = send(by_body=True)
+        return np.fromiter((reply == 1 for reply in replies), dtype=bool, count=len(replies))
 
     def _stream_newer(
         self, rows: FeatureRows, *, ties_win: bool, batch_rows: int, progress: Callable[[int], None] | None

@@ -39,6 +39,7 @@ __all__ = [
     "SkewFinding",
     "SkewReport",
     "SpecSnapshot",
+    "StreamSeen",
 ]
 
 SCHEMA = "tandem"
@@ -246,3 +247,23 @@ class PushOutbox(Base):
     attempts: Mapped[int] = mapped_column(Integer, server_default=text("0"))
     lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     last_error: Mapped[str | None] = mapped_column(Text)
+
+
+class StreamSeen(Base):
+    """Events `tandem stream` has appended offline, by key: a replayed event (redelivered after a crash, or
+    sent again by its producer) finds its key here and is not appended twice.
+
+    `event_key` digests the push source and the row's content (streaming/events.py); a row is inserted in
+    the same transaction as the offline rows it stands for. Rows older than `stream_seen_keep_s` are pruned
+    (BRIN on `seen_at`: the table is append-only in time order).
+    """
+
+    __tablename__ = "stream_seen"
+    __table_args__ = (Index("ix_stream_seen_seen_at", "seen_at", postgresql_using="brin"),)
+
+    event_key: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    push_source: Mapped[str] = mapped_column(Text)
+    broker: Mapped[str] = mapped_column(Text)  # redis | nats
+    stream: Mapped[str] = mapped_column(Text)  # the Redis stream or the JetStream stream
+    message_id: Mapped[str] = mapped_column(Text)  # the entry id (Redis) or stream sequence (NATS)
+    seen_at: Mapped[datetime] = _now()

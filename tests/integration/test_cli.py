@@ -86,7 +86,7 @@ def test_every_command_has_help() -> None:
     """Every command answers --help with its description."""
     for command in (
         "up", "down", "env", "seed", "apply", "train", "models", "materialize", "batch-predict",
-        "serve", "scheduler", "runs", "demo",
+        "serve", "scheduler", "stream", "runs", "demo",
     ):  # fmt: skip
         done = _tandem(command, "--help")
         assert done.returncode == 0, (command, done.stderr)

@@ -24,6 +24,7 @@ TABLES = {
     "job_runs",
     "skew_reports",
     "skew_findings",
+    "stream_seen",
 }
 
 

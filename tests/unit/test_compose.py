@@ -13,8 +13,9 @@ import yaml
 from core.settings import PROJECT_ROOT
 
 COMPOSE = PROJECT_ROOT / "docker-compose.yml"
-# Commands the test suite runs itself (tests/integration/test_cli.py, test_service.py, test_scheduler.py).
-EXERCISED = {("tandem", "apply"), ("tandem", "scheduler"), ("tandem", "serve")}
+# Commands the test suite runs itself (tests/integration/test_cli.py, test_service.py, test_scheduler.py,
+# test_stream_ingest.py).
+EXERCISED = {("tandem", "apply"), ("tandem", "scheduler"), ("tandem", "serve"), ("tandem", "stream")}
 
 
 def _compose() -> dict[str, Any]:
@@ -32,7 +33,7 @@ def test_stores_have_healthchecks_and_tandem_waits_for_them() -> None:
     assert services["redis"]["healthcheck"]["test"][-1] == "ping"
     assert services["migrate"]["depends_on"]["postgres"]["condition"] == "service_healthy"
     assert services["migrate"]["depends_on"]["redis"]["condition"] == "service_healthy"
-    for name in ("scheduler", "service"):
+    for name in ("scheduler", "stream", "service"):
         assert services[name]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
 
 
@@ -46,8 +47,8 @@ def test_roles_and_replicas() -> None:
 
 
 def test_every_tandem_command_is_one_the_suite_runs() -> None:
-    """Each Tandem service's command is `tandem apply`, `tandem scheduler` or `tandem serve`."""
-    for name in ("migrate", "scheduler", "service"):
+    """Each Tandem service's command is `tandem apply`, `tandem scheduler`, `tandem stream` or `tandem serve`."""
+    for name in ("migrate", "scheduler", "stream", "service"):
         command = _compose()["services"][name]["command"]
         assert tuple(command[:2]) in EXERCISED, (name, command)
 
@@ -64,13 +65,13 @@ def test_no_secret_inline() -> None:
 
 
 def test_every_tandem_service_gets_the_model_signing_key_from_env() -> None:
-    """The API, the scheduler and the migration share TANDEM_MODEL_SIGNING_KEY, required (compose refuses to
+    """The API, the scheduler, the stream and the migration share TANDEM_MODEL_SIGNING_KEY, required (compose refuses to
     start without it), read from .env; .env.example's placeholder is too short to be accepted."""
     from core.errors import ConfigurationError
     from core.model.signing import SigningKeys
 
     services = _compose()["services"]
-    for name in ("migrate", "scheduler", "service"):
+    for name in ("migrate", "scheduler", "stream", "service"):
         value = services[name]["environment"]["TANDEM_MODEL_SIGNING_KEY"]
         assert value.startswith("${TANDEM_MODEL_SIGNING_KEY:?"), value
     example = (PROJECT_ROOT / ".env.example").read_text()

@@ -1,0 +1,113 @@
+"""The stream's PostgreSQL side: event keys and offline rows in one transaction, the outbox, pruning.
+
+`append_new` records a group's event keys in `tandem.stream_seen` (ON CONFLICT skip) and COPYs into the
+view's source table only the rows whose key was new, inside the caller's transaction: the keys commit
+with the rows they stand for, so a replayed event appends nothing, and two consumers racing on the same
+event append it once (the second waits on the first's key, then skips it).
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from psycopg.types.json import Jsonb
+
+from core.errors import NotFoundError
+from core.online.rows import FeatureRows
+from core.push.outbox import outbox_payload
+from core.push.rows import offline_rows
+from streaming.batch import ViewBatch
+
+__all__ = ["append_new", "defer_online", "prune_seen"]
+
+_SEEN = (
+    "INSERT INTO tandem.stream_seen (event_key, push_source, broker, stream, message_id) "
+    "SELECT k, %(source)s, %(broker)s, %(stream)s, m FROM unnest(%(keys)s::uuid[], %(ids)s::text[]) AS t(k, m) "
+    "ON CONFLICT (event_key) DO NOTHING RETURNING event_key"
+)
+_SEEN_COPY = (
+    "COPY tandem.stream_seen (event_key, push_source, broker, stream, message_id) FROM STDIN (FORMAT BINARY)"
+)
+_OUTBOX = (
+    "INSERT INTO tandem.push_outbox (view, rows, payload, attempts, last_error) "
+    "VALUES (%(view)s, %(rows)s, %(payload)s, 1, %(error)s)"
+)
+_PRUNE = "DELETE FROM tandem.stream_seen WHERE seen_at < now() - make_interval(secs => %(keep_s)s)"
+
+
+def append_new(conn: psycopg.Connection[Any], group: ViewBatch, *, broker: str, stream: str) -> list[int]:
+    """Record the group's keys; COPY the rows of those seen for the first time (first of equal keys);
+    returns their positions. Inside the caller's transaction. NotFoundError: the view reads a query."""
+    view = group.view
+    if view.reads_query:
+        raise NotFoundError(f"view {view.name!r} reads a query, not a table: events cannot be appended")
+    positions = _first_seen(conn, group, broker=broker, stream=stream)
+    if not positions:
+        return []
+    rows = offline_rows(group.valid)
+    records = rows.records if len(positions) == len(rows) else [rows.records[i] for i in positions]
+    statement = sql.SQL("COPY {table} ({columns}) FROM STDIN").format(
+        table=sql.SQL(view.table),  # from Feast's registry, never from an event
+        columns=sql.SQL(", ").join(sql.Identifier(c) for c in rows.columns),
+    )
+    with conn.cursor() as cursor, cursor.copy(statement) as copy:
+        for record in records:
+            copy.write_row(record)
+    return positions
+
+
+def _first_seen(conn: psycopg.Connection[Any], group: ViewBatch, *, broker: str, stream: str) -> list[int]:
+    """Positions of the events whose key is new (the first of equal keys), their keys recorded.
+
+    Replays are rare: the keys are COPYed first (in a savepoint); only when one is already known does the
+    unique index refuse the COPY, and the keys go through `INSERT ... ON CONFLICT DO NOTHING` instead."""
+    first: list[int] = []
+    known: set[uuid.UUID] = set()
+    for position, key in enumerate(group.keys):
+        if key not in known:  # an equal key later in the batch is the same event
+            known.add(key)
+            first.append(position)
+    ids = [group.events[i].message_id for i in first]
+    try:
+        with conn.transaction(), conn.cursor() as cursor, cursor.copy(_SEEN_COPY) as copy:
+            copy.set_types(["uuid", "text", "text", "text", "text"])
+            source = group.push_source
+            for i, message_id in zip(first, ids, strict=True):
+                copy.write_row((group.keys[i], source, broker, stream, message_id))
+        return first
+    except psycopg.errors.UniqueViolation:
+        pass  # some were seen before: the savepoint is rolled back
+    params = {
+        "source": group.push_source,
+        "broker": broker,
+        "stream": stream,
+        "keys": [group.keys[i] for i in first],
+        "ids": ids,
+    }
+    with conn.cursor() as cursor:
+        cursor.execute(_SEEN, params, binary=True)
+        new = {row[0] for row in cursor.fetchall()}
+    return [i for i in first if group.keys[i] in new]
+
+
+def defer_online(conn: psycopg.Connection[Any], rows: FeatureRows, *, error: str) -> None:
+    """Leave online rows Redis missed to the push outbox (the scheduler's `push_outbox` job writes them)."""
+    with conn.transaction():
+        conn.execute(
+            _OUTBOX,
+            {
+                "view": rows.view,
+                "rows": len(rows),
+                "payload": Jsonb(outbox_payload(rows)),
+                "error": error[:500],
+            },
+        )
+
+
+def prune_seen(conn: psycopg.Connection[Any], *, keep_s: float) -> int:
+    """Forget event keys older than `keep_s`; returns how many."""
+    with conn.transaction():
+        return conn.execute(_PRUNE, {"keep_s": keep_s}).rowcount
