@@ -1,9 +1,10 @@
 """The stream's PostgreSQL side: event keys and offline rows in one transaction, the outbox, pruning.
 
-`append_new` records a group's event keys in `tandem.stream_seen` (ON CONFLICT skip) and COPYs into the
-view's source table only the rows whose key was new, inside the caller's transaction: the keys commit
-with the rows they stand for, so a replayed event appends nothing, and two consumers racing on the same
-event append it once (the second waits on the first's key, then skips it).
+`append_new` records a group's event keys in `tandem.stream_seen` and COPYs into the view's source table
+only the rows whose key was new, inside the caller's transaction: the keys commit with the rows they stand
+for, so a replayed event appends nothing, and two consumers racing on the same event append it once (the
+second waits on the first's key, then skips it). The keys are COPYed (fast); a known key makes the unique
+index refuse that COPY, and the keys then go through `INSERT ... ON CONFLICT DO NOTHING RETURNING`.
 """
 
 from __future__ import annotations

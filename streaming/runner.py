@@ -147,13 +147,22 @@ def install_stop_signals(stop: threading.Event) -> None:
 
 
 def start_metrics(settings: Settings, port: int | None = None) -> Any:
-    """Serve /metrics on the stream's port (0: off); returns the server, or None."""
+    """Serve /metrics on the stream's port (0: off); returns the server, or None (off, or the port is taken)."""
     from prometheus_client import start_http_server
 
     chosen = settings.stream_metrics_port if port is None else port
     if not chosen:
         return None
-    return start_http_server(chosen, addr=settings.stream_metrics_host)
+    try:
+        return start_http_server(chosen, addr=settings.stream_metrics_host)
+    except OSError as exc:  # another consumer on this host has the port: consume anyway, without /metrics
+        logger.warning(
+            "stream: /metrics not served (%s:%d: %s); set TANDEM_STREAM_METRICS_PORT per process",
+            settings.stream_metrics_host,
+            chosen,
+            exc.strerror or exc,
+        )
+        return None
 
 
 def main(argv: Sequence[str] | None = None) -> None:

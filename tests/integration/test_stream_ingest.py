@@ -567,3 +567,16 @@ def _delivered(client: redis.Redis, stream: str) -> int:
         return 0
     entries: Any = client.xrange(stream, "-", last)
     return len(entries)
+
+
+def test_a_taken_metrics_port_does_not_stop_the_stream() -> None:
+    """Two consumers on one host with the default port: the second runs without /metrics (a warning)."""
+    import socket
+
+    from streaming.runner import start_metrics
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        assert start_metrics(Settings(), taken.getsockname()[1]) is None
+    assert start_metrics(Settings(), 0) is None  # 0: off
