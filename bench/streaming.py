@@ -28,6 +28,7 @@ newest event is online but not yet re-scored.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import multiprocessing
 import os
@@ -126,18 +127,19 @@ def run_mode(
     port = free_port()
     script = logs / "live.lua"
     script.write_text(WRK_LIVE_LUA)
-    consumers = [
-        server([str(BIN / "tandem"), "stream"], env=env, cwd=ROOT, log=logs / f"stream-{tag}-{n}.log")
-        for n in range(args.consumers)
-    ]
-    api = server(
-        [str(BIN / "tandem"), "serve", "--workers", str(workers), "--port", str(port)],
-        env=env, cwd=ROOT, log=logs / f"serve-{tag}.log",
-    )  # fmt: skip
-    try:
-        for consumer in consumers:
-            consumer.__enter__()
-        api.__enter__()
+    with contextlib.ExitStack() as running:  # unwound in reverse: the API, the consumers, then the stream
+        running.callback(client.close)
+        running.callback(client.delete, stream, f"{stream}:dead")
+        for n in range(args.consumers):
+            running.enter_context(
+                server([str(BIN / "tandem"), "stream"], env=env, cwd=ROOT, log=logs / f"stream-{tag}-{n}.log")
+            )
+        running.enter_context(
+            server(
+                [str(BIN / "tandem"), "serve", "--workers", str(workers), "--port", str(port)],
+                env=env, cwd=ROOT, log=logs / f"serve-{tag}.log",
+            )
+        )  # fmt: skip
         wait_ready(port, get_ok("/health/ready"), timeout_s=90)
         _wait_group(client, stream)
         context = multiprocessing.get_context("spawn")
@@ -172,17 +174,11 @@ def run_mode(
             seconds=args.duration, give_up_s=args.give_up, seed=2,
         )  # fmt: skip
         load.join()
+        sent, produced_s = out.get(timeout=30)
         producer.join()
         after = ends[0]  # when the load ended
-        sent, produced_s = out.get(timeout=10)
         _drain(client, stream)
         burst_s = _burst(client, stream, args.burst, args.entities) if args.burst else float("nan")
-    finally:
-        api.__exit__(None, None, None)
-        for consumer in reversed(consumers):
-            consumer.__exit__(None, None, None)
-        client.delete(stream, f"{stream}:dead")
-        client.close()
     ingested = after.acknowledged - before.acknowledged
     window = after.at - before.at
     return {
