@@ -1,8 +1,9 @@
 """`tandem demo`: the user's journey in one command, on the embedded stack unless store URLs are set.
 
-up -> apply -> seed -> train + promote -> materialize -> batch-predict -> scheduler + API -> push fresh
-transactions -> predictions (batch-served vs live re-scored, with reasons) -> skew check -> URLs -> serve
-until Ctrl-C (or stop at once with --once). Everything it starts, it stops.
+up -> apply -> seed -> train + promote -> materialize -> batch-predict -> scheduler + API + stream -> push fresh
+transactions -> predictions (batch-served vs live re-scored, with reasons) -> events into the Redis stream and
+one customer's answer switching from batch to live to the stream's stored score -> skew check -> URLs ->
+serve until Ctrl-C (or stop at once with --once). Everything it starts, it stops.
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ import httpx
 from core.errors import StackError
 from core.stores.resolve import Stores
 from tandem.context import CliContext
-from tandem.demo.processes import Children, children, port_is_free, wait_ready
+from tandem.demo.processes import Children, children, port_is_free, wait_logged, wait_ready
 from tandem.demo.steps import Timeline, prepare_data, show_predictions, show_skew
+from tandem.demo.stream import STREAM_RESCORE_DELAY_MS, show_stream_switch
 
 __all__ = ["demo_cmd"]
 
@@ -108,36 +110,48 @@ def demo_cmd(cli: CliContext, customers: int, days: int, seed_value: int, port: 
         "TANDEM_REDIS_URL": stores.redis.url(),
         "TANDEM_FEAST_PROJECT": settings.feast_project,
         "TANDEM_API_KEYS": key,
+        "TANDEM_STREAM_RESCORE_MAX_DELAY_MS": str(STREAM_RESCORE_DELAY_MS),
+        "TANDEM_STREAM_METRICS_PORT": "0",  # the stream's /metrics stays off: the API's is printed
     }
     with _StopRequest() as stop, children(settings.home / "demo-logs", env) as group:
         group.start("scheduler", "scheduler")
         group.start("api", "serve", "--port", str(port))
+        group.start("stream", "stream")
         try:
             _serve_steps(cli, stores, timeline, group, url=url, key=key)
         except Exception:
             if not stop.requested:
                 raise
         if stop.requested:  # Ctrl-C while the steps ran
-            console.print("stopping the API and the scheduler")
+            console.print("stopping the API, the scheduler and the stream")
             return
         if once:
             return
         console.print("\nserving until Ctrl-C ...")
         stop.wait(group)
-        console.print("stopping the API and the scheduler")
+        console.print("stopping the API, the scheduler and the stream")
 
 
 def _serve_steps(
     cli: CliContext, stores: Stores, timeline: Timeline, group: Children, *, url: str, key: str
 ) -> None:
-    """With the API and the scheduler started: fresh events, blended predictions, a skew check, the URLs."""
+    """With the API, the scheduler and the stream started: fresh events, blended predictions, events through
+    the stream re-scored, a skew check, the URLs."""
     console = cli.console
     ready_s = wait_ready(url, group)
-    timeline.step(f"API ready in {ready_s:.1f} s at {url}; scheduler started")
+    timeline.step(f"API ready in {ready_s:.1f} s at {url}; scheduler and stream started")
     pushed = [3, 5, 8]
     _push_fresh(url, key, pushed)
     timeline.step(f"pushed fresh transactions for customers {', '.join(map(str, pushed))}")
     show_predictions(console, url, [*pushed, 1, 2, 4])
+    stream = cli.settings.stream_name
+    consuming_s = wait_logged(group, "stream", "stream: consuming")
+    timeline.step(f"`tandem stream` consuming {stream} (waited {consuming_s:.1f} s)")
+    sent, pending = show_stream_switch(console, url, stores.redis.url(), stream, group.check)
+    timeline.step(
+        f"stream: {sent} events XADDed to {stream}, written and re-scored by `tandem stream` "
+        f"({pending} read and not yet acknowledged)"
+    )
     show_skew(cli, stores, timeline)
     console.print(f"\nAPI docs      {url}/schema/swagger")
     console.print(f"skew review   {url}/skew")

@@ -1,4 +1,5 @@
-"""The demo's child processes (`tandem serve`, `tandem scheduler`): started, awaited, always stopped."""
+"""The demo's child processes (`tandem serve`, `tandem scheduler`, `tandem stream`): started, awaited, always
+stopped."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import httpx
 from core.errors import StackError
 from core.stack.process import port_is_free
 
-__all__ = ["Children", "children", "port_is_free", "wait_ready"]
+__all__ = ["Children", "children", "port_is_free", "wait_logged", "wait_ready"]
 
 
 class Children:
@@ -85,3 +86,16 @@ def wait_ready(url: str, group: Children, *, timeout_s: float = 90.0) -> float:
                 return time.monotonic() - started
         time.sleep(0.1)
     raise StackError(f"the API at {url} was not ready after {timeout_s:.0f} s (see its log)")
+
+
+def wait_logged(group: Children, name: str, text: str, *, timeout_s: float = 90.0) -> float:
+    """Poll child `name`'s log until a line holds `text`; returns seconds waited. StackError if a child dies
+    or time runs out."""
+    started = time.monotonic()
+    log = group.log_dir / f"{name}.log"
+    while time.monotonic() - started < timeout_s:
+        group.check()
+        if log.exists() and text in log.read_text(errors="replace"):
+            return time.monotonic() - started
+        time.sleep(0.1)
+    raise StackError(f"{name} did not log {text!r} after {timeout_s:.0f} s (see {log})")

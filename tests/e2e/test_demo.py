@@ -42,11 +42,19 @@ def _demo(env: dict[str, str], port: int) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_demo_once_shows_batch_and_live_answers_and_checks_skew(demo_env: dict[str, str]) -> None:
+@pytest.fixture(scope="module")
+def demo_once(demo_env: dict[str, str]) -> tuple[int, subprocess.CompletedProcess[str]]:
+    """One `tandem demo --once` run that the tests below read: (its API port, the finished process)."""
+    port = free_port()
+    return port, _demo(demo_env, port)
+
+
+def test_demo_once_shows_batch_and_live_answers_and_checks_skew(
+    demo_once: tuple[int, subprocess.CompletedProcess[str]],
+) -> None:
     """The printed table holds a batch-served and a live re-scored customer, the skew check ran, URLs printed,
     and nothing the demo started is left running."""
-    port = free_port()
-    done = _demo(demo_env, port)
+    port, done = demo_once
     assert done.returncode == 0, done.stderr[-3000:] + done.stdout[-3000:]
     out = done.stdout
     assert "features_newer" in out
@@ -55,6 +63,33 @@ def test_demo_once_shows_batch_and_live_answers_and_checks_skew(demo_env: dict[s
     assert f"http://127.0.0.1:{port}/skew" in out
     with socket.socket() as sock:
         assert sock.connect_ex(("127.0.0.1", port)) != 0, "the demo's API is still listening"
+
+
+def _cells(out: str, moment: str) -> list[str]:
+    """The cells of the stream table's row for `moment` (rich draws columns with │)."""
+    line = next((line for line in out.splitlines() if moment in line), None)
+    assert line is not None, f"no row {moment!r} in:\n{out[-3000:]}"
+    return [cell.strip() for cell in line.split("│")[1:-1]]
+
+
+def test_demo_once_shows_an_answer_switching_to_the_stream_score(
+    demo_once: tuple[int, subprocess.CompletedProcess[str]],
+) -> None:
+    """Events XADDed to the Redis stream move the followed customer from its batch score (batch_fresh, run
+    kind batch) to a live re-score (features_newer) while the event is online but not yet re-scored, then to
+    the stream re-score's stored score (batch_fresh, run kind stream) computed from the event's row."""
+    _, done = demo_once
+    assert done.returncode == 0, done.stderr[-3000:] + done.stdout[-3000:]
+    out = done.stdout
+    _, _, source, reason, run_kind, before_ts = _cells(out, "before the events")
+    assert (source, reason, run_kind) == ("batch", "batch_fresh", "batch")
+    _, _, source, reason, run_kind, live_ts = _cells(out, "event online, not yet re-scored")
+    assert (source, reason, run_kind) == ("live", "features_newer", "None")
+    _, _, source, reason, run_kind, stream_ts = _cells(out, "after the stream re-score")
+    assert (source, reason, run_kind) == ("batch", "batch_fresh", "stream")
+    assert stream_ts != before_ts
+    assert live_ts != before_ts
+    assert "written and re-scored by `tandem stream`" in out
 
 
 def test_second_demo_on_a_taken_port_refuses_cleanly(demo_env: dict[str, str]) -> None:
