@@ -1,12 +1,14 @@
 """Stored predictions as PostgreSQL binary COPY bytes, built by numpy without Python code per row.
 
 Every column is fixed-width except the entity key's text and the snapshot text: rows are grouped by
-(snapshot, key text length) so each group is one numpy structured array laid out as COPY tuples. An int
+(snapshot, key text length) so each group is one numpy structured array laid out as COPY tuples; many small
+groups (a stream re-score) are packed row by row instead. An int
 key's text is made by numpy (`astype("S20")`: decimal digits), so that path has no Python code per row.
 """
 
 from __future__ import annotations
 
+import struct
 import uuid
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
@@ -21,6 +23,9 @@ COPY_COLUMNS = ("run_id", "entity_key", "score", "model_version", "scored_at", "
 COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + bytes(8)  # signature, flags, header extension length
 COPY_TRAILER = b"\xff\xff"
 _PG_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
+_LENGTH = struct.Struct(">i")
+_SCORE = struct.Struct(">id")
+_ROWS_PER_GROUP = 8  # fewer rows per (snapshot, key length) group on average: pack row by row
 
 
 def _pg_micros(moment: datetime) -> int:
@@ -47,15 +52,25 @@ def copy_tuples(
     snapshot_codes: npt.NDArray[np.intp],
     snapshots: Sequence[str],
 ) -> Iterator[bytes]:
-    """COPY tuples (no header/trailer) for one chunk; `snapshots[snapshot_codes[i]]` is row i's snapshot."""
+    """COPY tuples (no header/trailer) for one chunk; `snapshots[snapshot_codes[i]]` is row i's snapshot.
+
+    Rows are sorted once by (snapshot, key text length) and each group is one structured array; when groups
+    are small (a stream re-score: nearly one snapshot per entity) the rows are packed one by one instead,
+    which is then the cheaper way (~2 µs a row against ~20 µs a group)."""
     if len(entity_ids) == 0:
         return
     version = model_version.encode()
     texts = key_texts(entity_ids)
     lengths = np.char.str_len(texts)
-    for code, length in np.unique(np.stack([snapshot_codes, lengths]), axis=1).T.tolist():
-        snapshot = snapshots[int(code)].encode()
-        mask = (snapshot_codes == code) & (lengths == length)
+    order = np.lexsort((lengths, snapshot_codes))
+    codes, sizes = snapshot_codes[order], lengths[order]
+    bounds = np.flatnonzero((codes[1:] != codes[:-1]) | (sizes[1:] != sizes[:-1])) + 1
+    if len(bounds) + 1 > len(order) // _ROWS_PER_GROUP:
+        yield _row_by_row(run_id, version, scored_at, texts, scores, snapshot_codes, snapshots)
+        return
+    for part in np.split(order, bounds):
+        length = int(lengths[part[0]])
+        snapshot = snapshots[int(snapshot_codes[part[0]])].encode()
         dtype = np.dtype(
             [
                 ("n", ">i2"),
@@ -67,12 +82,32 @@ def copy_tuples(
                 ("l5", ">i4"), ("snapshot", f"S{len(snapshot)}"),
             ]
         )  # fmt: skip
-        rows = np.empty(int(mask.sum()), dtype=dtype)
+        rows = np.empty(len(part), dtype=dtype)
         rows["n"] = len(COPY_COLUMNS)
         rows["l0"], rows["run"] = 16, run_id.bytes
-        rows["l1"], rows["id"] = length, texts[mask]
-        rows["l2"], rows["score"] = 8, scores[mask]
+        rows["l1"], rows["id"] = length, texts[part]
+        rows["l2"], rows["score"] = 8, scores[part]
         rows["l3"], rows["version"] = len(version), version
         rows["l4"], rows["ts"] = 8, _pg_micros(scored_at)
         rows["l5"], rows["snapshot"] = len(snapshot), snapshot
         yield rows.tobytes()
+
+
+def _row_by_row(
+    run_id: uuid.UUID,
+    version: bytes,
+    scored_at: datetime,
+    texts: npt.NDArray[np.bytes_],
+    scores: npt.NDArray[np.float64],
+    codes: npt.NDArray[np.intp],
+    snapshots: Sequence[str],
+) -> bytes:
+    """The same tuples as `copy_tuples`, packed row by row."""
+    head = struct.pack(">hi16s", len(COPY_COLUMNS), 16, run_id.bytes)
+    middle = _LENGTH.pack(len(version)) + version + struct.pack(">iq", 8, _pg_micros(scored_at))
+    encoded = [_LENGTH.pack(len(data)) + data for data in (text.encode() for text in snapshots)]
+    pack_length, pack_score = _LENGTH.pack, _SCORE.pack
+    return b"".join(
+        head + pack_length(len(text)) + text + pack_score(8, score) + middle + encoded[code]
+        for text, score, code in zip(texts.tolist(), scores.tolist(), codes.tolist(), strict=True)
+    )
