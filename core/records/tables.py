@@ -132,7 +132,9 @@ class BatchPrediction(Base):
     run_id: Mapped[uuid.UUID] = mapped_column(
         Uuid, ForeignKey("prediction_runs.run_id", ondelete="CASCADE"), primary_key=True
     )
-    entity_key: Mapped[str] = mapped_column(Text, primary_key=True)  # the id's text: core/features/keys.py
+    entity_key: Mapped[str] = mapped_column(
+        Text(collation="C"), primary_key=True
+    )  # the id's text: core/features/keys.py
     score: Mapped[float] = mapped_column(Double)
     model_version: Mapped[str] = mapped_column(Text)
     scored_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

@@ -1,7 +1,8 @@
 """entity keys of any shape: a stored score's entity is the text of its id (core/features/keys.py)
 
 `batch_predictions.entity_id bigint` becomes `entity_key text`: the decimal id of an int key (existing rows
-convert as they are), the string of a string key, the canonical JSON of a composite key.
+convert as they are), the string of a string key, the canonical JSON of a composite key. Collation "C": keys
+are only ever compared for equality, and bytewise comparison keeps COPY's index upkeep cheap.
 
 Revision ID: 0007
 Revises: 0006
@@ -22,7 +23,9 @@ depends_on: str | Sequence[str] | None = None
 
 def upgrade() -> None:
     """Apply this revision: the column becomes text, renamed with its index."""
-    op.execute("ALTER TABLE tandem.batch_predictions ALTER COLUMN entity_id TYPE text USING entity_id::text")
+    op.execute(
+        'ALTER TABLE tandem.batch_predictions ALTER COLUMN entity_id TYPE text COLLATE "C" USING entity_id::text'
+    )
     op.alter_column("batch_predictions", "entity_id", new_column_name="entity_key", schema="tandem")
     op.execute("ALTER INDEX tandem.ix_batch_predictions_entity_id RENAME TO ix_batch_predictions_entity_key")
 
