@@ -23,7 +23,14 @@ from core.online.keys import encode_keys
 from core.online.newer_wins import NEWER_WINS_SCRIPT
 from core.online.rows import FeatureRows
 
-__all__ = ["NEWER_WINS_MANY_SCRIPT", "NEWER_WINS_MANY_SHA", "pack_newer_writes_many"]
+__all__ = [
+    "NEWER_OR_EQUAL_MANY_SCRIPT",
+    "NEWER_OR_EQUAL_MANY_SHA",
+    "NEWER_WINS_MANY_SCRIPT",
+    "NEWER_WINS_MANY_SHA",
+    "many_script_of",
+    "pack_newer_writes_many",
+]
 
 _STAMP = NEWER_WINS_SCRIPT[: NEWER_WINS_SCRIPT.index(b"local stored")]  # the `stamp(data)` decoder
 
@@ -66,6 +73,21 @@ return written
 
 NEWER_WINS_MANY_SHA = hashlib.sha1(NEWER_WINS_MANY_SCRIPT, usedforsecurity=False).hexdigest().encode()
 
+NEWER_OR_EQUAL_MANY_SCRIPT = NEWER_WINS_MANY_SCRIPT.replace(
+    b"(new_seconds == seconds and new_nanos <= nanos)", b"(new_seconds == seconds and new_nanos < nanos)"
+)
+"""The same calls where a row as new as the stored one replaces it (`ties_win`: publishing stored scores)."""
+NEWER_OR_EQUAL_MANY_SHA = hashlib.sha1(NEWER_OR_EQUAL_MANY_SCRIPT, usedforsecurity=False).hexdigest().encode()
+if NEWER_OR_EQUAL_MANY_SCRIPT == NEWER_WINS_MANY_SCRIPT:  # pragma: no cover - guards the replace above
+    raise RuntimeError("the newer-or-equal script must differ from the newer-wins one")
+
+
+def many_script_of(*, ties_win: bool) -> tuple[bytes, bytes]:
+    """(script, sha) of the many-entities write, or of its newer-or-equal variant with `ties_win`."""
+    if ties_win:
+        return NEWER_OR_EQUAL_MANY_SCRIPT, NEWER_OR_EQUAL_MANY_SHA
+    return NEWER_WINS_MANY_SCRIPT, NEWER_WINS_MANY_SHA
+
 
 def _bulk(data: bytes) -> bytes:
     return b"$%d\r\n%b\r\n" % (len(data), data)
@@ -76,10 +98,10 @@ def _bulks(parts: Sequence[bytes]) -> list[bytes]:
 
 
 def pack_newer_writes_many(
-    project: str, rows: FeatureRows, *, per_call: int = 256, by_body: bool = False
+    project: str, rows: FeatureRows, *, per_call: int = 256, by_body: bool = False, ties_win: bool = False
 ) -> tuple[bytes, int]:
     """`EVALSHA` (or `EVAL` with `by_body`) calls of up to `per_call` rows each, in row order; returns the
-    bytes and how many calls (replies) they hold."""
+    bytes and how many calls (replies) they hold. `ties_win`: the newer-or-equal variant."""
     count = len(rows)
     if count == 0:
         return b"", 0
@@ -89,11 +111,8 @@ def pack_newer_writes_many(
     stamps = _bulks(encode_timestamps(rows.event_timestamps, count))
     columns = [_bulks(encode_values(column.kind, column.values)) for column in rows.columns]
     width = len(columns)
-    head = (
-        _bulk(b"EVAL") + _bulk(NEWER_WINS_MANY_SCRIPT)
-        if by_body
-        else _bulk(b"EVALSHA") + _bulk(NEWER_WINS_MANY_SHA)
-    )
+    script, sha = many_script_of(ties_win=ties_win)
+    head = _bulk(b"EVAL") + _bulk(script) if by_body else _bulk(b"EVALSHA") + _bulk(sha)
     tail = (
         _bulk(timestamp_field(rows.view))
         + _bulk(b"%d" % (rows.key_ttl_s or 0))

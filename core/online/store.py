@@ -36,8 +36,8 @@ from core.features.keys import EntityId, EntityKey
 from core.features.specs import ViewSpec
 from core.online.encoding import feature_field
 from core.online.keys import entity_id_of_redis_key, parse_entity_key
-from core.online.newer_wins import pack_newer_writes, script_of, written_count
-from core.online.newer_wins_many import pack_newer_writes_many
+from core.online.newer_wins import pack_newer_writes, written_count
+from core.online.newer_wins_many import many_script_of, pack_newer_writes_many
 from core.online.owned import owner_value, pack_owned_deletes, pack_owned_writes
 from core.online.rows import FeatureRows, OnlineRow
 from core.online.transport import SyncTransport
@@ -75,6 +75,9 @@ def _mapped() -> Iterator[None]:
         yield
     except redis_failures as exc:
         raise _unavailable(exc) from exc
+
+
+_MANY_PER_CALL = 256  # entities per newer-wins script call when publishing in batches
 
 
 def _glob_escape(pattern: bytes) -> bytes:
@@ -209,21 +212,25 @@ class OnlineStore:
     def _stream_newer(
         self, rows: FeatureRows, *, ties_win: bool, batch_rows: int, progress: Callable[[int], None] | None
     ) -> int:
+        """Pipelined batches of `_MANY_PER_CALL` entities per script call (`core.online.newer_wins_many`)."""
         if batch_rows < 1:
             raise ValueError("batch_rows must be positive")
         written = 0
 
         def count(replies: list[Any]) -> None:
             nonlocal written
-            written += written_count(replies)
+            written += sum(written_count(reply) for reply in replies)
 
         def batches() -> Iterator[tuple[bytes, int, int]]:
             for start in range(0, len(rows), batch_rows):
                 part = rows.part(start, min(start + batch_rows, len(rows)))
-                yield pack_newer_writes(self.project, part, ties_win=ties_win), len(part), len(part)
+                payload, calls = pack_newer_writes_many(
+                    self.project, part, per_call=_MANY_PER_CALL, ties_win=ties_win
+                )
+                yield payload, calls, len(part)
 
         with _mapped():
-            script, _ = script_of(ties_win=ties_win)
+            script, _ = many_script_of(ties_win=ties_win)
             self.transport.request(command(b"SCRIPT", b"LOAD", script), 1)  # then EVALSHA finds it
             self.transport.stream(batches(), progress, count)
         return written

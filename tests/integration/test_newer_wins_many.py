@@ -122,3 +122,32 @@ def test_many_per_call_reloads_its_script_after_a_flush(stores: Stores, redis_cl
     finally:
         store.close()
         _purge(redis_client, project)
+
+
+def test_batched_newer_or_equal_equals_one_call_per_entity(stores: Stores, redis_client: redis.Redis) -> None:
+    """Publishing stored scores (`ties_win`: an equal event time replaces, an older one never does), in
+    pipelined batches of many entities per call, writes what one call per entity writes."""
+    one, many = f"nq1{uuid.uuid4().hex[:10]}", f"nqm{uuid.uuid4().hex[:10]}"
+    base_ids = np.arange(300)
+    update_ids = np.concatenate([base_ids, np.arange(1000, 1100)])
+    stamps = np.array([T0] * len(update_ids))
+    stamps[0:100] = T0 - np.timedelta64(1, "us")  # older: kept
+    stamps[100:200] = T0  # equal: replaced (ties win)
+    stamps[200:300] = T0 + np.timedelta64(1, "D")  # newer: replaced
+    written = []
+    try:
+        for project, batch_rows in ((one, None), (many, 128)):
+            store = OnlineStore.connect(stores.redis, project=project)
+            try:
+                store.write(_rows(base_ids, np.array([T0] * len(base_ids)), seed=1))
+                written.append(
+                    store.write_newer(_rows(update_ids, stamps, seed=2), ties_win=True, batch_rows=batch_rows)
+                )
+            finally:
+                store.close()
+        assert written == [300, 300]
+        ids = np.unique(update_ids)
+        assert _hashes(redis_client, one, ids) == _hashes(redis_client, many, ids)
+    finally:
+        _purge(redis_client, one)
+        _purge(redis_client, many)
