@@ -52,30 +52,38 @@ def _key_cast(kind: str) -> sql.SQL:
     return sql.SQL("text" if kind == "string" else "int8")
 
 
+def _source_keys(key: EntityKey) -> tuple[list[sql.Composable], list[sql.SQL]]:
+    """The join keys as `src.<column>` and the cast of each (int8 or text)."""
+    return (
+        [sql.SQL("src.{}").format(sql.Identifier(name)) for name in key.join_keys],
+        [_key_cast(kind) for kind in key.kinds],
+    )
+
+
+def _wanted_join(keys: list[sql.Composable], casts: list[sql.SQL]) -> sql.Composed:
+    """`JOIN unnest(%(k0)s, ...) AS wanted(...)` on every join key: only the wanted entities' rows."""
+    wanted = [sql.Identifier(f"w{n}") for n in range(len(keys))]
+    return sql.SQL("JOIN unnest({arrays}) AS wanted({names}) ON {match}").format(
+        arrays=sql.SQL(", ").join(
+            sql.SQL("{}::{}[]").format(sql.Placeholder(f"k{n}"), cast) for n, cast in enumerate(casts)
+        ),
+        names=sql.SQL(", ").join(wanted),
+        match=sql.SQL(" AND ").join(
+            sql.SQL("{}::{} = wanted.{}").format(key, cast, name)
+            for key, cast, name in zip(keys, casts, wanted, strict=True)
+        ),
+    )
+
+
 def _query(view: ViewSpec, *, restrict: bool) -> sql.Composed:
     ts = sql.Identifier(view.timestamp_field)
-    keys = [sql.SQL("src.{}").format(sql.Identifier(name)) for name in view.key.join_keys]
-    casts = [_key_cast(kind) for kind in view.key.kinds]
+    keys, casts = _source_keys(view.key)
     window = sql.SQL("src.{ts} <= %(as_of)s").format(ts=ts)
     if view.ttl_s:
         window = sql.SQL("{} AND src.{ts} >= %(as_of)s - make_interval(secs => {ttl})").format(
             window, ts=ts, ttl=sql.Literal(view.ttl_s)
         )
-    wanted = [sql.Identifier(f"w{n}") for n in range(len(keys))]
-    join = (
-        sql.SQL("JOIN unnest({arrays}) AS wanted({names}) ON {match}").format(
-            arrays=sql.SQL(", ").join(
-                sql.SQL("{}::{}[]").format(sql.Placeholder(f"k{n}"), cast) for n, cast in enumerate(casts)
-            ),
-            names=sql.SQL(", ").join(wanted),
-            match=sql.SQL(" AND ").join(
-                sql.SQL("{}::{} = wanted.{}").format(key, cast, name)
-                for key, cast, name in zip(keys, casts, wanted, strict=True)
-            ),
-        )
-        if restrict
-        else sql.SQL("")
-    )
+    join = _wanted_join(keys, casts) if restrict else sql.SQL("")
     order = [*keys, sql.SQL("src.{} DESC").format(ts)]
     if view.created_field:
         order.append(sql.SQL("src.{} DESC").format(sql.Identifier(view.created_field)))
@@ -217,23 +225,15 @@ def latest_event_us(
     latest = np.full(len(ids), NO_TIME, dtype=np.int64)
     if not len(ids):
         return latest
-    keys = [sql.SQL("src.{}").format(sql.Identifier(name)) for name in key.join_keys]
-    casts = [_key_cast(kind) for kind in key.kinds]
-    wanted = [sql.Identifier(f"w{n}") for n in range(len(keys))]
+    keys, casts = _source_keys(key)
     query = sql.SQL(
         "SELECT {columns}, (EXTRACT(EPOCH FROM max(src.{ts})) * 1000000)::int8 FROM {table} AS src "
-        "JOIN unnest({arrays}) AS wanted({names}) ON {match} GROUP BY {group}"
+        "{join} GROUP BY {group}"
     ).format(
         columns=sql.SQL(", ").join(sql.SQL("{}::{}").format(k, c) for k, c in zip(keys, casts, strict=True)),
         ts=sql.Identifier(view.timestamp_field),
         table=sql.SQL(view.table),
-        arrays=sql.SQL(", ").join(
-            sql.SQL("{}::{}[]").format(sql.Placeholder(f"k{n}"), cast) for n, cast in enumerate(casts)
-        ),
-        names=sql.SQL(", ").join(wanted),
-        match=sql.SQL(" AND ").join(
-            sql.SQL("{}::{} = wanted.{}").format(k, c, w) for k, c, w in zip(keys, casts, wanted, strict=True)
-        ),
+        join=_wanted_join(keys, casts),
         group=sql.SQL(", ").join(keys),
     )
     width = len(keys)

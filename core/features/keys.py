@@ -164,10 +164,8 @@ class EntityKey:
         """Ids as a numpy array: int64 for a single int key, else object (strings)."""
         if self.int_kind is not None:
             return np.asarray(ids if isinstance(ids, np.ndarray) else list(ids), dtype=np.int64)
-        out = np.empty(len(ids) if isinstance(ids, Sequence | np.ndarray) else 0, dtype=object)
         items = list(ids)
-        if len(out) != len(items):
-            out = np.empty(len(items), dtype=object)
+        out = np.empty(len(items), dtype=object)  # filled, not built: np.array would make fixed-width str
         out[:] = items
         return out
 
