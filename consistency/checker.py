@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any, cast
 
 import numpy as np
@@ -33,14 +33,15 @@ import numpy.typing as npt
 import psycopg
 from sqlalchemy.orm import Session
 
-from consistency.classify import CLASSES, NO_TIME, SKEW_CLASSES, ValueColumn
+from consistency.classify import CLASSES, SKEW_CLASSES
 from consistency.findings import FeatureInput, build_finding
-from consistency.offline_sample import ExpectedView, entity_population, expected_view_rows, latest_event_us
+from consistency.offline_reads import batch_inputs_reader, expected_service_rows, newest_offline_events
+from consistency.offline_sample import ExpectedView, entity_population
 from consistency.online_sample import OnlineSample, read_online_sample
 from consistency.parity import compute_parity, skipped_parity
+from consistency.sampling import choose_sample, merge_sorted, online_only_entities, validate_sample
 from consistency.stats import Status, Thresholds, worst
-from core.errors import ConfigurationError, NotFoundError, TandemError
-from core.features.keys import EntityKey
+from core.errors import NotFoundError, TandemError
 from core.features.registry import registry_schema
 from core.features.snapshots import service_specs
 from core.features.specs import ServiceSpec
@@ -56,49 +57,11 @@ from core.settings import Settings
 from core.stores.database import create_db_engine
 from core.stores.resolve import Stores
 
-__all__ = ["Progress", "choose_sample", "run_skew_check", "validate_sample"]
+__all__ = ["Progress", "run_skew_check"]
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 Progress = Callable[[str], None]
 """progress(stage): called when a stage starts."""
-
-
-def validate_sample(sample: int | None, *, all_entities: bool) -> int | None:
-    """The sample size to use (None: every entity); ConfigurationError for a size below 1."""
-    if all_entities or sample is None:
-        return None
-    if sample <= 0:
-        raise ConfigurationError(f"sample size must be a positive number of entities, got {sample}")
-    return sample
-
-
-def _merged(first: npt.NDArray[Any], second: npt.NDArray[Any]) -> npt.NDArray[Any]:
-    """Two sorted id arrays without common ids, as one sorted array."""
-    if not len(second):
-        return first
-    merged = np.concatenate([first, second])
-    return merged[np.argsort(merged, kind="stable")]
-
-
-def choose_sample(population: npt.NDArray[Any], size: int | None, *, seed: int | None) -> npt.NDArray[Any]:
-    """`size` distinct ids drawn uniformly from `population` (all of it when None or larger), sorted."""
-    if size is None or size >= len(population):
-        return np.sort(population)
-    chosen = np.random.default_rng(seed).choice(population, size=size, replace=False)
-    return np.sort(chosen.astype(population.dtype))
-
-
-def online_only_entities(
-    store: OnlineStore, key: EntityKey, population: npt.NDArray[Any], *, limit: int
-) -> npt.NDArray[Any]:
-    """Sorted ids of entities of `key` with a key online (SCAN, at most about `limit` keys) and no offline
-    row up to the watermark: a row the offline store lacks, which sampling the offline population never sees."""
-    if limit <= 0:
-        return key.array([])
-    online = set(store.entity_ids(key, limit=limit))
-    known = set(population.tolist())
-    return key.array(sorted(online - known))
 
 
 def _watermarks(
@@ -117,60 +80,6 @@ def _watermarks(
             "materialized: run `tandem materialize` first, then check skew"
         )
     return {view: moment for view, moment in found.items() if moment is not None}
-
-
-def _expected(
-    url: str,
-    spec: ServiceSpec,
-    watermarks: dict[str, datetime],
-    ids: npt.NDArray[Any],
-    *,
-    everyone: bool,
-) -> dict[str, ExpectedView]:
-    with psycopg.connect(url) as conn:
-        return {
-            view.name: expected_view_rows(
-                conn, view, as_of=watermarks[view.name], entity_ids=ids, restrict=not everyone
-            )
-            for view in spec.views
-        }
-
-
-def _batch_inputs(
-    url: str, spec: ServiceSpec
-) -> Callable[[npt.NDArray[Any], datetime], dict[str, ValueColumn]]:
-    def read(ids: npt.NDArray[Any], as_of: datetime) -> dict[str, ValueColumn]:
-        with psycopg.connect(url) as conn:
-            return {
-                f"{view.name}:{name}": column
-                for view in spec.views
-                for name, column in expected_view_rows(
-                    conn, view, as_of=as_of, entity_ids=ids
-                ).columns.items()
-            }
-
-    return read
-
-
-def _offline_latest(
-    url: str,
-    spec: ServiceSpec,
-    ids: npt.NDArray[Any],
-    online: OnlineSample,
-    watermarks: dict[str, datetime],
-) -> dict[str, npt.NDArray[np.int64]]:
-    """Per view, the newest offline event time of each sampled entity whose online row is newer than the
-    view's watermark (NO_TIME for the others: only those can be online_only_fresh)."""
-    latest: dict[str, npt.NDArray[np.int64]] = {}
-    with psycopg.connect(url) as conn:
-        for view in spec.views:
-            found = np.full(len(ids), NO_TIME, dtype=np.int64)
-            watermark_us = (watermarks[view.name] - _EPOCH) // timedelta(microseconds=1)
-            fresher = np.flatnonzero(online.event_us[view.name] > watermark_us)
-            if len(fresher):
-                found[fresher] = latest_event_us(conn, view, entity_ids=ids[fresher])
-            latest[view.name] = found
-    return latest
 
 
 def _findings(
@@ -224,7 +133,7 @@ def _parity(
         service=spec,
         rows=online.rows,
         now=datetime.now(UTC),
-        batch_inputs=_batch_inputs(stores.postgres.url(), spec),
+        batch_inputs=batch_inputs_reader(stores.postgres.url(), spec),
     )
     return parity, model.version
 
@@ -275,18 +184,18 @@ def run_skew_check(
     try:
         online_only = online_only_entities(store, spec.key, population, limit=settings.skew_online_scan_keys)
         online_only_checked = choose_sample(online_only, size, seed=seed)
-        ids = _merged(choose_sample(population, size, seed=seed), online_only_checked)
+        ids = merge_sorted(choose_sample(population, size, seed=seed), online_only_checked)
         everyone = len(ids) == len(population) + len(online_only_checked)
         lap("sample")
         with ThreadPoolExecutor(max_workers=1) as pool:
-            pending = pool.submit(_expected, url, spec, watermarks, ids, everyone=everyone)
+            pending = pool.submit(expected_service_rows, url, spec, watermarks, ids, everyone=everyone)
             online = read_online_sample(store, layout, ids)
             lap("online")
             expected = pending.result()
             lap("offline")
     finally:
         store.close()
-    offline_latest = _offline_latest(url, spec, ids, online, watermarks)
+    offline_latest = newest_offline_events(url, spec, ids, online.event_us, watermarks)
     findings, totals = _findings(
         settings, spec, ids, expected, online, watermarks, offline_latest=offline_latest, now=started_at
     )
