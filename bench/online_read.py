@@ -47,10 +47,11 @@ from core.endpoints import RedisEndpoint
 from core.features.feast_repo import apply_feature_repo, open_feature_store
 from core.features.keys import EntityKey
 from core.features.snapshots import service_specs
+from core.online.async_store import AsyncOnlineStore, AsyncTransport
 from core.online.coalesce import Coalescer
 from core.online.resp_pool import RespPool
 from core.online.rows import FeatureColumn, FeatureRows
-from core.online.store import AsyncOnlineStore, AsyncTransport, OnlineStore
+from core.online.store import OnlineStore
 from core.online.wire import ReadLayout
 from core.settings import Settings
 from core.stores.database import create_db_engine, upgrade_schema

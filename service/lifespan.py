@@ -28,10 +28,10 @@ from sqlalchemy.orm import Session
 from core.errors import StoreUnavailableError
 from core.features.registry import registry_schema
 from core.features.snapshots import registry_fingerprint
+from core.online.async_store import AsyncOnlineStore
 from core.online.breaker import BreakerTransport
 from core.online.coalesce import Coalescer
 from core.online.resp_pool import RespPool
-from core.online.store import AsyncOnlineStore
 from core.push.outbox import PgPushStore
 from core.push.service import PushPolicy, PushService
 from core.records.skew_metrics import record_skew_metrics

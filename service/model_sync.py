@@ -33,7 +33,7 @@ from core.features.specs import ServiceSpec
 from core.model.promoted import PromotedModel, promoted_models
 from core.model.registry import LoadedModel, load_model
 from core.model.signing import SigningKeys
-from core.online.store import AsyncOnlineStore
+from core.online.async_store import AsyncOnlineStore
 from core.online.wire import ReadLayout
 from core.serving.blend import SkewPolicy
 from core.serving.service import PredictionService

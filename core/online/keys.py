@@ -29,6 +29,7 @@ __all__ = [
     "entity_id_of_redis_key",
     "entity_key_prefix",
     "parse_entity_key",
+    "parse_project_key",
     "redis_key",
     "serialize_entity_key",
 ]
@@ -222,16 +223,27 @@ def parse_entity_key(data: bytes) -> tuple[tuple[str, ...], tuple[int | str, ...
     return tuple(names), tuple(values)
 
 
-def entity_id_of_redis_key(key: EntityKey, redis_key_bytes: bytes, *, project: str) -> EntityId | None:
-    """The entity id a Redis key of `project` names when its join keys are `key`'s; None for any other key
-    (another project's, another entity's, or bytes that are not a Feast entity key)."""
+def parse_project_key(
+    redis_key_bytes: bytes, *, project: str
+) -> tuple[tuple[str, ...], tuple[int | str, ...]] | None:
+    """The join keys and values of a Redis key of `project` (a whole entity key, then the project name); None
+    for any other key: another project's (also one whose name ends with this one's) or not an entity key."""
     suffix = project.encode("utf-8")
     if not redis_key_bytes.endswith(suffix):
         return None
     try:
-        names, values = parse_entity_key(redis_key_bytes[: len(redis_key_bytes) - len(suffix)])
+        return parse_entity_key(redis_key_bytes[: len(redis_key_bytes) - len(suffix)])
     except (ValueError, UnicodeDecodeError):
         return None
+
+
+def entity_id_of_redis_key(key: EntityKey, redis_key_bytes: bytes, *, project: str) -> EntityId | None:
+    """The entity id a Redis key of `project` names when its join keys are `key`'s; None for any other key
+    (another project's, another entity's, or bytes that are not a Feast entity key)."""
+    parsed = parse_project_key(redis_key_bytes, project=project)
+    if parsed is None:
+        return None
+    names, values = parsed
     if names != key.join_keys or any(
         (kind == "string") != isinstance(value, str) for value, kind in zip(values, key.kinds, strict=True)
     ):

@@ -1,8 +1,8 @@
 """The online store: Feast's Redis layout for one project, read and written by every part of Tandem.
 
-One interface, two colours: `OnlineStore` (synchronous, for the batch publish, the checker and the command
-line) and `AsyncOnlineStore` (asyncio, for the API's reads and pushes). Both do the same operations with
-the same bytes, produced in `core.online.wire`:
+One interface, two colours: `OnlineStore` here (synchronous, for the batch publish, the checker, the stream
+and the command line) and `core.online.async_store.AsyncOnlineStore` (asyncio, for the API's reads and
+pushes). Both do the same operations with the same bytes, produced in `core.online.wire`:
 
 - `read(layout, ids)`: a feature service's values, their event times and the stored score, one round trip
   per `batch` entities (a contract test compares every transport with Feast's own reader);
@@ -15,27 +15,25 @@ the same bytes, produced in `core.online.wire`:
 - `delete(view, ids)` / `purge()`: a view's fields of some entities / every key of the project.
 
 Any failure to talk to Redis (connection, timeout, protocol, error reply) raises StoreUnavailableError
-naming Redis, with the library's error chained: callers map that one error (the API to 503 or a degraded
+naming Redis (`core.online.failures`), with the library's error chained: callers map that one error (the API to 503 or a degraded
 answer, the command line to one line).
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterator, Sequence
-from contextlib import contextmanager
-from typing import Any, Protocol
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
-import hiredis
 import numpy as np
 import numpy.typing as npt
 import redis
 
 from core.endpoints import RedisEndpoint
-from core.errors import StoreUnavailableError, first_line
 from core.features.keys import EntityId, EntityKey
 from core.features.specs import ViewSpec
 from core.online.encoding import feature_field
-from core.online.keys import entity_id_of_redis_key, parse_entity_key
+from core.online.failures import decoded_rows, mapped, no_script
+from core.online.keys import entity_id_of_redis_key, parse_project_key
 from core.online.newer_wins import pack_newer_writes, written_count
 from core.online.newer_wins_many import many_script_of, pack_newer_writes_many
 from core.online.owned import owner_value, pack_owned_deletes, pack_owned_writes
@@ -49,33 +47,7 @@ from core.online.wire import (
     view_fields,
 )
 
-__all__ = ["AsyncOnlineStore", "AsyncTransport", "OnlineStore", "redis_failures"]
-
-redis_failures: tuple[type[BaseException], ...] = (
-    redis.RedisError,
-    OSError,
-    TimeoutError,
-    hiredis.ProtocolError,
-)
-"""What a Redis client raises when Redis is down, slow, or answers something unexpected."""
-
-
-def _no_script(exc: redis.ResponseError) -> bool:
-    """Whether Redis answered NOSCRIPT (the script is not cached: send it by body)."""
-    return isinstance(exc, redis.exceptions.NoScriptError) or str(exc).startswith("NOSCRIPT")
-
-
-def _unavailable(exc: BaseException) -> StoreUnavailableError:
-    return StoreUnavailableError(f"Redis (online store): {first_line(exc)}")
-
-
-@contextmanager
-def _mapped() -> Iterator[None]:
-    try:
-        yield
-    except redis_failures as exc:
-        raise _unavailable(exc) from exc
-
+__all__ = ["OnlineStore"]
 
 _MANY_PER_CALL = 256  # entities per newer-wins script call when publishing in batches
 
@@ -85,25 +57,6 @@ def _glob_escape(pattern: bytes) -> bytes:
     for char in (b"\\", b"*", b"?", b"[", b"]"):
         pattern = pattern.replace(char, b"\\" + char)
     return pattern
-
-
-def _is_project_key(redis_key: bytes, project: str) -> bool:
-    suffix = project.encode("utf-8")
-    try:
-        parse_entity_key(bytes(redis_key)[: len(redis_key) - len(suffix)])
-    except (ValueError, UnicodeDecodeError):
-        return False
-    return bytes(redis_key).endswith(suffix)
-
-
-def _decoded(layout: ReadLayout, entity_ids: Sequence[EntityId], replies: Sequence[Any]) -> list[OnlineRow]:
-    """Rows from replies; bytes that are not Feast's layout mean the online store can't be trusted."""
-    try:
-        return layout.decode_all(entity_ids, replies)
-    except (ValueError, TypeError) as exc:
-        raise StoreUnavailableError(
-            f"Redis (online store) holds data that is not Feast's layout: {exc}"
-        ) from exc
 
 
 class OnlineStore:
@@ -124,10 +77,10 @@ class OnlineStore:
     ) -> list[OnlineRow]:
         """Rows for `entity_ids`, in order, `batch` entities per round trip."""
         rows: list[OnlineRow] = []
-        with _mapped():
+        with mapped():
             for start in range(0, len(entity_ids), batch):
                 ids = entity_ids[start : start + batch]
-                rows.extend(_decoded(layout, ids, self.transport.request(layout.request(ids), len(ids))))
+                rows.extend(decoded_rows(layout, ids, self.transport.request(layout.request(ids), len(ids))))
         return rows
 
     def write(
@@ -146,7 +99,7 @@ class OnlineStore:
                 payload, commands = pack_hsets(self.project, part)
                 yield payload, commands, len(part)
 
-        with _mapped():
+        with mapped():
             self.transport.stream(batches(), progress)
         return len(rows)
 
@@ -168,13 +121,13 @@ class OnlineStore:
             return 0
         if batch_rows is not None:
             return self._stream_newer(rows, ties_win=ties_win, batch_rows=batch_rows, progress=progress)
-        with _mapped():
+        with mapped():
             try:
                 replies = self.transport.request(
                     pack_newer_writes(self.project, rows, ties_win=ties_win), len(rows)
                 )
             except redis.ResponseError as exc:
-                if not _no_script(exc):
+                if not no_script(exc):
                     raise
                 replies = self.transport.request(
                     pack_newer_writes(self.project, rows, by_body=True, ties_win=ties_win), len(rows)
@@ -200,11 +153,11 @@ class OnlineStore:
                 return [flag for reply in self.transport.request(payload, calls) for flag in reply]
             return self.transport.request(pack_newer_writes(self.project, rows, by_body=by_body), len(rows))
 
-        with _mapped():
+        with mapped():
             try:
                 replies = send(by_body=False)
             except redis.ResponseError as exc:
-                if not _no_script(exc):
+                if not no_script(exc):
                     raise
                 replies = send(by_body=True)
         return np.fromiter((reply == 1 for reply in replies), dtype=bool, count=len(replies))
@@ -229,7 +182,7 @@ class OnlineStore:
                 )
                 yield payload, calls, len(part)
 
-        with _mapped():
+        with mapped():
             script, _ = many_script_of(ties_win=ties_win)
             self.transport.request(command(b"SCRIPT", b"LOAD", script), 1)  # then EVALSHA finds it
             self.transport.stream(batches(), progress, count)
@@ -245,7 +198,7 @@ class OnlineStore:
             owner_field=feature_field(rows.view, "run_id"),
             owner=owner_value(owner_run_id),
         )
-        with _mapped():
+        with mapped():
             return written_count(self.transport.request(payload, len(rows)))
 
     def delete_owned(self, view: ViewSpec, entity_ids: npt.NDArray[Any], *, owner_run_id: str) -> int:
@@ -260,14 +213,14 @@ class OnlineStore:
             owner_field=feature_field(view.name, "run_id"),
             owner=owner_value(owner_run_id),
         )
-        with _mapped():
+        with mapped():
             return written_count(self.transport.request(payload, len(entity_ids)))
 
     def delete(self, view: ViewSpec, entity_ids: npt.NDArray[Any]) -> int:
         """Remove `view`'s fields (values and `_ts`) from the entities' hashes; returns the entities."""
         if len(entity_ids) == 0:
             return 0
-        with _mapped():
+        with mapped():
             payload = pack_hdels(self.project, view.key, entity_ids, view_fields(view))
             self.transport.request(payload, len(entity_ids))
         return len(entity_ids)
@@ -281,7 +234,7 @@ class OnlineStore:
         while True:
             scan = command(b"SCAN", cursor, b"MATCH", pattern, b"COUNT", b"%d" % batch)
             cursor, keys = self.transport.request(scan, 1)[0]
-            mine = [key for key in keys if _is_project_key(key, self.project)]
+            mine = [key for key in keys if parse_project_key(bytes(key), project=self.project) is not None]
             seen += len(keys)
             if mine:
                 yield mine
@@ -295,7 +248,7 @@ class OnlineStore:
         a row with an older or equal event time, so stale rows would otherwise survive materialization.
         """
         deleted = 0
-        with _mapped():
+        with mapped():
             for keys in self._project_keys(batch=batch):
                 deleted += int(self.transport.request(command(b"DEL", *keys), 1)[0])
         return deleted
@@ -304,7 +257,7 @@ class OnlineStore:
         """Ids of the project's entities of `key` that have any key online (SCAN; at most about `limit`
         keys looked at, in Redis's hash order)."""
         found: list[EntityId] = []
-        with _mapped():
+        with mapped():
             for keys in self._project_keys(batch=batch, limit=limit):
                 for redis_key in keys:
                     entity_id = entity_id_of_redis_key(key, bytes(redis_key), project=self.project)
@@ -315,48 +268,3 @@ class OnlineStore:
     def close(self) -> None:
         """Close the client."""
         self.transport.close()
-
-
-class AsyncTransport(Protocol):
-    """Pre-packed RESP out, replies in; error replies raise ResponseError (RespPool, Coalescer)."""
-
-    def request(self, payload: bytes, replies: int) -> Awaitable[list[Any]]: ...
-
-
-class AsyncOnlineStore:
-    """The online store for the API, over an asyncio transport (see the module docstring)."""
-
-    def __init__(self, transport: AsyncTransport, *, project: str) -> None:
-        self.transport = transport
-        self.project = project
-
-    async def read(self, layout: ReadLayout, entity_ids: Sequence[EntityId]) -> list[OnlineRow]:
-        """Rows for `entity_ids`, in order, from one round trip (none for no ids)."""
-        payload = layout.request(entity_ids)
-        if not payload:
-            return []
-        with _mapped():
-            replies = await self.transport.request(payload, len(entity_ids))
-        return _decoded(layout, entity_ids, replies)
-
-    async def write_newer(self, rows: FeatureRows) -> int:
-        """Write the rows whose event time is newer than the online one; returns how many were written."""
-        if len(rows) == 0:
-            return 0
-        with _mapped():
-            try:
-                replies = await self.transport.request(pack_newer_writes(self.project, rows), len(rows))
-            except redis.ResponseError as exc:
-                if not _no_script(exc):
-                    raise
-                payload = pack_newer_writes(self.project, rows, by_body=True)
-                replies = await self.transport.request(payload, len(rows))
-        return written_count(replies)
-
-    async def ping(self) -> bool:
-        """True when Redis answers PING."""
-        try:
-            reply = await self.transport.request(command(b"PING"), 1)
-        except redis_failures:
-            return False
-        return reply == [b"PONG"] or reply == ["PONG"]

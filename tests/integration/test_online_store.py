@@ -34,11 +34,12 @@ from core.features.keys import EntityKey as TandemKey
 from core.features.snapshots import service_specs
 from core.features.specs import ServiceSpec, ViewSpec
 from core.online import resp_pool
+from core.online.async_store import AsyncOnlineStore
 from core.online.coalesce import Coalescer
 from core.online.encoding import feature_field, timestamp_field
 from core.online.resp_pool import RespPool
 from core.online.rows import STORED_FEATURES, FeatureColumn, FeatureRows, OnlineRow, apply_ttl
-from core.online.store import AsyncOnlineStore, OnlineStore
+from core.online.store import OnlineStore
 from core.online.wire import ReadLayout
 from core.settings import Settings
 from core.stores.resolve import Stores

@@ -32,12 +32,13 @@ from core.errors import StoreUnavailableError, TandemError
 from core.features.keys import EntityKey
 from core.features.specs import FeatureSpec, ServiceSpec, ViewSpec
 from core.offline.append import PgAppender
+from core.online.async_store import AsyncOnlineStore
 from core.online.decoding import decode_timestamp, value_decoder
 from core.online.encoding import feature_field, timestamp_field
 from core.online.keys import encode_entity_keys
 from core.online.resp_pool import RespPool
 from core.online.rows import FeatureColumn, FeatureRows
-from core.online.store import AsyncOnlineStore, OnlineStore
+from core.online.store import OnlineStore
 from core.online.wire import pack_hsets
 from core.push.drain import drain_outbox
 from core.push.outbox import PgPushStore

@@ -19,9 +19,10 @@ from feast.infra.online_stores.redis import RedisOnlineStore
 from core.endpoints import RedisEndpoint, parse_redis_url
 from core.errors import StoreUnavailableError
 from core.features.keys import EntityKey
+from core.online.async_store import AsyncOnlineStore
 from core.online.keys import encode_keys
 from core.online.resp_pool import RespPool
-from core.online.store import AsyncOnlineStore, OnlineStore
+from core.online.store import OnlineStore
 from core.stores.resolve import check_redis
 from tests.servers import free_port
 

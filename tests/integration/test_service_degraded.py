@@ -13,10 +13,10 @@ from pydantic import SecretStr
 from sqlalchemy import Engine
 
 from core.endpoints import RedisEndpoint
+from core.online.async_store import AsyncOnlineStore
 from core.online.breaker import BreakerTransport
 from core.online.coalesce import Coalescer
 from core.online.resp_pool import RespPool
-from core.online.store import AsyncOnlineStore
 from core.serving.stored import PgStoredScores
 from core.settings import Settings
 from core.stores.resolve import Stores

@@ -17,10 +17,11 @@ import redis
 from core.errors import ConfigurationError, NotFoundError
 from core.features.keys import EntityKey
 from core.features.specs import FeatureSpec, ServiceSpec, ViewSpec
+from core.online.async_store import AsyncOnlineStore
 from core.online.encoding import encode_timestamps, encode_values, feature_field, timestamp_field
 from core.online.keys import encode_entity_keys
 from core.online.rows import FeatureColumn, FeatureRows, OnlineRow, StoredPrediction, apply_ttl
-from core.online.store import AsyncOnlineStore, OnlineStore
+from core.online.store import OnlineStore
 from core.online.wire import ReadLayout, command, pack_hdels, pack_hsets
 from tests.newer_wins_reference import newer_positions, pack_hgets
 
