@@ -19,8 +19,7 @@ from datetime import UTC, datetime
 import numpy as np
 import numpy.typing as npt
 import psycopg
-from sqlalchemy import Engine, select
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from core.batch.copy import COPY_COLUMNS, COPY_HEADER, COPY_TRAILER, copy_tuples
@@ -34,7 +33,7 @@ from core.naming import predictions_view_name
 from core.offline.point_in_time import FeatureChunk, stream_point_in_time
 from core.online.store import OnlineStore
 from core.records.prediction_runs import create_run, get_run, set_run_status
-from core.records.stored_scores import prune_stream_runs
+from core.records.stored_scores import prune_after_publish
 from core.records.tables import ModelVersion
 from core.settings import Settings
 from core.stores.database import create_db_engine
@@ -184,18 +183,6 @@ def _publish(
         raise
 
 
-def _prune(engine: Engine, model_name: str) -> None:
-    """Drop the stream rows the published run superseded; a failure is logged: the run stays published."""
-    try:
-        with Session(engine) as session, session.begin():
-            pruned = prune_stream_runs(session, model_name=model_name)
-    except SQLAlchemyError as exc:
-        logger.warning("pruning stream runs of model %s failed: %s", model_name, first_line(exc))
-    else:
-        if pruned.rows or pruned.runs:
-            logger.info("pruned %d superseded stream row(s), %d stream run(s)", pruned.rows, pruned.runs)
-
-
 def run_batch_predict(
     settings: Settings,
     stores: Stores,
@@ -287,7 +274,11 @@ def run_batch_predict(
                     session, run_id=run_id, status="failed", error=first_line(exc), stage_seconds=timings
                 )
             raise
-        _prune(engine, model.model_name)
+        pruned = prune_after_publish(
+            engine, model_name=model.model_name
+        )  # failure: logged, run stays published
+        if pruned.rows or pruned.runs:
+            logger.info("pruned %d superseded stream row(s), %d stream run(s)", pruned.rows, pruned.runs)
     finally:
         engine.dispose()
         if own_store:

@@ -16,15 +16,27 @@ Batch runs are never pruned here: they are the audit trail of the nightly scores
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import Engine, text
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-__all__ = ["LATEST_PUBLISHED_SQL", "Pruned", "latest_published_rows", "prune_stream_runs"]
+from core.errors import first_line
+
+__all__ = [
+    "LATEST_PUBLISHED_SQL",
+    "Pruned",
+    "latest_published_rows",
+    "prune_after_publish",
+    "prune_stream_runs",
+]
+
+logger = logging.getLogger(__name__)
 
 LATEST_PUBLISHED_SQL = """
 SELECT DISTINCT ON (p.entity_key) p.entity_key, p.score, p.model_version, p.run_id::text, p.scored_at,
@@ -114,3 +126,17 @@ def prune_stream_runs(
 
 def _count(result: Any) -> int:
     return int(getattr(result, "rowcount", 0) or 0)
+
+
+def prune_after_publish(
+    engine: Engine, *, model_name: str, entity_keys: Sequence[str] | None = None
+) -> Pruned:
+    """`prune_stream_runs` in a transaction of its own, after a run was published: a failure (e.g. a deadlock
+    with another process pruning) is logged and the run stays published; the next publish prunes."""
+    try:
+        with Session(engine) as session, session.begin():
+            pruned = prune_stream_runs(session, model_name=model_name, entity_keys=entity_keys)
+    except SQLAlchemyError as exc:
+        logger.warning("pruning stream runs of model %s failed: %s", model_name, first_line(exc))
+        return Pruned(rows=0, runs=0)
+    return pruned

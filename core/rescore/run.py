@@ -15,7 +15,6 @@ score, scored in one call and stored and published like a batch run (a predictio
 
 from __future__ import annotations
 
-import logging
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -26,7 +25,6 @@ from typing import Any
 import numpy as np
 import psycopg
 from sqlalchemy import Connection, Engine
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from core.batch.copy import COPY_COLUMNS, COPY_HEADER, COPY_TRAILER, copy_tuples
@@ -35,14 +33,13 @@ from core.errors import first_line
 from core.features.keys import EntityId
 from core.online.store import OnlineStore
 from core.records.prediction_runs import create_run, set_run_status
-from core.records.stored_scores import prune_stream_runs
+from core.records.stored_scores import prune_after_publish
 from core.rescore.select import Selection, select_changed, snapshot_text
 from core.rescore.targets import RescoreTarget
 from core.serving.answer import live_matrix
 
 __all__ = ["RescoreResult", "rescore_entities"]
 
-logger = logging.getLogger(__name__)
 
 _COPY_SQL = f"COPY tandem.batch_predictions ({', '.join(COPY_COLUMNS)}) FROM STDIN (FORMAT binary)"
 
@@ -106,18 +103,6 @@ def _store(
             ):
                 copy.write(block)
             copy.write(COPY_TRAILER)
-
-
-def _prune(engine: Engine, target: RescoreTarget, selection: Selection) -> None:
-    """Drop this model's stream rows of these entities that the new run superseded, in a transaction of its
-    own: the run stays published if pruning fails (e.g. a deadlock with another process pruning); the next
-    flush or batch run prunes them."""
-    keys = target.predictions.key.texts(selection.entity_ids)
-    try:
-        with Session(engine) as session, session.begin():
-            prune_stream_runs(session, model_name=target.name, entity_keys=keys)
-    except SQLAlchemyError as exc:
-        logger.warning("pruning stream runs of model %s failed: %s", target.name, first_line(exc))
 
 
 def _driver(conn: Connection) -> psycopg.Connection[Any]:
@@ -204,7 +189,10 @@ def rescore_entities(
     laps.lap("publish")
     with Session(engine) as session, session.begin():
         set_run_status(session, run_id=run_id, status="published", stage_seconds=laps.seconds)
-    _prune(engine, target, selection)
+    # the run stays published if pruning fails; the next flush or batch run prunes them
+    prune_after_publish(
+        engine, model_name=target.name, entity_keys=target.predictions.key.texts(selection.entity_ids)
+    )
     laps.lap("record")
     return RescoreResult(
         model_name=target.name,
