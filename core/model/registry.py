@@ -13,8 +13,6 @@ Functions take the session first and never commit: the caller owns the transacti
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import pickle
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -24,11 +22,18 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, defer
 
-from core.errors import NotFoundError, TamperedArtifactError, UnverifiedArtifactError
+from core.errors import NotFoundError
 from core.model.compiled_trees import compile_pipeline
 from core.model.inputs import check_input_names
 from core.model.loaded import COMPILED_MAX_ROWS, LoadedModel, feature_names
-from core.model.signing import ArtifactClaims, SigningKeys, configured_keys, unsigned_refusal, warn_unsigned
+from core.model.signing import (
+    ArtifactClaims,
+    SigningKeys,
+    artifact_sha256,
+    configured_keys,
+    new_version_signature,
+    verified_sha256,
+)
 from core.model.tasks import Task, check_estimator, parse_task
 from core.records.tables import ModelVersion
 
@@ -86,10 +91,6 @@ class ModelVersionInfo:
         )
 
 
-def _sha256(artifact: bytes) -> str:
-    return hashlib.sha256(artifact).hexdigest()
-
-
 def as_utc(moment: datetime) -> datetime:
     """`moment` in UTC; a naive datetime is taken to be UTC already."""
     if moment.tzinfo is None or moment.utcoffset() is None:
@@ -136,7 +137,7 @@ def register_model(
     check_estimator(estimator, task)
     check_input_names(estimator, feature_refs)
     artifact = pickle.dumps(estimator, protocol=pickle.HIGHEST_PROTOCOL)
-    sha256 = _sha256(artifact)
+    sha256 = artifact_sha256(artifact)
     created_at = datetime.now(UTC)
     version = _new_version(session, created_at=created_at, sha256=sha256)
     claims = ArtifactClaims(sha256, model_name, version, task, tuple(feature_refs))
@@ -147,7 +148,7 @@ def register_model(
         created_at=created_at,
         artifact=artifact,
         artifact_sha256=sha256,
-        artifact_signature=_signature(configured_keys(keys), claims),
+        artifact_signature=new_version_signature(configured_keys(keys), claims),
         feature_service=feature_service,
         feature_refs=list(feature_refs),
         training_start=as_utc(training_start),
@@ -160,46 +161,6 @@ def register_model(
     session.add(row)
     session.flush()
     return ModelVersionInfo.of(row)
-
-
-def _signature(keys: SigningKeys, claims: ArtifactClaims) -> str | None:
-    if keys.enabled:
-        return keys.sign(claims)
-    if not keys.allow_unsigned:  # a version no process could load: refuse it now, not at every load
-        what = f"a new version of model {claims.model_name!r}"
-        raise UnverifiedArtifactError(unsigned_refusal(what, refusing="register"))
-    warn_unsigned()
-    return None
-
-
-def _claims(row: ModelVersion, *, sha256: str) -> ArtifactClaims:
-    return ArtifactClaims(sha256, row.model_name, row.version, row.task, tuple(row.feature_refs))
-
-
-def _verified_sha256(row: ModelVersion, keys: SigningKeys) -> str:
-    """The artifact's sha256, once it matches the recorded one and (with keys) the signature verifies."""
-    what = f"artifact of model {row.model_name!r} version {row.version}"
-    actual = _sha256(row.artifact)
-    if not hmac.compare_digest(actual.encode(), row.artifact_sha256.encode()):  # bytes: any text compares
-        raise TamperedArtifactError(
-            f"{what} does not match its recorded hash "
-            f"(recorded sha256 {row.artifact_sha256[:12]}..., computed {actual[:12]}...): refusing to load it"
-        )
-    if not keys.enabled:
-        if not keys.allow_unsigned:
-            raise UnverifiedArtifactError(unsigned_refusal(what))
-        warn_unsigned()
-    elif row.artifact_signature is None:
-        raise TamperedArtifactError(
-            f"{what} is unsigned while TANDEM_MODEL_SIGNING_KEY is set: refusing to load it "
-            "(if you trust it: `tandem models sign --all --adopt-unsigned`)"
-        )
-    elif not keys.verify(row.artifact_signature, _claims(row, sha256=actual)):
-        raise TamperedArtifactError(
-            f"{what} has a signature that no configured TANDEM_MODEL_SIGNING_KEY made over its bytes and "
-            "metadata: refusing to load it"
-        )
-    return actual
 
 
 def _no_promoted(model_name: str) -> NotFoundError:
@@ -242,7 +203,7 @@ def load_model(
             raise _no_promoted(model_name)
     else:
         row = _get_version(session, model_name=model_name, version=version, refresh=True)
-    actual = _verified_sha256(row, configured_keys(keys))
+    actual = verified_sha256(row, configured_keys(keys))
     # Only bytes whose sha256 matches what register_model recorded (and, with keys, signed) are unpickled.
     estimator = pickle.loads(row.artifact)  # noqa: S301 - verified against the registered sha256 and HMAC
     task = parse_task(row.task)

@@ -24,7 +24,7 @@ from pydantic import SecretStr
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from core.errors import ConfigurationError
+from core.errors import ConfigurationError, TamperedArtifactError, UnverifiedArtifactError
 from core.records.tables import ModelVersion
 from core.settings import Settings
 
@@ -33,9 +33,13 @@ __all__ = [
     "SIGNATURE_SCHEME",
     "ArtifactClaims",
     "SigningKeys",
+    "artifact_sha256",
     "configured_keys",
+    "new_version_signature",
+    "row_claims",
     "sign_versions",
     "unsigned_refusal",
+    "verified_sha256",
     "warn_unsigned",
 ]
 
@@ -193,6 +197,54 @@ def unsigned_refusal(what: str, *, refusing: str = "load") -> str:
     )
 
 
+def artifact_sha256(artifact: bytes) -> str:
+    """The artifact's sha256, hex."""
+    return hashlib.sha256(artifact).hexdigest()
+
+
+def new_version_signature(keys: SigningKeys, claims: ArtifactClaims) -> str | None:
+    """The signature of a version being registered; None (with the opt-out) or UnverifiedArtifactError when
+    no key is configured."""
+    if keys.enabled:
+        return keys.sign(claims)
+    if not keys.allow_unsigned:  # a version no process could load: refuse it now, not at every load
+        what = f"a new version of model {claims.model_name!r}"
+        raise UnverifiedArtifactError(unsigned_refusal(what, refusing="register"))
+    warn_unsigned()
+    return None
+
+
+def row_claims(row: ModelVersion, *, sha256: str) -> ArtifactClaims:
+    """What a stored version's signature covers, with the artifact's actual sha256."""
+    return ArtifactClaims(sha256, row.model_name, row.version, row.task, tuple(row.feature_refs))
+
+
+def verified_sha256(row: ModelVersion, keys: SigningKeys) -> str:
+    """The artifact's sha256, once it matches the recorded one and (with keys) the signature verifies."""
+    what = f"artifact of model {row.model_name!r} version {row.version}"
+    actual = artifact_sha256(row.artifact)
+    if not hmac.compare_digest(actual.encode(), row.artifact_sha256.encode()):  # bytes: any text compares
+        raise TamperedArtifactError(
+            f"{what} does not match its recorded hash "
+            f"(recorded sha256 {row.artifact_sha256[:12]}..., computed {actual[:12]}...): refusing to load it"
+        )
+    if not keys.enabled:
+        if not keys.allow_unsigned:
+            raise UnverifiedArtifactError(unsigned_refusal(what))
+        warn_unsigned()
+    elif row.artifact_signature is None:
+        raise TamperedArtifactError(
+            f"{what} is unsigned while TANDEM_MODEL_SIGNING_KEY is set: refusing to load it "
+            "(if you trust it: `tandem models sign --all --adopt-unsigned`)"
+        )
+    elif not keys.verify(row.artifact_signature, row_claims(row, sha256=actual)):
+        raise TamperedArtifactError(
+            f"{what} has a signature that no configured TANDEM_MODEL_SIGNING_KEY made over its bytes and "
+            "metadata: refusing to load it"
+        )
+    return actual
+
+
 def sign_versions(
     session: Session, *, keys: SigningKeys, model_name: str | None = None, adopt_unsigned: bool = False
 ) -> dict[str, list[str]]:
@@ -209,8 +261,8 @@ def sign_versions(
         query = query.where(ModelVersion.model_name == model_name)
     outcome: dict[str, list[str]] = {"signed": [], "current": [], "refused": []}
     for row in session.scalars(query.order_by(ModelVersion.model_name, ModelVersion.created_at.desc())):
-        actual = hashlib.sha256(row.artifact).hexdigest()
-        claims = ArtifactClaims(actual, row.model_name, row.version, row.task, tuple(row.feature_refs))
+        actual = artifact_sha256(row.artifact)
+        claims = row_claims(row, sha256=actual)
         signer = keys.verifying_key_id(row.artifact_signature, claims)
         if not hmac.compare_digest(actual.encode(), row.artifact_sha256.encode()) or (
             signer is None and (row.artifact_signature is not None or not adopt_unsigned)
