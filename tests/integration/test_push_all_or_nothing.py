@@ -23,18 +23,17 @@ import numpy as np
 import psycopg
 import pytest
 import redis
-from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
 from sqlalchemy import Engine
 
 from core.endpoints import RedisEndpoint
 from core.errors import StoreUnavailableError, TandemError
 from core.features.keys import EntityKey
-from core.features.specs import FeatureSpec, ServiceSpec, ViewSpec
+from core.features.specs import ServiceSpec, ViewSpec
 from core.offline.append import PgAppender
 from core.online.async_store import AsyncOnlineStore
-from core.online.decoding import decode_timestamp, value_decoder
-from core.online.encoding import feature_field, timestamp_field
+from core.online.decoding import decode_timestamp
+from core.online.encoding import timestamp_field
 from core.online.keys import encode_entity_keys
 from core.online.resp_pool import RespPool
 from core.online.rows import FeatureColumn, FeatureRows
@@ -50,11 +49,11 @@ from core.stack.redis_server import redis_bin_dir
 from core.stores.resolve import Stores
 from scheduler.jobs import default_jobs
 from scheduler.registry import JobContext
+from tests.item_views import item_row, item_view, offline_count, offline_newest, online_items
 from tests.newer_wins_reference import newer_positions, pack_hgets
 from tests.servers import free_port
 
 PROJECT = f"push{uuid.uuid4().hex[:8]}"
-FEATURES = (FeatureSpec("amount", "float64"), FeatureSpec("visits", "int64"))
 
 
 class SpareRedis:
@@ -126,26 +125,9 @@ def running_redis(spare_redis: SpareRedis) -> SpareRedis:
 @pytest.fixture
 def view(stores: Stores, engine: Engine) -> Iterator[ViewSpec]:
     """A pushable view over a fresh offline table of the session's database (schema at head)."""
-    table = f"push_{uuid.uuid4().hex[:10]}"
+    with item_view(stores, prefix="push") as made:
+        yield made
     with psycopg.connect(stores.postgres.url(), autocommit=True) as conn:
-        conn.execute(
-            sql.SQL(
-                "CREATE TABLE public.{} (item_id BIGINT, event_timestamp TIMESTAMPTZ, "
-                "amount DOUBLE PRECISION, visits BIGINT)"
-            ).format(sql.Identifier(table))
-        )
-    yield ViewSpec(
-        name=table,
-        table=f"public.{table}",
-        key=EntityKey.single("item_id"),
-        timestamp_field="event_timestamp",
-        created_field=None,
-        ttl_s=86_400,
-        features=FEATURES,
-        push_source=f"{table}_push",
-    )
-    with psycopg.connect(stores.postgres.url(), autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP TABLE public.{}").format(sql.Identifier(table)))
         conn.execute("DELETE FROM tandem.push_outbox")
 
 
@@ -183,10 +165,6 @@ async def _world(stores: Stores, view: ViewSpec, redis_endpoint: RedisEndpoint, 
     return World(view, pool, services, resp)
 
 
-def _row(item: int, when: datetime, amount: float, visits: int = 1) -> dict[str, Any]:
-    return {"item_id": item, "event_timestamp": when.isoformat(), "amount": amount, "visits": visits}
-
-
 def _push(stores: Stores, view: ViewSpec, endpoint: RedisEndpoint, rows: list[dict[str, Any]]) -> PushResult:
     async def run() -> PushResult:
         world = await _world(stores, view, endpoint)
@@ -196,49 +174,6 @@ def _push(stores: Stores, view: ViewSpec, endpoint: RedisEndpoint, rows: list[di
             await world.close()
 
     return asyncio.run(run())
-
-
-def _offline(stores: Stores, view: ViewSpec) -> dict[int, tuple[datetime, float, int]]:
-    """The newest offline row per entity: (event time, amount, visits)."""
-    query = sql.SQL(
-        "SELECT DISTINCT ON (item_id) item_id, event_timestamp, amount, visits FROM public.{} "
-        "ORDER BY item_id, event_timestamp DESC"
-    ).format(sql.Identifier(view.name))
-    with psycopg.connect(stores.postgres.url()) as conn:
-        return {row[0]: (row[1], row[2], row[3]) for row in conn.execute(query)}
-
-
-def _offline_count(stores: Stores, view: ViewSpec) -> int:
-    with psycopg.connect(stores.postgres.url()) as conn:
-        row = conn.execute(
-            sql.SQL("SELECT count(*) FROM public.{}").format(sql.Identifier(view.name))
-        ).fetchone()
-    assert row is not None
-    return int(row[0])
-
-
-def _online(
-    endpoint: RedisEndpoint, view: ViewSpec, ids: list[int]
-) -> dict[int, tuple[datetime, float, int]]:
-    """The online row per entity that has one: (event time, amount, visits)."""
-    client = redis.Redis(host=endpoint.host, port=endpoint.port)
-    keys = encode_entity_keys(
-        join_key=view.key.join_keys[0], entity_ids=np.array(ids, dtype=np.int64), project=PROJECT
-    )
-    fields = [timestamp_field(view.name), *(feature_field(view.name, f.name) for f in FEATURES)]
-    pipe = client.pipeline(transaction=False)
-    for key in keys:
-        pipe.hmget(key, fields)  # type: ignore[arg-type]  # redis-py annotates str; bytes keys work
-    found: dict[int, tuple[datetime, float, int]] = {}
-    for entity, (stamp, amount, visits) in zip(ids, pipe.execute(), strict=True):
-        if stamp is not None:
-            found[entity] = (
-                decode_timestamp(stamp),
-                value_decoder("float64")(amount),
-                value_decoder("int64")(visits),
-            )  # type: ignore[assignment]
-    client.close()
-    return found
 
 
 def _outbox(stores: Stores) -> list[tuple[str, int, int, datetime | None, str | None]]:
@@ -263,13 +198,13 @@ def test_push_commits_offline_then_writes_online(
     """A push on healthy stores: offline rows committed, each entity's newest row online, no outbox row left,
     and offline and online agree value for value."""
     now = datetime.now(UTC).replace(microsecond=0)
-    rows = [_row(1, now, 1.5, 2), _row(1, now - timedelta(minutes=5), 9.0), _row(2, now, 2.5, 3)]
+    rows = [item_row(1, now, 1.5, 2), item_row(1, now - timedelta(minutes=5), 9.0), item_row(2, now, 2.5, 3)]
     result = _push(stores, view, running_redis.endpoint, rows)
     assert (result.rows, result.written_online, result.online) == (3, 2, "written")
-    assert _offline_count(stores, view) == 3
+    assert offline_count(stores, view) == 3
     assert _outbox(stores) == []
-    assert _online(running_redis.endpoint, view, [1, 2]) == _offline(stores, view)
-    assert _online(running_redis.endpoint, view, [1])[1] == (now, 1.5, 2)
+    assert online_items(running_redis.endpoint, view, [1, 2], project=PROJECT) == offline_newest(stores, view)
+    assert online_items(running_redis.endpoint, view, [1], project=PROJECT)[1] == (now, 1.5, 2)
 
 
 def test_redis_stopped_during_push_then_the_scheduler_drain_repairs(
@@ -280,9 +215,9 @@ def test_redis_stopped_during_push_then_the_scheduler_drain_repairs(
     the scheduler's drain writes it online and offline and online agree."""
     now = datetime.now(UTC)
     running_redis.stop()
-    result = _push(stores, view, running_redis.endpoint, [_row(5, now, 5.5, 5), _row(6, now, 6.5, 6)])
+    result = _push(stores, view, running_redis.endpoint, [item_row(5, now, 5.5, 5), item_row(6, now, 6.5, 6)])
     assert (result.written_online, result.online) == (0, "pending")
-    assert _offline_count(stores, view) == 2
+    assert offline_count(stores, view) == 2
     [(name, count, attempts, lease, error)] = _outbox(stores)
     assert (name, count, attempts, lease) == (view.name, 2, 1, None)
     assert error is not None
@@ -296,8 +231,8 @@ def test_redis_stopped_during_push_then_the_scheduler_drain_repairs(
     repaired = _drain(stores, running_redis.endpoint)
     assert (repaired.drained, repaired.written_online, repaired.left, repaired.error) == (1, 2, 0, None)
     assert _outbox(stores) == []
-    offline = _offline(stores, view)
-    assert _online(running_redis.endpoint, view, [5, 6]) == offline
+    offline = offline_newest(stores, view)
+    assert online_items(running_redis.endpoint, view, [5, 6], project=PROJECT) == offline
     assert offline[5][1:] == (5.5, 5)
 
 
@@ -311,9 +246,9 @@ def test_the_next_push_drains_what_redis_missed(
         world = await _world(stores, view, running_redis.endpoint)
         try:
             running_redis.stop()
-            first = await world.services[0].push(view.push_source or "", [_row(7, now, 7.5)])
+            first = await world.services[0].push(view.push_source or "", [item_row(7, now, 7.5)])
             running_redis.start()
-            second = await world.services[0].push(view.push_source or "", [_row(8, now, 8.5)])
+            second = await world.services[0].push(view.push_source or "", [item_row(8, now, 8.5)])
             return first, second
         finally:
             await world.close()
@@ -321,8 +256,8 @@ def test_the_next_push_drains_what_redis_missed(
     first, second = asyncio.run(run())
     assert (first.online, second.online, second.written_online) == ("pending", "written", 1)
     assert _outbox(stores) == []
-    assert _online(running_redis.endpoint, view, [7, 8]) == _offline(stores, view)
-    assert set(_offline(stores, view)) == {7, 8}
+    assert online_items(running_redis.endpoint, view, [7, 8], project=PROJECT) == offline_newest(stores, view)
+    assert set(offline_newest(stores, view)) == {7, 8}
 
 
 def test_a_crash_after_the_commit_leaves_an_outbox_row_the_drain_writes(
@@ -331,7 +266,7 @@ def test_a_crash_after_the_commit_leaves_an_outbox_row_the_drain_writes(
     """The offline commit carries the outbox row: a process that dies before its online write leaves the row
     leased; no drain takes it while the lease runs, the first drain after writes it."""
     now = datetime.now(UTC)
-    valid = validate_rows(view, [_row(9, now, 9.5, 9)], now=now)
+    valid = validate_rows(view, [item_row(9, now, 9.5, 9)], now=now)
 
     async def commit_then_crash() -> None:
         pool = AsyncConnectionPool(stores.postgres.url(), min_size=1, max_size=1, open=False)
@@ -343,12 +278,12 @@ def test_a_crash_after_the_commit_leaves_an_outbox_row_the_drain_writes(
             await pool.close()
 
     asyncio.run(commit_then_crash())
-    assert _offline_count(stores, view) == 1
-    assert _online(running_redis.endpoint, view, [9]) == {}
+    assert offline_count(stores, view) == 1
+    assert online_items(running_redis.endpoint, view, [9], project=PROJECT) == {}
     assert _drain(stores, running_redis.endpoint).drained == 0  # leased to the push that died
     time.sleep(0.6)
     assert _drain(stores, running_redis.endpoint).drained == 1
-    assert _online(running_redis.endpoint, view, [9]) == _offline(stores, view)
+    assert online_items(running_redis.endpoint, view, [9], project=PROJECT) == offline_newest(stores, view)
 
 
 def test_concurrent_pushes_leave_the_newer_row_online(
@@ -365,8 +300,8 @@ def test_concurrent_pushes_leave_the_newer_row_online(
         try:
             pushes = []
             for item in range(pairs):
-                newer = [_row(item, now - timedelta(seconds=item % 7), float(item), 2)]
-                older = [_row(item, now - timedelta(seconds=item % 7, microseconds=1), -1.0, 1)]
+                newer = [item_row(item, now - timedelta(seconds=item % 7), float(item), 2)]
+                older = [item_row(item, now - timedelta(seconds=item % 7, microseconds=1), -1.0, 1)]
                 first, second = (newer, older) if rng.random() < 0.5 else (older, newer)
                 source = view.push_source or ""
                 pushes += [world.services[0].push(source, first), world.services[1].push(source, second)]
@@ -376,10 +311,10 @@ def test_concurrent_pushes_leave_the_newer_row_online(
 
     results = asyncio.run(run())
     assert all(result.online == "written" for result in results)
-    online = _online(running_redis.endpoint, view, list(range(pairs)))
+    online = online_items(running_redis.endpoint, view, list(range(pairs)), project=PROJECT)
     assert len(online) == pairs
     assert [values[1:] for values in online.values()] == [(float(item), 2) for item in range(pairs)]
-    assert online == _offline(stores, view)
+    assert online == offline_newest(stores, view)
     assert sum(result.written_online for result in results) in range(pairs, 2 * pairs + 1)
     assert _outbox(stores) == []
 
@@ -401,14 +336,14 @@ def test_postgres_down_is_store_unavailable_and_nothing_online(
             online=AsyncOnlineStore(resp, project=PROJECT),
         )
         try:
-            await service.push(view.push_source or "", [_row(3, datetime.now(UTC), 1.0)])
+            await service.push(view.push_source or "", [item_row(3, datetime.now(UTC), 1.0)])
         finally:
             await resp.close()
             await pool.close()
 
     with pytest.raises(StoreUnavailableError, match="PostgreSQL"):
         asyncio.run(run())
-    assert _online(running_redis.endpoint, view, [3]) == {}
+    assert online_items(running_redis.endpoint, view, [3], project=PROJECT) == {}
     assert _outbox(stores) == []
 
 
@@ -476,7 +411,7 @@ def test_the_scheduler_job_drains_the_outbox(
     rows stay); once Redis is back it writes them, counts them as its rows, and offline and online agree."""
     now = datetime.now(UTC)
     running_redis.stop()
-    assert _push(stores, view, running_redis.endpoint, [_row(11, now, 11.5, 11)]).online == "pending"
+    assert _push(stores, view, running_redis.endpoint, [item_row(11, now, 11.5, 11)]).online == "pending"
     job = default_jobs(settings)["push_outbox"]
     context = JobContext(
         settings=settings.model_copy(update={"feast_project": PROJECT}),
@@ -493,10 +428,10 @@ def test_the_scheduler_job_drains_the_outbox(
     job.body(context, run)
     assert (run.rows, run.details) == (1, {"drained": 1, "written_online": 1, "left": 0})
     assert _outbox(stores) == []
-    assert _online(running_redis.endpoint, view, [11]) == _offline(stores, view)
+    assert online_items(running_redis.endpoint, view, [11], project=PROJECT) == offline_newest(stores, view)
 
 
-def test_stalled_redis_never_leaves_an_online_only_row(
+def test_stalled_redis_never_leaves_an_online_onlyitem_row(
     stores: Stores, view: ViewSpec, running_redis: SpareRedis
 ) -> None:
     """Redis stalled (SIGSTOP) during a push: the write times out, the push is `pending` with its offline rows
@@ -508,13 +443,13 @@ def test_stalled_redis_never_leaves_an_online_only_row(
     os.kill(pid, signal.SIGSTOP)
     try:
         started = time.monotonic()
-        result = _push(stores, view, running_redis.endpoint, [_row(12, now, 12.5, 12)])
+        result = _push(stores, view, running_redis.endpoint, [item_row(12, now, 12.5, 12)])
         elapsed = time.monotonic() - started
     finally:
         os.kill(pid, signal.SIGCONT)
     assert (result.written_online, result.online) == (0, "pending")
     assert elapsed < 3.0  # two tries of the 0.5 s timeout, not a hang
-    assert _offline_count(stores, view) == 1
+    assert offline_count(stores, view) == 1
     assert _drain(stores, running_redis.endpoint).left == 0
     assert _outbox(stores) == []
-    assert _online(running_redis.endpoint, view, [12]) == _offline(stores, view)
+    assert online_items(running_redis.endpoint, view, [12], project=PROJECT) == offline_newest(stores, view)

@@ -23,7 +23,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import psycopg
 import pytest
 import redis
@@ -31,21 +30,16 @@ from prometheus_client import REGISTRY
 from psycopg import sql
 from sqlalchemy import Engine
 
-from core.endpoints import RedisEndpoint
-from core.features.keys import EntityKey
-from core.features.specs import FeatureSpec, ViewSpec
-from core.online.decoding import decode_timestamp, value_decoder
-from core.online.encoding import feature_field, timestamp_field
-from core.online.keys import encode_entity_keys
+from core.features.specs import ViewSpec
 from core.online.store import OnlineStore
 from core.settings import Settings
 from core.stores.resolve import Stores
 from streaming.writer import BatchOutcome, StreamWriter
 from tests.integration.stream_brokers import Broker, NatsBroker, RedisBroker, Send
+from tests.item_views import item_row, item_view, offline_count, offline_newest, online_items
 from tests.nats_server import nats_server_url
 
 PROJECT = f"stream{uuid.uuid4().hex[:8]}"
-FEATURES = (FeatureSpec("amount", "float64"), FeatureSpec("visits", "int64"))
 CLAIM_IDLE_MS = 800
 
 
@@ -94,26 +88,8 @@ def broker(request: pytest.FixtureRequest, stores: Stores) -> Iterator[Broker]:
 @pytest.fixture
 def view(stores: Stores, engine: Engine) -> Iterator[ViewSpec]:
     """A pushable view over a fresh offline table of the session's database (schema at head)."""
-    table = f"stream_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(stores.postgres.url(), autocommit=True) as conn:
-        conn.execute(
-            sql.SQL(
-                "CREATE TABLE public.{} (item_id BIGINT, event_timestamp TIMESTAMPTZ, "
-                "amount DOUBLE PRECISION, visits BIGINT)"
-            ).format(sql.Identifier(table))
-        )
-    yield ViewSpec(
-        name=table,
-        table=f"public.{table}",
-        key=EntityKey.single("item_id"),
-        timestamp_field="event_timestamp",
-        created_field=None,
-        ttl_s=86_400,
-        features=FEATURES,
-        push_source=f"{table}_push",
-    )
-    with psycopg.connect(stores.postgres.url(), autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP TABLE public.{}").format(sql.Identifier(table)))
+    with item_view(stores, prefix="stream") as made:
+        yield made
 
 
 def _writer(
@@ -173,53 +149,12 @@ def _run_until_crash(consumer: Any, stop: threading.Event) -> None:
         consumer.run(stop)
 
 
-def _row(item: int, when: datetime, amount: float, visits: int = 1) -> dict[str, Any]:
-    return {"item_id": item, "event_timestamp": when.isoformat(), "amount": amount, "visits": visits}
-
-
-def _offline_count(stores: Stores, view: ViewSpec) -> int:
-    with psycopg.connect(stores.postgres.url()) as conn:
-        row = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.SQL(view.table))).fetchone()
-    assert row is not None
-    return int(row[0])
-
-
-def _offline_newest(stores: Stores, view: ViewSpec) -> dict[int, tuple[datetime, float, int]]:
-    query = sql.SQL(
-        "SELECT DISTINCT ON (item_id) item_id, event_timestamp, amount, visits FROM {} "
-        "ORDER BY item_id, event_timestamp DESC"
-    ).format(sql.SQL(view.table))
-    with psycopg.connect(stores.postgres.url()) as conn:
-        return {row[0]: (row[1], row[2], row[3]) for row in conn.execute(query)}
-
-
-def _online(endpoint: RedisEndpoint, view: ViewSpec, ids: list[int]) -> dict[int, tuple[Any, ...]]:
-    client = redis.Redis(host=endpoint.host, port=endpoint.port, db=endpoint.db)
-    keys = encode_entity_keys(
-        join_key=view.key.join_keys[0], entity_ids=np.array(ids, dtype=np.int64), project=PROJECT
-    )
-    fields = [timestamp_field(view.name), *(feature_field(view.name, f.name) for f in FEATURES)]
-    pipe = client.pipeline(transaction=False)
-    for key in keys:
-        pipe.hmget(key, fields)  # type: ignore[arg-type]  # redis-py annotates str; bytes keys work
-    found: dict[int, tuple[Any, ...]] = {}
-    for entity, (stamp, amount, visits) in zip(ids, pipe.execute(), strict=True):
-        if stamp is not None:
-            found[entity] = (
-                decode_timestamp(stamp),
-                value_decoder("float64")(amount),
-                value_decoder("int64")(visits),
-            )
-    client.close()
-    return found
-
-
 def _events(view: ViewSpec, count: int, *, entities: int, start: int = 0) -> list[Send]:
     """`count` good events over `entities` entities, event times spread over the last hour."""
     now = datetime.now(UTC).replace(microsecond=0)
     source = view.push_source or ""
     return [
-        (source, _row(start + i % entities, now - timedelta(seconds=count - i), float(i), i))
+        (source, item_row(start + i % entities, now - timedelta(seconds=count - i), float(i), i))
         for i in range(count)
     ]
 
@@ -231,14 +166,14 @@ def test_events_reach_both_stores(stores: Stores, view: ViewSpec, broker: Broker
     writer = _writer(stores, view, broker, hook=lambda name, ids: heard.append((name, ids)))
     stored_before = _metric("tandem_stream_events_total", broker=broker.name, outcome="stored")
     broker.send(_events(view, 300, entities=40))
-    _consume(broker, [writer], lambda: _offline_count(stores, view) == 300 and broker.pending() == 0)
+    _consume(broker, [writer], lambda: offline_count(stores, view) == 300 and broker.pending() == 0)
     assert _metric("tandem_stream_events_total", broker=broker.name, outcome="stored") - stored_before == 300
     assert REGISTRY.get_sample_value("tandem_stream_lag", {"broker": broker.name}) is not None
     assert _metric("tandem_stream_batch_seconds_count", broker=broker.name) > 0
     assert (writer.total("stored"), writer.total("replayed"), writer.total("deferred")) == (300, 0, 0)
-    newest = _offline_newest(stores, view)
+    newest = offline_newest(stores, view)
     assert len(newest) == 40
-    assert _online(stores.redis, view, list(range(40))) == newest
+    assert online_items(stores.redis, view, list(range(40)), project=PROJECT) == newest
     assert {name for name, _ in heard} == {view.name}
     assert sorted({entity for _, ids in heard for entity in ids}) == list(range(40))
     assert broker.dead_letters() == []
@@ -250,25 +185,27 @@ def test_the_same_events_again_change_nothing(stores: Stores, view: ViewSpec, br
     events = _events(view, 120, entities=30)
     broker.send(events)
     first = _writer(stores, view, broker)
-    _consume(broker, [first], lambda: _offline_count(stores, view) == 120 and broker.pending() == 0)
-    online_before = _online(stores.redis, view, list(range(30)))
+    _consume(broker, [first], lambda: offline_count(stores, view) == 120 and broker.pending() == 0)
+    online_before = online_items(stores.redis, view, list(range(30)), project=PROJECT)
 
     heard: list[Any] = []
     again = _writer(stores, view, broker, hook=lambda name, ids: heard.append(ids))
     broker.send(events)
     _consume(broker, [again], lambda: again.total("replayed") == 120 and broker.pending() == 0)
-    assert _offline_count(stores, view) == 120
-    assert _online(stores.redis, view, list(range(30))) == online_before
+    assert offline_count(stores, view) == 120
+    assert online_items(stores.redis, view, list(range(30)), project=PROJECT) == online_before
     assert (again.total("stored"), again.total("written_online"), heard) == (0, 0, [])
 
 
 def test_an_event_twice_in_one_batch_is_appended_once(stores: Stores, view: ViewSpec, broker: Broker) -> None:
     """The same event twice in one micro-batch (a producer retrying at once) is one offline row."""
     source, now = view.push_source or "", datetime.now(UTC)
-    broker.send([(source, _row(1, now, 1.0)), (source, _row(2, now, 2.0)), (source, _row(1, now, 1.0))])
+    broker.send(
+        [(source, item_row(1, now, 1.0)), (source, item_row(2, now, 2.0)), (source, item_row(1, now, 1.0))]
+    )
     writer = _writer(stores, view, broker)
     _consume(broker, [writer], lambda: broker.pending() == 0 and writer.total("stored") == 2)
-    assert (_offline_count(stores, view), writer.total("replayed"), len(writer.outcomes)) == (2, 1, 1)
+    assert (offline_count(stores, view), writer.total("replayed"), len(writer.outcomes)) == (2, 1, 1)
 
 
 def test_a_consumer_dying_after_its_commit_leaves_nothing_twice(
@@ -279,15 +216,15 @@ def test_a_consumer_dying_after_its_commit_leaves_nothing_twice(
     broker.send(_events(view, 80, entities=80))
     dying = _writer(stores, view, broker, crash=True)
     _consume(broker, [dying], lambda: False, timeout_s=10)  # ends when the consumer thread dies
-    assert _offline_count(stores, view) == 80
+    assert offline_count(stores, view) == 80
     assert broker.pending() == 80
-    online_before = _online(stores.redis, view, list(range(80)))
+    online_before = online_items(stores.redis, view, list(range(80)), project=PROJECT)
 
     survivor = _writer(stores, view, broker)
     _consume(broker, [survivor], lambda: broker.pending() == 0)
     assert (survivor.total("replayed"), survivor.total("stored")) == (80, 0)
-    assert _offline_count(stores, view) == 80
-    assert _online(stores.redis, view, list(range(80))) == online_before
+    assert offline_count(stores, view) == 80
+    assert online_items(stores.redis, view, list(range(80)), project=PROJECT) == online_before
 
 
 def test_bad_events_become_dead_letters_and_the_rest_lands(
@@ -297,19 +234,19 @@ def test_bad_events_become_dead_letters_and_the_rest_lands(
     a dead letter with its reason; the good events of the same batch land; all are acknowledged."""
     source = view.push_source or ""
     now = datetime.now(UTC)
-    good = [(source, _row(1, now, 1.0)), (source, _row(2, now, 2.0))]
+    good = [(source, item_row(1, now, 1.0)), (source, item_row(2, now, 2.0))]
     bad: list[Send] = [
         (source, b"{not json"),
-        ("no_such_source", _row(3, now, 3.0)),
-        (source, {**_row(4, now, 4.0), "visits": "many"}),
-        (source, _row(5, now + timedelta(days=2), 5.0)),
+        ("no_such_source", item_row(3, now, 3.0)),
+        (source, {**item_row(4, now, 4.0), "visits": "many"}),
+        (source, item_row(5, now + timedelta(days=2), 5.0)),
     ]
     broker.send([good[0], *bad, good[1]])
     writer = _writer(stores, view, broker)
     _consume(broker, [writer], lambda: broker.pending() == 0 and len(broker.dead_letters()) == 4)
     assert len(writer.outcomes) == 1  # one micro-batch: the bad events did not hold the good ones
-    assert _offline_count(stores, view) == 2
-    assert set(_online(stores.redis, view, [1, 2, 3, 4, 5])) == {1, 2}
+    assert offline_count(stores, view) == 2
+    assert set(online_items(stores.redis, view, [1, 2, 3, 4, 5], project=PROJECT)) == {1, 2}
     letters = {letter.kind: letter for letter in broker.dead_letters()}
     assert set(letters) == {"bad_event", "unknown_source", "invalid_row"}
     assert "bad JSON" in letters["bad_event"].reason
@@ -334,12 +271,16 @@ def test_a_row_the_offline_table_refuses_is_a_dead_letter_alone(
         )
     source, now = view.push_source or "", datetime.now(UTC)
     broker.send(
-        [(source, _row(1, now, 1.0)), (source, _row(2, now, 2.0, visits=-1)), (source, _row(3, now, 3.0))]
+        [
+            (source, item_row(1, now, 1.0)),
+            (source, item_row(2, now, 2.0, visits=-1)),
+            (source, item_row(3, now, 3.0)),
+        ]
     )
     writer = _writer(stores, view, broker)
     _consume(broker, [writer], lambda: broker.pending() == 0 and len(broker.dead_letters()) == 1)
-    assert _offline_count(stores, view) == 2
-    assert set(_online(stores.redis, view, [1, 2, 3])) == {1, 3}
+    assert offline_count(stores, view) == 2
+    assert set(online_items(stores.redis, view, [1, 2, 3], project=PROJECT)) == {1, 3}
     [letter] = broker.dead_letters()
     assert letter.kind == "offline_rejected"
     assert "visits_not_negative" in letter.reason
@@ -353,10 +294,10 @@ def test_two_consumers_share_the_stream(stores: Stores, view: ViewSpec, broker: 
     _consume(
         broker,
         writers,
-        lambda: _offline_count(stores, view) == 1500 and broker.pending() == 0,
+        lambda: offline_count(stores, view) == 1500 and broker.pending() == 0,
         batch=50,
     )
-    assert _offline_count(stores, view) == 1500
+    assert offline_count(stores, view) == 1500
     assert [w.total("replayed") for w in writers] == [0, 0]
     stored = [w.total("stored") for w in writers]
     assert sum(stored) == 1500
@@ -371,7 +312,7 @@ def test_events_a_dead_consumer_held_are_taken_over(stores: Stores, view: ViewSp
     assert broker.pending() == 60
     started = time.monotonic()
     writer = _writer(stores, view, broker)
-    _consume(broker, [writer], lambda: _offline_count(stores, view) == 60 and broker.pending() == 0)
+    _consume(broker, [writer], lambda: offline_count(stores, view) == 60 and broker.pending() == 0)
     assert writer.total("stored") == 60
     assert time.monotonic() - started >= CLAIM_IDLE_MS / 1000 * 0.5  # not before they were idle
 
