@@ -15,19 +15,27 @@ from pathlib import Path
 
 import psycopg
 from psycopg import sql
+from pydantic import SecretStr
+from sqlalchemy import Engine
 
 from core.endpoints import PostgresEndpoint, RedisEndpoint, parse_postgres_url, parse_redis_url
 from core.online.store import OnlineStore
 from core.settings import Settings
+from core.stores.database import create_db_engine, upgrade_schema
+from core.stores.resolve import Stores
+from tandem.demo.names import demo_settings
+from tests.conftest import TEST_SIGNING_KEY
 
 __all__ = [
     "OwnPostgres",
     "free_port",
+    "migrated_engine",
     "own_postgres",
     "private_database",
     "purge_feast_project",
     "server_endpoints",
     "store_env",
+    "suite_settings",
 ]
 
 
@@ -155,3 +163,27 @@ def own_postgres(home: Path) -> Iterator[OwnPostgres]:
         yield server
     finally:
         server.stop()
+
+
+def suite_settings(stores: Stores, *, feast_project: str, home: Path) -> Settings:
+    """Settings on `stores` with the demo's names as defaults and the suite's model signing key."""
+    return demo_settings(  # the demo's model, feature service and labels as `tandem train`'s defaults
+        Settings(
+            postgres_url=SecretStr(stores.postgres.url()),
+            redis_url=SecretStr(stores.redis.url()),
+            feast_project=feast_project,
+            home=home,
+            model_signing_key=SecretStr(TEST_SIGNING_KEY),
+        )
+    )
+
+
+@contextmanager
+def migrated_engine(stores: Stores) -> Iterator[Engine]:
+    """An engine on `stores`' database, schema `tandem` at head, disposed afterwards."""
+    engine = create_db_engine(stores.postgres)
+    upgrade_schema(engine)
+    try:
+        yield engine
+    finally:
+        engine.dispose()

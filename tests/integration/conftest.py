@@ -7,16 +7,18 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from pydantic import SecretStr
 from sqlalchemy import Engine
 
 from core.endpoints import PostgresEndpoint, RedisEndpoint
 from core.settings import Settings
-from core.stores.database import create_db_engine, upgrade_schema
 from core.stores.resolve import Stores
-from tandem.demo.names import demo_settings
-from tests.conftest import TEST_SIGNING_KEY
-from tests.servers import private_database, purge_feast_project, server_endpoints
+from tests.servers import (
+    migrated_engine,
+    private_database,
+    purge_feast_project,
+    server_endpoints,
+    suite_settings,
+)
 
 
 @pytest.fixture(scope="session")
@@ -44,21 +46,11 @@ def stores(servers: tuple[PostgresEndpoint, RedisEndpoint], feast_project: str) 
 @pytest.fixture(scope="session")
 def settings(stores: Stores, feast_project: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
     """Settings pointing at this session's stores."""
-    return demo_settings(  # the demo's model, feature service and labels as `tandem train`'s defaults
-        Settings(
-            postgres_url=SecretStr(stores.postgres.url()),
-            redis_url=SecretStr(stores.redis.url()),
-            feast_project=feast_project,
-            home=Path(tmp_path_factory.mktemp("home")),
-            model_signing_key=SecretStr(TEST_SIGNING_KEY),
-        )
-    )
+    return suite_settings(stores, feast_project=feast_project, home=Path(tmp_path_factory.mktemp("home")))
 
 
 @pytest.fixture(scope="session")
 def engine(stores: Stores) -> Iterator[Engine]:
     """An engine on the session's database, schema `tandem` at head."""
-    engine = create_db_engine(stores.postgres)
-    upgrade_schema(engine)
-    yield engine
-    engine.dispose()
+    with migrated_engine(stores) as engine:
+        yield engine

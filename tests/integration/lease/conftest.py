@@ -9,16 +9,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from pydantic import SecretStr
 from sqlalchemy import Engine
 
 from core.endpoints import PostgresEndpoint, RedisEndpoint
 from core.settings import Settings
-from core.stores.database import create_db_engine, upgrade_schema
 from core.stores.resolve import Stores
-from tandem.demo.names import demo_settings
-from tests.conftest import TEST_SIGNING_KEY
-from tests.servers import OwnPostgres, own_postgres, private_database
+from tests.servers import OwnPostgres, migrated_engine, own_postgres, private_database, suite_settings
 
 
 @pytest.fixture(scope="package")
@@ -38,21 +34,11 @@ def stores(own_server: OwnPostgres, servers: tuple[PostgresEndpoint, RedisEndpoi
 @pytest.fixture(scope="module")
 def settings(stores: Stores, feast_project: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
     """Settings pointing at the module's PostgreSQL (and the session's Redis and Feast project)."""
-    return demo_settings(
-        Settings(
-            postgres_url=SecretStr(stores.postgres.url()),
-            redis_url=SecretStr(stores.redis.url()),
-            feast_project=feast_project,
-            home=Path(tmp_path_factory.mktemp("home")),
-            model_signing_key=SecretStr(TEST_SIGNING_KEY),
-        )
-    )
+    return suite_settings(stores, feast_project=feast_project, home=Path(tmp_path_factory.mktemp("home")))
 
 
 @pytest.fixture(scope="module")
 def engine(stores: Stores) -> Iterator[Engine]:
     """An engine on the module's PostgreSQL, schema `tandem` at head."""
-    engine = create_db_engine(stores.postgres)
-    upgrade_schema(engine)
-    yield engine
-    engine.dispose()
+    with migrated_engine(stores) as engine:
+        yield engine
