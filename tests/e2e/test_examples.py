@@ -17,6 +17,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -174,9 +175,10 @@ def _wait_ready(client: httpx.Client, server: subprocess.Popen[str]) -> None:
     raise StepFailedError(f"tandem serve not ready after 90 s: {client.get('/health/ready').text}")
 
 
-def _serve_and_ask(journey: Journey, env: dict[str, str]) -> None:
-    """`tandem serve`, then: the untouched entity, a push for another, and both (plus an unknown one) again."""
-    example, port = journey.example, free_port()
+@contextmanager
+def _served(env: dict[str, str]) -> Iterator[httpx.Client]:
+    """`tandem serve` on a free port with the example's environment, a client once it is ready; stopped after."""
+    port = free_port()
     server = subprocess.Popen(
         _tandem("serve", "--port", str(port)),
         cwd=PROJECT_ROOT,
@@ -188,25 +190,32 @@ def _serve_and_ask(journey: Journey, env: dict[str, str]) -> None:
     try:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
             _wait_ready(client, server)
-            key = example.join_key
-            journey.answers["get_untouched"] = client.get(
-                f"/v1/predict/{example.model}", params={key: example.untouched}
-            )
-            row = {
-                key: example.pushed,
-                "event_timestamp": datetime.now(UTC).isoformat(),
-                **example.push_features,
-            }
-            journey.answers["push"] = client.post(
-                f"/v1/push/{example.push_source}", json={"rows": [row]}, headers={"X-API-Key": API_KEY}
-            )
-            entities = [{key: example.untouched}, {key: example.pushed}, {key: UNKNOWN_ID}]
-            journey.answers["predict"] = client.post(
-                "/v1/predict", json={"model": example.model, "entities": entities}
-            )
+            yield client
     finally:
         server.terminate()
         server.communicate(timeout=30)
+
+
+def _serve_and_ask(journey: Journey, env: dict[str, str]) -> None:
+    """`tandem serve`, then: the untouched entity, a push for another, and both (plus an unknown one) again."""
+    example = journey.example
+    with _served(env) as client:
+        key = example.join_key
+        journey.answers["get_untouched"] = client.get(
+            f"/v1/predict/{example.model}", params={key: example.untouched}
+        )
+        row = {
+            key: example.pushed,
+            "event_timestamp": datetime.now(UTC).isoformat(),
+            **example.push_features,
+        }
+        journey.answers["push"] = client.post(
+            f"/v1/push/{example.push_source}", json={"rows": [row]}, headers={"X-API-Key": API_KEY}
+        )
+        entities = [{key: example.untouched}, {key: example.pushed}, {key: UNKNOWN_ID}]
+        journey.answers["predict"] = client.post(
+            "/v1/predict", json={"model": example.model, "entities": entities}
+        )
 
 
 @pytest.fixture(scope="module")
@@ -409,45 +418,29 @@ def _store_stock_models(journey: StoreStockJourney, env: dict[str, str], models_
 
 def _store_stock_serve_and_ask(journey: StoreStockJourney, env: dict[str, str]) -> None:
     """One `tandem serve` for both models: untouched entities (GET and POST), a push per model, then again."""
-    port = free_port()
-    server = subprocess.Popen(
-        _tandem("serve", "--port", str(port)),
-        cwd=PROJECT_ROOT,
-        env=env | {"TANDEM_API_KEYS": API_KEY},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
-            _wait_ready(client, server)
-            journey.answers["ready"] = client.get("/health/ready")
-            for name, model in STORE_STOCK_MODELS.items():
-                journey.answers[f"get_untouched_{name}"] = client.get(
-                    f"/v1/predict/{name}", params=model.untouched
-                )
-            for name, model in STORE_STOCK_MODELS.items():
-                row = {
-                    **model.pushed,
-                    "event_timestamp": datetime.now(UTC).isoformat(),
-                    **model.push_features,
-                }
-                journey.pushed_rows[name] = row
-                journey.answers[f"push_{name}"] = client.post(
-                    f"/v1/push/{model.push_source}", json={"rows": [row]}, headers={"X-API-Key": API_KEY}
-                )
-            for name, model in STORE_STOCK_MODELS.items():
-                entities = [model.untouched, model.pushed, model.unknown]
-                journey.answers[f"predict_{name}"] = client.post(
-                    "/v1/predict", json={"model": name, "entities": entities}
-                )
-                journey.answers[f"get_pushed_{name}"] = client.get(f"/v1/predict/{name}", params=model.pushed)
-                journey.answers[f"get_unknown_{name}"] = client.get(
-                    f"/v1/predict/{name}", params=model.unknown
-                )
-    finally:
-        server.terminate()
-        server.communicate(timeout=30)
+    with _served(env) as client:
+        journey.answers["ready"] = client.get("/health/ready")
+        for name, model in STORE_STOCK_MODELS.items():
+            journey.answers[f"get_untouched_{name}"] = client.get(
+                f"/v1/predict/{name}", params=model.untouched
+            )
+        for name, model in STORE_STOCK_MODELS.items():
+            row = {
+                **model.pushed,
+                "event_timestamp": datetime.now(UTC).isoformat(),
+                **model.push_features,
+            }
+            journey.pushed_rows[name] = row
+            journey.answers[f"push_{name}"] = client.post(
+                f"/v1/push/{model.push_source}", json={"rows": [row]}, headers={"X-API-Key": API_KEY}
+            )
+        for name, model in STORE_STOCK_MODELS.items():
+            entities = [model.untouched, model.pushed, model.unknown]
+            journey.answers[f"predict_{name}"] = client.post(
+                "/v1/predict", json={"model": name, "entities": entities}
+            )
+            journey.answers[f"get_pushed_{name}"] = client.get(f"/v1/predict/{name}", params=model.pushed)
+            journey.answers[f"get_unknown_{name}"] = client.get(f"/v1/predict/{name}", params=model.unknown)
 
 
 @pytest.fixture(scope="module")
