@@ -83,14 +83,22 @@ def model_name() -> str:
     return f"signed_{uuid.uuid4().hex[:8]}"
 
 
-def _register(session: Session, model_name: str, keys: SigningKeys | None, seed: int = 0) -> ModelVersionInfo:
+def _register(
+    session: Session,
+    model_name: str,
+    keys: SigningKeys | None,
+    seed: int = 0,
+    *,
+    feature_service: str = "signed_service",
+    refs: tuple[str, ...] | list[str] = REFS,
+) -> ModelVersionInfo:
     now = datetime.now(UTC)
     return register_model(
         session,
         model_name=model_name,
-        estimator=_estimator(seed),
-        feature_service="signed_service",
-        feature_refs=REFS,
+        estimator=_estimator(seed, inputs=len(refs)),
+        feature_service=feature_service,
+        feature_refs=list(refs),
         training_start=now,
         training_end=now,
         metrics={},
@@ -355,20 +363,9 @@ def test_the_api_serves_a_signed_version_and_refuses_a_consistent_swap(
     scoped, refs = api_settings
     monkeypatch.setenv("TANDEM_MODEL_SIGNING_KEY", "new-key-" + "n" * 40)  # registration's
     scoped = scoped.model_copy(update={"model_signing_key": SecretStr("new-key-" + "n" * 40)})  # the API's
-    now = datetime.now(UTC)
     try:
         with Session(engine) as session, session.begin():
-            info = register_model(
-                session,
-                model_name=API_MODEL,
-                estimator=_estimator(seed=5, inputs=len(refs)),
-                feature_service=DEMO_FEATURE_SERVICE,
-                feature_refs=refs,
-                training_start=now,
-                training_end=now,
-                metrics={},
-                params={},
-            )
+            info = _register(session, API_MODEL, None, 5, feature_service=DEMO_FEATURE_SERVICE, refs=refs)
             promote(session, model_name=API_MODEL, version=info.version)
         with TestClient(create_app(scoped)) as client:
             assert client.get("/health/ready").json()["models"].get(API_MODEL) == info.version
@@ -397,22 +394,10 @@ def test_an_api_without_a_key_is_not_ready_and_says_why_unless_unsigned_models_a
     scoped, refs = api_settings
     keyless = scoped.model_copy(update={"model_signing_key": None, "home": tmp_path})
     monkeypatch.delenv("TANDEM_MODEL_SIGNING_KEY")
-    now = datetime.now(UTC)
     unsafe = SigningKeys(allow_unsigned=True)
     try:
         with Session(engine) as session, session.begin():
-            info = register_model(
-                session,
-                model_name=API_MODEL,
-                estimator=_estimator(seed=7, inputs=len(refs)),
-                feature_service=DEMO_FEATURE_SERVICE,
-                feature_refs=refs,
-                training_start=now,
-                training_end=now,
-                metrics={},
-                params={},
-                keys=unsafe,
-            )
+            info = _register(session, API_MODEL, unsafe, 7, feature_service=DEMO_FEATURE_SERVICE, refs=refs)
             promote(session, model_name=API_MODEL, version=info.version)
         with TestClient(create_app(keyless)) as client:
             answer = client.get("/health/ready")
