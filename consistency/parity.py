@@ -86,7 +86,7 @@ def _differing_features(
     batch_inputs: BatchInputs,
 ) -> dict[int, list[dict[str, Any]]]:
     """Per flagged index: the model features whose live value differs from the batch run's input."""
-    kinds = {f"{v.name}:{f.name}": f.kind for v in service.views for f in v.features}
+    kinds = dict(zip(model.feature_refs, service.kinds_of(model.feature_refs), strict=True))
     out: dict[int, list[dict[str, Any]]] = {index: [] for index in flagged}
     for moment in sorted(set(stored_at)):
         group = [index for index, at in zip(flagged, stored_at, strict=True) if at == moment]
@@ -98,7 +98,7 @@ def _differing_features(
             for ref in model.feature_refs:
                 batch_value = inputs[ref].scalar(position[row.entity_id]) if ref in inputs else None
                 live_value = row.values.get(ref)
-                if not values_equal(kinds.get(ref, "float64"), batch_value, live_value, tolerance=0.0):
+                if not values_equal(kinds[ref], batch_value, live_value, tolerance=0.0):
                     out[index].append({"feature": ref, "batch": batch_value, "online": live_value})
     return out
 

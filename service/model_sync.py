@@ -72,8 +72,8 @@ def warm_model(model: LoadedModel, service: ServiceSpec | None = None) -> None:
     """A few scores so the first request does not pay for lazy initialisation: zeros for numbers, "" for
     String features (the kinds come from `service`). Warming is best effort: a pipeline that refuses these
     rows (an encoder with `handle_unknown="error"`) is still served, and fails or not on real rows."""
-    kinds = {f"{v.name}:{f.name}": f.kind for v in service.views for f in v.features} if service else {}
-    strings = [kinds.get(ref) == "string" for ref in model.feature_refs]
+    kinds = service.kinds_of(model.feature_refs) if service else ["float64"] * len(model.feature_refs)
+    strings = [kind == "string" for kind in kinds]
     rows: npt.NDArray[Any] = np.zeros(
         (4, len(model.feature_refs)), dtype=object if any(strings) else np.float64
     )

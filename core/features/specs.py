@@ -6,6 +6,7 @@ objects, so the decision code stays pure and the registry is consulted once per 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -84,6 +85,14 @@ class ServiceSpec:
     def key(self) -> EntityKey:
         """The entity key every view of the service shares."""
         return self.views[0].key
+
+    def kinds_of(self, refs: Sequence[str]) -> list[Kind]:
+        """The kind of each `view:feature` ref; float64 for one the service lacks (a model reading it then
+        fails on its inputs as it would in batch)."""
+        kinds = {
+            f"{view.name}:{feature.name}": feature.kind for view in self.views for feature in view.features
+        }
+        return [kinds.get(ref, "float64") for ref in refs]
 
 
 def load_view_spec(store: Any, name: str, *, features: list[str] | None = None) -> ViewSpec:

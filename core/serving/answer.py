@@ -16,7 +16,7 @@ import numpy.typing as npt
 
 from core.features.inputs import live_input
 from core.features.keys import EntityId
-from core.features.specs import Kind, ServiceSpec
+from core.features.specs import ServiceSpec
 from core.model.registry import LoadedModel
 from core.online.rows import OnlineRow, StoredPrediction, apply_ttl
 from core.serving.blend import BlendDecision, BlendInput, Mode, SkewPolicy, Source, Steer, StoredScore, decide
@@ -146,7 +146,7 @@ def live_matrix(
     """The model input of online rows (TTL applied): one row each, a column per ref, each value converted
     as `core.features.inputs.live_input` does for its kind (float64, or object when a ref is a string). The
     live path and the stream re-score (core.rescore) both score this, so their scores agree exactly."""
-    kinds = _ref_kinds(service, feature_refs)
+    kinds = service.kinds_of(feature_refs)
     return np.array(
         [
             [live_input(kind, row.values.get(ref)) for ref, kind in zip(feature_refs, kinds, strict=True)]
@@ -154,12 +154,3 @@ def live_matrix(
         ],
         dtype=object if "string" in kinds else np.float64,
     ).reshape(len(rows), len(feature_refs))
-
-
-def _ref_kinds(service: ServiceSpec, refs: Sequence[str]) -> list[Kind]:
-    """The kind of each `view:feature` ref (float64 for one the service lacks: the model call then fails
-    as it would in batch)."""
-    kinds: dict[str, Kind] = {
-        f"{view.name}:{feature.name}": feature.kind for view in service.views for feature in view.features
-    }
-    return [kinds.get(ref, "float64") for ref in refs]
