@@ -133,8 +133,13 @@ class EntityKey:
         if set(entity) != set(self.join_keys):
             expected = ", ".join(repr(name) for name in self.join_keys)
             raise ValueError(f"{where}: expected exactly the key(s) {expected}, got {sorted(entity)}")
+        return self.id_in(entity, where)
+
+    def id_in(self, row: Mapping[str, Any], where: str) -> EntityId:
+        """The id of the entity a row names by its join keys (other columns ignored; every join key present),
+        or ValueError naming the field at fault."""
         values = [
-            key_value(kind, entity[name], f"{where}.{name}")
+            key_value(kind, row[name], f"{where}.{name}")
             for name, kind in zip(self.join_keys, self.kinds, strict=True)
         ]
         return self.compose(values)

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from core.errors import NotFoundError
-from core.features.keys import EntityId, key_value
+from core.features.keys import EntityId
 from core.features.specs import FeatureSpec, ServiceSpec, ViewSpec
 from core.offline.append import OfflineRows
 from core.online.rows import FeatureColumn, FeatureRows
@@ -156,13 +156,9 @@ def validate_rows(
         if absent:
             raise PushError(f"{where}: missing column(s) {', '.join(absent)}")
         try:
-            parts = [
-                key_value(kind, row[name], f"{where}.{name}")
-                for name, kind in zip(key.join_keys, key.kinds, strict=True)
-            ]
+            ids.append(key.id_in(row, where))
         except ValueError as exc:
             raise PushError(str(exc)) from None
-        ids.append(key.compose(parts))
         stamp_at = f"{where}.{view.timestamp_field}"
         stamps.append(
             _in_window(
