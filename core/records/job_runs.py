@@ -125,11 +125,20 @@ def finish_job_run(
     details: dict[str, Any] | None = None,
 ) -> JobRunInfo:
     """Record the end of a run: status, finished_at, duration_s, rows, error; `details` are merged in (and
-    the liveness lock's key dropped: a finished run holds none)."""
+    the liveness lock's key dropped: a finished run holds none).
+
+    A run already finished (a repair failed it while its process was frozen) keeps its status and error:
+    what the process did after that is noted in `details` (`late_finish`), never recorded as the outcome."""
     _check(status, FINISHED_STATUSES, "final status")
     run = session.get(JobRun, run_id, with_for_update=True)
     if run is None:
         raise NotFoundError(f"job run {run_id} does not exist")
+    if run.status in FINISHED_STATUSES:
+        late = {"late_finish": {"status": status, "at": datetime.now(UTC).isoformat(), "error": error}}
+        merged = {**(run.details or {}), **(details or {}), **late}
+        run.details = {key: value for key, value in merged.items() if key != LIVENESS_KEY}
+        session.flush()
+        return JobRunInfo.of(run)
     run.finished_at = datetime.now(UTC)
     started = run.started_at or run.requested_at
     run.duration_s = max(0.0, (run.finished_at - started).total_seconds())

@@ -175,6 +175,26 @@ def test_running_rows_of_dead_processes_on_this_host_are_repaired(engine: Engine
     _delete(engine, [run.id for run in alive.values()])
 
 
+def test_a_run_failed_by_a_repair_stays_failed_when_its_process_finishes_later(
+    engine: Engine, job_name: str
+) -> None:
+    """A process frozen across a repair that later finishes "succeeded" cannot overwrite the repair's
+    verdict: the row stays failed ("process died") and the late outcome is kept in details."""
+    with Session(engine) as session, session.begin():
+        run_id = start_job_run(session, job=job_name, trigger="schedule")
+    with Session(engine) as session, session.begin():  # what fail_dead_runs does to a dead owner's row
+        run = session.get(JobRun, run_id)
+        assert run is not None
+        run.status, run.error, run.finished_at = "failed", "process died", datetime.now(UTC)
+    with Session(engine) as session, session.begin():
+        info = finish_job_run(session, run_id=run_id, status="succeeded", rows=7, details={"stage": "done"})
+    assert (info.status, info.error) == ("failed", "process died")
+    (row,) = _rows(engine, job_name)
+    assert (row.status, row.error, row.rows) == ("failed", "process died", None)
+    assert row.details["late_finish"]["status"] == "succeeded"
+    assert row.details["stage"] == "done"
+
+
 def test_history_durations_and_batch_deadline_forecast(session: Session, settings: Settings) -> None:
     """Runs list newest first; durations come from succeeded runs only; the forecast uses their p90."""
     session.execute(delete(JobRun).where(JobRun.job == "batch_predict"))  # other tests' runs; rolled back
