@@ -4,7 +4,9 @@ The stream process calls `on_committed(view_name, entity_ids)` after each micro-
 stores. Each model whose feature service reads that view collects the ids; a flush re-scores every model's
 collected ids (core.rescore.run: one read, one scoring call, one stream run per model per flush). A flush
 happens when a model has `max_entities` ids waiting, when the oldest waiting id is `max_delay_s` old (checked
-on every call and by a background ticker, `start()`), and on `close()`. A burst of events for one entity
+on every call and by a background ticker, `start()`), and on `close()`. With `max_delay_s` 0 every
+`on_committed` flushes at once, on the caller's thread: the re-score follows each micro-batch's online
+write with no wait (no ticker). A burst of events for one entity
 costs one re-score. A model whose re-score fails has its ids dropped (logged, counted): the API re-scores
 those entities live (`features_newer`) until their next event.
 """
@@ -44,8 +46,8 @@ class StreamRescorer:
         reload: Callable[[Sequence[RescoreTarget]], Sequence[RescoreTarget] | None] | None = None,
         reload_s: float = 5.0,
     ) -> None:
-        if max_delay_s <= 0 or max_entities < 1:
-            raise ValueError("max_delay_s must be positive and max_entities at least 1")
+        if max_delay_s < 0 or max_entities < 1:
+            raise ValueError("max_delay_s must not be negative and max_entities must be at least 1")
         self.rescore = rescore
         self.max_delay_s = max_delay_s
         self.max_entities = max_entities
@@ -157,8 +159,9 @@ class StreamRescorer:
         return result
 
     def start(self, *, tick_s: float | None = None) -> None:
-        """Flush due entities from a background thread every `tick_s` (default: a quarter of the delay)."""
-        if self._ticker is not None:
+        """Flush due entities from a background thread every `tick_s` (default: a quarter of the delay); with
+        no delay there is nothing to tick for (every `on_committed` flushes)."""
+        if self._ticker is not None or (tick_s is None and self.max_delay_s == 0):
             return
         interval = tick_s if tick_s is not None else self.max_delay_s / 4
 

@@ -36,7 +36,7 @@ from core.features.keys import EntityId
 from core.online.store import OnlineStore
 from core.records.prediction_runs import insert_run, set_run_status
 from core.records.stored_scores import prune_stream_runs
-from core.rescore.select import Selection, select_changed, snapshot_text
+from core.rescore.select import Selection, select_changed, snapshot_texts
 from core.rescore.targets import RescoreTarget
 from core.serving.answer import live_matrix
 
@@ -141,7 +141,7 @@ def _batch(target: RescoreTarget, selection: Selection, *, run_id: uuid.UUID, sc
     """Score the selected rows in one call; the batch to store and publish, snapshot codes and texts."""
     rows = selection.rows
     scores = target.model.predict_scores(live_matrix(rows, target.service, target.model.feature_refs))
-    texts = [snapshot_text(row, target.service) for row in rows]
+    texts = snapshot_texts(rows, target.service)
     snapshots = list(dict.fromkeys(texts))
     index = {text: code for code, text in enumerate(snapshots)}
     batch = PublishBatch(

@@ -22,7 +22,7 @@ from core.features.specs import ServiceSpec
 from core.online.rows import OnlineRow, StoredPrediction, apply_ttl
 from core.serving.blend import BlendInput, Source, StoredScore, decide
 
-__all__ = ["SKIPPED_UNKNOWN", "Selection", "select_changed", "snapshot_text"]
+__all__ = ["SKIPPED_UNKNOWN", "Selection", "select_changed", "snapshot_text", "snapshot_texts"]
 
 SKIPPED_UNKNOWN = "no_features"
 """The count key of entities without online features nor a stored score (nothing to score)."""
@@ -87,3 +87,27 @@ def snapshot_text(row: OnlineRow, service: ServiceSpec) -> str:
         for view in service.views
     }
     return json.dumps(stamps, separators=(",", ":"))
+
+
+def snapshot_texts(rows: Sequence[OnlineRow], service: ServiceSpec) -> list[str]:
+    """`snapshot_text` of every row, equal to it text for text, without a JSON encoder per row: each view's
+    `"name":` is encoded once, and each distinct event time's ISO text once (an ISO time needs no escaping)."""
+    names = [view.name for view in service.views]
+    heads = [json.dumps(name) + ":" for name in names]
+    stamps: dict[datetime, str] = {}
+
+    def stamp_text(stamp: datetime) -> str:
+        text = stamps.get(stamp)
+        if text is None:
+            text = stamps[stamp] = f'"{stamp.astimezone(UTC).isoformat()}"'
+        return text
+
+    return [
+        "{"
+        + ",".join(
+            head + (stamp_text(stamp) if (stamp := row.event_ts.get(name)) else "null")
+            for name, head in zip(names, heads, strict=True)
+        )
+        + "}"
+        for row in rows
+    ]

@@ -178,9 +178,26 @@ def test_a_newly_promoted_set_of_models_is_picked_up_on_reload() -> None:
 
 
 def test_bad_settings_are_refused() -> None:
-    """A non-positive delay or an entity count below one is a ValueError."""
+    """A negative delay or an entity count below one is a ValueError."""
     with pytest.raises(ValueError, match="max_delay_s"):
-        StreamRescorer([RISK], Recorder(), max_delay_s=0)
+        StreamRescorer([RISK], Recorder(), max_delay_s=-0.1)
+    with pytest.raises(ValueError, match="max_entities"):
+        StreamRescorer([RISK], Recorder(), max_entities=0)
+
+
+def test_no_delay_rescores_each_micro_batch_at_once_without_a_ticker() -> None:
+    """With a delay of 0, each `on_committed` re-scores its entities before returning (still at most
+    `max_entities` per call), and `start()` starts no ticker thread."""
+    recorder, clock = Recorder(), FakeClock()
+    rescorer = _rescorer(recorder, clock, max_delay_s=0, max_entities=2)
+    rescorer.start()
+    assert rescorer._ticker is None
+    rescorer.on_committed("txn", [3, 1, 2])
+    assert recorder.calls == [("risk", [3, 1]), ("risk", [2])]
+    rescorer.on_committed("txn", [1])
+    assert recorder.calls[-1] == ("risk", [1])
+    assert rescorer.pending() == 0
+    rescorer.close()
 
 
 def test_the_hook_has_the_streams_signature() -> None:
