@@ -31,7 +31,8 @@ SERVICE = ServiceSpec(
 )
 PREDICTIONS = ViewSpec(
     "preds", "t", KEY, "ts", None, 0,
-    tuple(FeatureSpec(name, kind) for name, kind in (("score", "float64"), ("model_version", "string"), ("run_id", "string"), ("feature_snapshot_ts", "string"))),
+    (FeatureSpec("score", "float64"), FeatureSpec("model_version", "string"), FeatureSpec("run_id", "string"),
+     FeatureSpec("feature_snapshot_ts", "string")),
 )  # fmt: skip
 SNAPSHOT = '{"stats":"2026-12-02T11:00:00+00:00","profile":null}'
 
