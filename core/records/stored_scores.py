@@ -63,8 +63,9 @@ WHERE p.run_id = r.run_id AND r.model_name = :model AND r.kind = 'stream' AND r.
 """
 # The same rows for some keys, found from each key: its few rows by the entity_key index (the OFFSET 0 keeps
 # the planner from probing every run for every key instead), each row's run by its primary key (kind: null unless a published run of the model); deleted by
-# their row address (ctid, stable within the statement). Returns the runs that lost rows. Its cost grows
-# with the keys, not with the table nor the number of runs.
+# their row address (ctid, stable within the statement); a run that lost all its rows (its count before the
+# statement: a run's rows are only ever added by its own COPY) is deleted too. Returns (rows, runs) deleted.
+# Its cost grows with the keys, not with the table nor the number of runs.
 _SUPERSEDED_OF_KEYS = """
 WITH keyed AS MATERIALIZED (
   SELECT n.row_ctid, n.entity_key, n.scored_at, (
@@ -85,8 +86,16 @@ WITH keyed AS MATERIALIZED (
     WHERE d.kind = 'stream' AND d.scored_at < w.scored_at
   ))
   RETURNING p.run_id
+), lost AS (
+  SELECT run_id, count(*) AS rows FROM gone GROUP BY run_id
+), emptied AS (
+  DELETE FROM tandem.prediction_runs r
+  USING lost l
+  WHERE r.run_id = l.run_id
+    AND l.rows = (SELECT count(*) FROM tandem.batch_predictions b WHERE b.run_id = l.run_id)
+  RETURNING r.run_id
 )
-SELECT run_id, count(*) FROM gone GROUP BY run_id
+SELECT (SELECT coalesce(sum(rows), 0) FROM lost), (SELECT count(*) FROM emptied)
 """
 _FAILED_ROWS = """
 DELETE FROM tandem.batch_predictions p
@@ -107,12 +116,9 @@ WHERE r.model_name = :model AND r.kind = 'stream'
         AND NOT EXISTS (SELECT 1 FROM tandem.batch_predictions p WHERE p.run_id = r.run_id))
        OR (r.status = 'failed' AND r.finished_at < :failed_before))
 """
-_EMPTIED_RUNS = """
+_OLD_FAILED_RUNS = """
 DELETE FROM tandem.prediction_runs r
-WHERE r.model_name = :model AND r.kind = 'stream'
-  AND ((r.status = 'published' AND r.run_id = ANY(:runs)
-        AND NOT EXISTS (SELECT 1 FROM tandem.batch_predictions p WHERE p.run_id = r.run_id))
-       OR (r.status = 'failed' AND r.finished_at < :failed_before))
+WHERE r.model_name = :model AND r.kind = 'stream' AND r.status = 'failed' AND r.finished_at < :failed_before
 """
 
 
@@ -140,7 +146,7 @@ def prune_stream_runs(
     abandoned_after: timedelta = timedelta(minutes=10),
 ) -> Pruned:
     """Delete the model's superseded stream rows (of `entity_keys` only, when given: the cheap per-flush
-    form, the ids' texts (core.features.keys), which also deletes only the runs those rows leave empty), the
+    form, the ids' texts (core.features.keys), which deletes only the runs those rows leave empty), the
     rows of its failed stream runs, and its stream runs left empty or failed long ago. A stream
     run still unfinished `abandoned_after` its start (a re-score takes milliseconds: its process died) is
     marked failed first; the API never served its scores (only published runs are served)."""
@@ -154,11 +160,10 @@ def prune_stream_runs(
         runs = _count(session.execute(text(_EMPTY_RUNS), {"model": model_name, "failed_before": before}))
         return Pruned(rows=rows, runs=runs)
     session.execute(text("SET LOCAL jit = off"))  # its estimates are pessimistic: compiling costs far more
-    lost = session.execute(text(_SUPERSEDED_OF_KEYS), {"model": model_name, "keys": list(entity_keys)}).all()
-    rows = sum(int(count) for _, count in lost)
+    superseded = session.execute(text(_SUPERSEDED_OF_KEYS), {"model": model_name, "keys": list(entity_keys)})
+    rows, runs = (int(count) for count in superseded.one())
     rows += _count(session.execute(text(_FAILED_ROWS), {"model": model_name}))
-    emptied = {"model": model_name, "runs": [run_id for run_id, _ in lost], "failed_before": before}
-    runs = _count(session.execute(text(_EMPTIED_RUNS), emptied))
+    runs += _count(session.execute(text(_OLD_FAILED_RUNS), {"model": model_name, "failed_before": before}))
     return Pruned(rows=rows, runs=runs)
 
 

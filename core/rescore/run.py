@@ -78,12 +78,12 @@ class _Laps:
 
 
 def _store(
-    engine: Engine, target: RescoreTarget, *, run_id: uuid.UUID, batch: PublishBatch, codes: np.ndarray,
+    conn: Connection, target: RescoreTarget, *, run_id: uuid.UUID, batch: PublishBatch, codes: np.ndarray,
     snapshots: list[str],
 ) -> None:  # fmt: skip
     """The run (status publishing) and its rows, in one transaction: a crash leaves neither. Three round
     trips: the run's INSERT, the COPY, the COMMIT."""
-    with Session(engine) as session, session.begin():
+    with Session(bind=conn) as session, session.begin():
         insert_run(
             session,
             run_id=run_id,
@@ -112,19 +112,42 @@ def _store(
 
 
 def _mark_published(
-    engine: Engine, target: RescoreTarget, *, run_id: uuid.UUID, stage_seconds: dict[str, float],
+    conn: Connection, target: RescoreTarget, *, run_id: uuid.UUID, stage_seconds: dict[str, float],
     entity_keys: list[str],
 ) -> None:  # fmt: skip
     """The run marked published, then this model's older stream rows of these entities pruned, in one
     transaction; the pruning in a savepoint of its own: if it fails (e.g. a deadlock with another process
     pruning), it is logged and the run stays published (the next flush or batch run prunes them)."""
-    with Session(engine) as session, session.begin():
+    with Session(bind=conn) as session, session.begin():
         set_run_status(session, run_id=run_id, status="published", stage_seconds=stage_seconds)
         try:
             with session.begin_nested():
                 prune_stream_runs(session, model_name=target.name, entity_keys=entity_keys)
         except SQLAlchemyError as exc:
             logger.warning("pruning stream runs of model %s failed: %s", target.name, first_line(exc))
+
+
+def _undo(
+    engine: Engine, online: OnlineStore, target: RescoreTarget, *, run_id: uuid.UUID, batch: PublishBatch,
+    exc: BaseException, stage_seconds: dict[str, float],
+) -> None:  # fmt: skip
+    """After a failed publish: the rows still carrying the run's id get the newest published score back, and
+    the run is marked failed (on connections of their own: the failure may be PostgreSQL's)."""
+    try:
+        with engine.connect() as conn:
+            restore_previous(
+                online,
+                _driver(conn),
+                view=target.predictions,
+                entity_ids=batch.entity_ids,
+                model_name=target.name,
+                failed_run_id=str(run_id),
+            )
+    finally:
+        with Session(engine) as session, session.begin():
+            set_run_status(
+                session, run_id=run_id, status="failed", error=first_line(exc), stage_seconds=stage_seconds
+            )
 
 
 def _driver(conn: Connection) -> psycopg.Connection[Any]:
@@ -187,32 +210,21 @@ def rescore_entities(
     run_id = uuid.uuid4()
     batch, codes, snapshots = _batch(target, selection, run_id=run_id, scored_at=scored_at)
     laps.lap("score")
-    _store(engine, target, run_id=run_id, batch=batch, codes=codes, snapshots=snapshots)
-    laps.lap("copy")
-    try:
-        written = publish_rows(online, view=target.predictions, batch=batch, chunk_rows=len(batch.entity_ids))
-    except BaseException as exc:
+    with engine.connect() as conn:  # one checkout (and liveness ping) for the run's two transactions
+        _store(conn, target, run_id=run_id, batch=batch, codes=codes, snapshots=snapshots)
+        laps.lap("copy")
         try:
-            with engine.connect() as conn:
-                restore_previous(
-                    online,
-                    _driver(conn),
-                    view=target.predictions,
-                    entity_ids=batch.entity_ids,
-                    model_name=target.name,
-                    failed_run_id=str(run_id),
-                )
-        finally:
-            with Session(engine) as session, session.begin():
-                set_run_status(
-                    session, run_id=run_id, status="failed", error=first_line(exc), stage_seconds=laps.seconds
-                )
-        raise
-    laps.lap("publish")
-    _mark_published(
-        engine, target, run_id=run_id, stage_seconds=dict(laps.seconds),
-        entity_keys=target.predictions.key.texts(batch.entity_ids),
-    )  # fmt: skip
+            written = publish_rows(
+                online, view=target.predictions, batch=batch, chunk_rows=len(batch.entity_ids)
+            )
+        except BaseException as exc:
+            _undo(engine, online, target, run_id=run_id, batch=batch, exc=exc, stage_seconds=laps.seconds)
+            raise
+        laps.lap("publish")
+        _mark_published(
+            conn, target, run_id=run_id, stage_seconds=dict(laps.seconds),
+            entity_keys=target.predictions.key.texts(batch.entity_ids),
+        )  # fmt: skip
     laps.lap("record")
     return RescoreResult(
         model_name=target.name,
