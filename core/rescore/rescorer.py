@@ -4,9 +4,9 @@ The stream process calls `on_committed(view_name, entity_ids)` after each micro-
 stores. Each model whose feature service reads that view collects the ids; a flush re-scores every model's
 collected ids (core.rescore.run: one read, one scoring call, one stream run per model per flush). A flush
 happens when a model has `max_entities` ids waiting, when the oldest waiting id is `max_delay_s` old (checked
-on every call and by a background ticker, `start()`), and on `close()`. With `max_delay_s` 0 every
-`on_committed` flushes at once, on the caller's thread: the re-score follows each micro-batch's online
-write with no wait (no ticker). A burst of events for one entity
+on every call and by a background ticker, `start()`), and on `close()`. With `max_delay_s` 0 there is no
+wait: a started rescorer's thread flushes as soon as ids arrive (while it re-scores, the stream goes on and
+the ids that arrive make its next flush), an unstarted one flushes in `on_committed` itself. A burst of events for one entity
 costs one re-score. A model whose re-score fails has its ids dropped (logged, counted): the API re-scores
 those entities live (`features_newer`) until their next event.
 """
@@ -59,6 +59,7 @@ class StreamRescorer:
         self._lock = threading.Lock()
         self._flushing = threading.Lock()
         self._stop = threading.Event()
+        self._wake = threading.Event()  # with no delay: entities are waiting for the ticker
         self._ticker: threading.Thread | None = None
         self._on_close = on_close
         self._reload, self.reload_s = reload, reload_s
@@ -107,8 +108,11 @@ class StreamRescorer:
 
     def on_committed(self, view_name: str, entity_ids: Sequence[EntityId]) -> None:
         """The stream's hook after a micro-batch of `view_name` landed in both stores
-        (`streaming`'s `OnCommitted`): note the entities, and flush when due."""
-        self.touched(view_name, entity_ids)
+        (`streaming`'s `OnCommitted`): note the entities, and flush when due (with no delay and a started
+        ticker: wake the ticker, which flushes at once while the stream goes on)."""
+        if self.touched(view_name, entity_ids) and self.max_delay_s == 0 and self._ticker is not None:
+            self._wake.set()
+            return
         self.flush_if_due()
 
     def flush_if_due(self) -> list[RescoreResult]:
@@ -159,9 +163,9 @@ class StreamRescorer:
         return result
 
     def start(self, *, tick_s: float | None = None) -> None:
-        """Flush due entities from a background thread every `tick_s` (default: a quarter of the delay); with
-        no delay there is nothing to tick for (every `on_committed` flushes)."""
-        if self._ticker is not None or (tick_s is None and self.max_delay_s == 0):
+        """Flush from a background thread: every `tick_s` (default: a quarter of the delay) when due, or, with
+        no delay, as soon as `on_committed` notes entities (what arrives meanwhile makes the next flush)."""
+        if self._ticker is not None:
             return
         interval = tick_s if tick_s is not None else self.max_delay_s / 4
 
@@ -169,12 +173,23 @@ class StreamRescorer:
             while not self._stop.wait(interval):
                 self.flush_if_due()
 
-        self._ticker = threading.Thread(target=tick, name="tandem-rescore", daemon=True)
+        def follow() -> None:
+            while True:
+                self._wake.wait()
+                if self._stop.is_set():
+                    return
+                self._wake.clear()
+                self.flush()
+
+        self._ticker = threading.Thread(
+            target=follow if self.max_delay_s == 0 else tick, name="tandem-rescore", daemon=True
+        )
         self._ticker.start()
 
     def close(self) -> list[RescoreResult]:
         """Stop the ticker, flush what is waiting, release the stores; returns the last flush's results."""
         self._stop.set()
+        self._wake.set()
         if self._ticker is not None:
             self._ticker.join()
             self._ticker = None

@@ -185,19 +185,31 @@ def test_bad_settings_are_refused() -> None:
         StreamRescorer([RISK], Recorder(), max_entities=0)
 
 
-def test_no_delay_rescores_each_micro_batch_at_once_without_a_ticker() -> None:
-    """With a delay of 0, each `on_committed` re-scores its entities before returning (still at most
-    `max_entities` per call), and `start()` starts no ticker thread."""
+def test_no_delay_rescores_each_micro_batch_at_once() -> None:
+    """With a delay of 0 and no thread started, each `on_committed` re-scores its entities before returning
+    (at most `max_entities` per call)."""
     recorder, clock = Recorder(), FakeClock()
     rescorer = _rescorer(recorder, clock, max_delay_s=0, max_entities=2)
-    rescorer.start()
-    assert rescorer._ticker is None
     rescorer.on_committed("txn", [3, 1, 2])
     assert recorder.calls == [("risk", [3, 1]), ("risk", [2])]
     rescorer.on_committed("txn", [1])
     assert recorder.calls[-1] == ("risk", [1])
     assert rescorer.pending() == 0
+
+
+def test_no_delay_with_a_thread_rescores_as_soon_as_entities_arrive() -> None:
+    """With a delay of 0 and the thread started, `on_committed` returns at once and the thread re-scores the
+    entities right away; `close()` stops it."""
+    recorder = Recorder()
+    rescorer = StreamRescorer([RISK], recorder, max_delay_s=0, max_entities=100)
+    rescorer.start()
+    rescorer.on_committed("txn", [5, 6])
+    deadline = time.monotonic() + 5
+    while not recorder.calls and time.monotonic() < deadline:
+        time.sleep(0.001)
+    assert recorder.calls == [("risk", [5, 6])]
     rescorer.close()
+    assert rescorer._ticker is None
 
 
 def test_the_hook_has_the_streams_signature() -> None:
