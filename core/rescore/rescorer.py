@@ -6,7 +6,8 @@ collected ids (core.rescore.run: one read, one scoring call, one stream run per 
 happens when a model has `max_entities` ids waiting, when the oldest waiting id is `max_delay_s` old (checked
 on every call and by a background ticker, `start()`), and on `close()`. With `max_delay_s` 0 there is no
 wait: a started rescorer's thread flushes as soon as ids arrive (while it re-scores, the stream goes on and
-the ids that arrive make its next flush), an unstarted one flushes in `on_committed` itself. A burst of events for one entity
+the ids that arrive make its next flush; if `max_entities` pile up meanwhile, `on_committed` flushes them
+itself, holding the stream back to the pace of re-scoring), an unstarted one flushes in `on_committed`. A burst of events for one entity
 costs one re-score. A model whose re-score fails has its ids dropped (logged, counted): the API re-scores
 those entities live (`features_newer`) until their next event.
 """
@@ -102,17 +103,23 @@ class StreamRescorer:
         with self._lock:
             if self._oldest is None:
                 return False
-            if any(len(ids) >= self.max_entities for ids in self._pending.values()):
-                return True
-            return self.clock() - self._oldest >= self.max_delay_s
+            return self._full() or self.clock() - self._oldest >= self.max_delay_s
+
+    def _full(self) -> bool:
+        """Whether a model has `max_entities` waiting (under the lock)."""
+        return any(len(ids) >= self.max_entities for ids in self._pending.values())
 
     def on_committed(self, view_name: str, entity_ids: Sequence[EntityId]) -> None:
         """The stream's hook after a micro-batch of `view_name` landed in both stores
         (`streaming`'s `OnCommitted`): note the entities, and flush when due (with no delay and a started
-        ticker: wake the ticker, which flushes at once while the stream goes on)."""
+        ticker: wake the ticker, which flushes at once while the stream goes on, unless a model has
+        `max_entities` waiting: then the stream flushes them itself, so it never runs ahead of re-scoring)."""
         if self.touched(view_name, entity_ids) and self.max_delay_s == 0 and self._ticker is not None:
-            self._wake.set()
-            return
+            with self._lock:
+                behind = self._full()
+            if not behind:
+                self._wake.set()
+                return
         self.flush_if_due()
 
     def flush_if_due(self) -> list[RescoreResult]:

@@ -212,6 +212,34 @@ def test_no_delay_with_a_thread_rescores_as_soon_as_entities_arrive() -> None:
     assert rescorer._ticker is None
 
 
+class SlowRecorder(Recorder):
+    """A fake re-score that takes `seconds`."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__()
+        self.seconds = seconds
+
+    def __call__(self, target: RescoreTarget, ids: list[EntityId]) -> RescoreResult:
+        time.sleep(self.seconds)
+        return super().__call__(target, ids)
+
+
+def test_no_delay_holds_the_stream_back_when_rescoring_falls_behind() -> None:
+    """With the thread busy re-scoring, entities pile up; once a model has `max_entities` waiting,
+    `on_committed` re-scores them itself before returning (the stream never runs ahead of re-scoring)."""
+    recorder = SlowRecorder(0.2)
+    rescorer = StreamRescorer([RISK], recorder, max_delay_s=0, max_entities=2)
+    rescorer.start()
+    rescorer.on_committed("txn", [1])  # the thread takes it
+    time.sleep(0.05)
+    rescorer.on_committed("txn", [2])  # one waiting: the thread will take it
+    assert ("risk", [2]) not in recorder.calls
+    rescorer.on_committed("txn", [3])  # two waiting: re-scored here, after the thread's flush
+    assert ("risk", [2, 3]) in recorder.calls
+    rescorer.close()
+    assert recorder.calls == [("risk", [1]), ("risk", [2, 3])]
+
+
 def test_the_hook_has_the_streams_signature() -> None:
     """`on_committed` is a `(view_name, entity_ids) -> None` hook, the stream's `OnCommitted` type."""
     hook: Callable[[str, list[Any]], None] = StreamRescorer([RISK], Recorder()).on_committed
