@@ -133,10 +133,12 @@ class Settings(BaseSettings):
         default=True, description="Re-score entities the stream changed (kind stream)"
     )
     stream_rescore_max_delay_ms: int = Field(
-        default=250, ge=1, description="Longest a touched entity waits before its re-score"
+        default=0,
+        ge=0,
+        description="Longest a touched entity waits before its re-score; 0: right after each micro-batch",
     )
     stream_rescore_max_entities: int = Field(
-        default=5_000, ge=1, description="Touched entities (per model) that trigger a re-score at once"
+        default=1_000, ge=1, description="Touched entities (per model) that trigger a re-score at once"
     )
     stream_rescore_sweep_s: int = Field(
         default=300, ge=1, description="How often the scheduler re-scores entities pushed outside the stream"

@@ -30,6 +30,7 @@ __all__ = ["PublishBatch", "publish_rows", "restore_previous"]
 
 _PIPELINE_ROWS = 5_000
 _RESTORE_ROWS = 10_000
+_MANY_PER_CALL = 256  # entities per newer-wins script call (core.online.newer_wins_many)
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,10 +77,12 @@ def publish_rows(
     """Write every row not older than the online one (newer-wins on `scored_at`, ties win); returns how
     many were written. On failure raises, having sent a prefix of the rows (`progress(rows)` has been told
     of each acknowledged chunk)."""
+    rows = batch.rows(view)
+    batch_rows = min(chunk_rows, _PIPELINE_ROWS)
+    if len(rows) <= batch_rows:  # one request (a stream re-score): no pipeline to set up
+        return store.write_newer(rows, ties_win=True, per_call=_MANY_PER_CALL, progress=progress)
     # Batches of at most 5,000 rows: the next batch is encoded while Redis executes the previous one.
-    return store.write_newer(
-        batch.rows(view), ties_win=True, batch_rows=min(chunk_rows, _PIPELINE_ROWS), progress=progress
-    )
+    return store.write_newer(rows, ties_win=True, batch_rows=batch_rows, progress=progress)
 
 
 def restore_previous(

@@ -19,7 +19,7 @@ import numpy.typing as npt
 
 from core.features.specs import Kind
 
-__all__ = ["NUMERIC_KINDS", "batch_input", "live_input"]
+__all__ = ["NUMERIC_KINDS", "batch_input", "live_input", "numeric_column"]
 
 NUMERIC_KINDS: frozenset[Kind] = frozenset({"float64", "float32", "int64", "int32", "bool"})
 """Kinds a model receives as float64; `string` is the only other kind."""
@@ -51,3 +51,13 @@ def live_input(kind: Kind, value: float | int | str | bool | None) -> float | st
     if kind == "float32" and math.isfinite(number):
         return float(_round_float32(np.array([number]))[0])
     return number
+
+
+def numeric_column(kind: Kind, values: list[float | int | str | bool | None]) -> npt.NDArray[np.float64]:
+    """`live_input` of every decoded online value of a numeric `kind`, as one float64 column, at once: numpy
+    converts numbers and bools as `float()` does and None to NaN; a string (which `live_input` refuses) takes
+    the value-by-value path, which raises."""
+    if str in set(map(type, values)):
+        return np.array([live_input(kind, value) for value in values], dtype=np.float64)
+    column = np.array(values, dtype=np.float64)
+    return _round_float32(column) if kind == "float32" else column

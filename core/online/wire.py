@@ -27,6 +27,7 @@ import numpy.typing as npt
 from core.errors import ConfigurationError
 from core.features.keys import EntityId, EntityKey
 from core.features.specs import ServiceSpec, ViewSpec
+from core.online.columns import decode_stamps, decode_values
 from core.online.decoding import decode_snapshot, decode_timestamp, value_decoder
 from core.online.encoding import encode_timestamps, encode_values, feature_field, timestamp_field
 from core.online.keys import encode_keys, entity_key_prefix
@@ -113,7 +114,8 @@ class ReadLayout:
         self.service = service
         self.predictions = predictions
         self._refs = tuple(f"{view}:{feature.name}" for view, feature in features)
-        self._decoders = tuple(value_decoder(feature.kind) for _, feature in features)
+        self._kinds = tuple(feature.kind for _, feature in features)
+        self._decoders = tuple(value_decoder(kind) for kind in self._kinds)
         self._views = tuple(view.name for view in service.views)
         self._fields = (
             [feature_field(view, feature.name) for view, feature in features]
@@ -179,8 +181,33 @@ class ReadLayout:
         return OnlineRow(entity_id, values, event_ts, _stored_prediction(raw[stored_start:]))
 
     def decode_all(self, entity_ids: Sequence[EntityId], replies: Sequence[Any]) -> list[OnlineRow]:
-        """Rows for `entity_ids` from their replies, in order."""
-        return [self.decode(entity_id, reply) for entity_id, reply in zip(entity_ids, replies, strict=True)]
+        """Rows for `entity_ids` from their replies, in order: `decode` of each, a field at a time
+        (core.online.columns)."""
+        if len(entity_ids) != len(replies):
+            raise ValueError(f"{len(replies)} replies for {len(entity_ids)} entities")
+        width = len(self._fields)
+        if not all(isinstance(raw, list | tuple) and len(raw) == width for raw in replies):
+            return [self.decode(entity_id, raw) for entity_id, raw in zip(entity_ids, replies, strict=True)]
+        ts_start, stored_start = self._ts_start, self._stored_start
+        columns = list(zip(*replies, strict=True)) if replies else [()] * width
+        values = [
+            decode_values(kind, decoder, column)
+            for kind, decoder, column in zip(self._kinds, self._decoders, columns[:ts_start], strict=True)
+        ]
+        stamps = [decode_stamps(column) for column in columns[ts_start:stored_start]]
+        stored = [_stored_prediction(raw) for raw in zip(*columns[stored_start:], strict=True)]
+        refs, views = self._refs, self._views
+        return [
+            OnlineRow(
+                entity_id,
+                dict(zip(refs, row_values, strict=True)),
+                dict(zip(views, row_stamps, strict=True)),
+                row_stored,
+            )
+            for entity_id, row_values, row_stamps, row_stored in zip(
+                entity_ids, zip(*values, strict=True), zip(*stamps, strict=True), stored, strict=True
+            )
+        ]
 
 
 _LENGTH_HEADERS = np.array([b"$%d\r\n" % size for size in range(4_096)], dtype=object)

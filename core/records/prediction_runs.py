@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal, get_args
 
-from sqlalchemy import Text, cast, select, update
+from sqlalchemy import Text, cast, insert, select, update
 from sqlalchemy.orm import Session
 
 from core.errors import NotFoundError, TandemError
@@ -36,6 +36,7 @@ __all__ = [
     "create_run",
     "fail_orphaned_runs",
     "get_run",
+    "insert_run",
     "latest_published_run",
     "list_runs",
     "record_owner",
@@ -120,6 +121,36 @@ def create_run(
     row.started_at = datetime.now(UTC)
     session.flush()
     return RunInfo.of(row)
+
+
+def insert_run(
+    session: Session,
+    *,
+    run_id: uuid.UUID,
+    model_name: str,
+    model_version: str,
+    feature_service: str,
+    as_of: datetime,
+    kind: RunKind,
+    status: str,
+    rows: int,
+) -> None:
+    """Insert a run of a new id (a stream re-score's) straight in `status` with `rows`: one statement, where
+    `create_run` then `set_run_status` take three."""
+    session.execute(
+        insert(PredictionRun).values(
+            run_id=run_id,
+            model_name=model_name,
+            model_version=model_version,
+            feature_service=feature_service,
+            as_of=as_of,
+            status=status,
+            rows=rows,
+            started_at=datetime.now(UTC),
+            stage_seconds={},
+            kind=kind,
+        )
+    )
 
 
 def get_run(session: Session, *, run_id: uuid.UUID) -> RunInfo:

@@ -54,13 +54,48 @@ _SUPERSEDED = """
 DELETE FROM tandem.batch_predictions p
 USING tandem.prediction_runs r
 WHERE p.run_id = r.run_id AND r.model_name = :model AND r.kind = 'stream' AND r.status = 'published'
-  {only}
   AND EXISTS (
     SELECT 1 FROM tandem.batch_predictions n
     JOIN tandem.prediction_runs nr
       ON nr.run_id = n.run_id AND nr.status = 'published' AND nr.model_name = :model
     WHERE n.entity_key = p.entity_key AND n.scored_at > p.scored_at
   )
+"""
+# The same rows for some keys, found from each key: its few rows by the entity_key index (the OFFSET 0 keeps
+# the planner from probing every run for every key instead), each row's run by its primary key (kind: null unless a published run of the model); deleted by
+# their row address (ctid, stable within the statement); a run that lost all its rows (its count before the
+# statement: a run's rows are only ever added by its own COPY) is deleted too. Returns (rows, runs) deleted.
+# Its cost grows with the keys, not with the table nor the number of runs.
+_SUPERSEDED_OF_KEYS = """
+WITH keyed AS MATERIALIZED (
+  SELECT n.row_ctid, n.entity_key, n.scored_at, (
+    SELECT CASE WHEN r.model_name = :model AND r.status = 'published' THEN r.kind END
+    FROM tandem.prediction_runs r WHERE r.run_id = n.run_id
+  ) AS kind
+  FROM unnest(CAST(:keys AS text[])) AS k(entity_key)
+  CROSS JOIN LATERAL (
+    SELECT b.ctid AS row_ctid, b.entity_key, b.run_id, b.scored_at FROM tandem.batch_predictions b
+    WHERE b.entity_key = k.entity_key OFFSET 0
+  ) n
+), newest AS (
+  SELECT entity_key, max(scored_at) AS scored_at FROM keyed WHERE kind IS NOT NULL GROUP BY entity_key
+), gone AS (
+  DELETE FROM tandem.batch_predictions p
+  WHERE p.ctid = ANY(ARRAY(
+    SELECT d.row_ctid FROM keyed d JOIN newest w ON w.entity_key = d.entity_key
+    WHERE d.kind = 'stream' AND d.scored_at < w.scored_at
+  ))
+  RETURNING p.run_id
+), lost AS (
+  SELECT run_id, count(*) AS rows FROM gone GROUP BY run_id
+), emptied AS (
+  DELETE FROM tandem.prediction_runs r
+  USING lost l
+  WHERE r.run_id = l.run_id
+    AND l.rows = (SELECT count(*) FROM tandem.batch_predictions b WHERE b.run_id = l.run_id)
+  RETURNING r.run_id
+)
+SELECT (SELECT coalesce(sum(rows), 0) FROM lost), (SELECT count(*) FROM emptied)
 """
 _FAILED_ROWS = """
 DELETE FROM tandem.batch_predictions p
@@ -80,6 +115,10 @@ WHERE r.model_name = :model AND r.kind = 'stream'
   AND ((r.status = 'published'
         AND NOT EXISTS (SELECT 1 FROM tandem.batch_predictions p WHERE p.run_id = r.run_id))
        OR (r.status = 'failed' AND r.finished_at < :failed_before))
+"""
+_OLD_FAILED_RUNS = """
+DELETE FROM tandem.prediction_runs r
+WHERE r.model_name = :model AND r.kind = 'stream' AND r.status = 'failed' AND r.finished_at < :failed_before
 """
 
 
@@ -107,20 +146,24 @@ def prune_stream_runs(
     abandoned_after: timedelta = timedelta(minutes=10),
 ) -> Pruned:
     """Delete the model's superseded stream rows (of `entity_keys` only, when given: the cheap per-flush
-    form; the ids' texts, core.features.keys), the rows of its failed stream runs, and its stream runs left empty or failed long ago. A stream
+    form, the ids' texts (core.features.keys), which deletes only the runs those rows leave empty), the
+    rows of its failed stream runs, and its stream runs left empty or failed long ago. A stream
     run still unfinished `abandoned_after` its start (a re-score takes milliseconds: its process died) is
     marked failed first; the API never served its scores (only published runs are served)."""
-    params: dict[str, Any] = {"model": model_name}
     session.execute(
         text(_ABANDONED), {"model": model_name, "abandoned_before": datetime.now(UTC) - abandoned_after}
     )
-    only = ""
-    if entity_keys is not None:
-        only, params["keys"] = "AND p.entity_key = ANY(:keys)", list(entity_keys)
-    rows = _count(session.execute(text(_SUPERSEDED.format(only=only)), params))
-    rows += _count(session.execute(text(_FAILED_ROWS), {"model": model_name}))
     before = datetime.now(UTC) - failed_retention
-    runs = _count(session.execute(text(_EMPTY_RUNS), {"model": model_name, "failed_before": before}))
+    if entity_keys is None:
+        rows = _count(session.execute(text(_SUPERSEDED), {"model": model_name}))
+        rows += _count(session.execute(text(_FAILED_ROWS), {"model": model_name}))
+        runs = _count(session.execute(text(_EMPTY_RUNS), {"model": model_name, "failed_before": before}))
+        return Pruned(rows=rows, runs=runs)
+    session.execute(text("SET LOCAL jit = off"))  # its estimates are pessimistic: compiling costs far more
+    superseded = session.execute(text(_SUPERSEDED_OF_KEYS), {"model": model_name, "keys": list(entity_keys)})
+    rows, runs = (int(count) for count in superseded.one())
+    rows += _count(session.execute(text(_FAILED_ROWS), {"model": model_name}))
+    runs += _count(session.execute(text(_OLD_FAILED_RUNS), {"model": model_name, "failed_before": before}))
     return Pruned(rows=rows, runs=runs)
 
 

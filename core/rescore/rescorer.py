@@ -4,7 +4,10 @@ The stream process calls `on_committed(view_name, entity_ids)` after each micro-
 stores. Each model whose feature service reads that view collects the ids; a flush re-scores every model's
 collected ids (core.rescore.run: one read, one scoring call, one stream run per model per flush). A flush
 happens when a model has `max_entities` ids waiting, when the oldest waiting id is `max_delay_s` old (checked
-on every call and by a background ticker, `start()`), and on `close()`. A burst of events for one entity
+on every call and by a background ticker, `start()`), and on `close()`. With `max_delay_s` 0 there is no
+wait: a started rescorer's thread flushes as soon as ids arrive (while it re-scores, the stream goes on and
+the ids that arrive make its next flush; if `max_entities` pile up meanwhile, `on_committed` flushes them
+itself, holding the stream back to the pace of re-scoring), an unstarted one flushes in `on_committed`. A burst of events for one entity
 costs one re-score. A model whose re-score fails has its ids dropped (logged, counted): the API re-scores
 those entities live (`features_newer`) until their next event.
 """
@@ -44,8 +47,8 @@ class StreamRescorer:
         reload: Callable[[Sequence[RescoreTarget]], Sequence[RescoreTarget] | None] | None = None,
         reload_s: float = 5.0,
     ) -> None:
-        if max_delay_s <= 0 or max_entities < 1:
-            raise ValueError("max_delay_s must be positive and max_entities at least 1")
+        if max_delay_s < 0 or max_entities < 1:
+            raise ValueError("max_delay_s must not be negative and max_entities must be at least 1")
         self.rescore = rescore
         self.max_delay_s = max_delay_s
         self.max_entities = max_entities
@@ -57,6 +60,7 @@ class StreamRescorer:
         self._lock = threading.Lock()
         self._flushing = threading.Lock()
         self._stop = threading.Event()
+        self._wake = threading.Event()  # with no delay: entities are waiting for the ticker
         self._ticker: threading.Thread | None = None
         self._on_close = on_close
         self._reload, self.reload_s = reload, reload_s
@@ -99,14 +103,23 @@ class StreamRescorer:
         with self._lock:
             if self._oldest is None:
                 return False
-            if any(len(ids) >= self.max_entities for ids in self._pending.values()):
-                return True
-            return self.clock() - self._oldest >= self.max_delay_s
+            return self._full() or self.clock() - self._oldest >= self.max_delay_s
+
+    def _full(self) -> bool:
+        """Whether a model has `max_entities` waiting (under the lock)."""
+        return any(len(ids) >= self.max_entities for ids in self._pending.values())
 
     def on_committed(self, view_name: str, entity_ids: Sequence[EntityId]) -> None:
         """The stream's hook after a micro-batch of `view_name` landed in both stores
-        (`streaming`'s `OnCommitted`): note the entities, and flush when due."""
-        self.touched(view_name, entity_ids)
+        (`streaming`'s `OnCommitted`): note the entities, and flush when due (with no delay and a started
+        ticker: wake the ticker, which flushes at once while the stream goes on, unless a model has
+        `max_entities` waiting: then the stream flushes them itself, so it never runs ahead of re-scoring)."""
+        if self.touched(view_name, entity_ids) and self.max_delay_s == 0 and self._ticker is not None:
+            with self._lock:
+                behind = self._full()
+            if not behind:
+                self._wake.set()
+                return
         self.flush_if_due()
 
     def flush_if_due(self) -> list[RescoreResult]:
@@ -157,7 +170,8 @@ class StreamRescorer:
         return result
 
     def start(self, *, tick_s: float | None = None) -> None:
-        """Flush due entities from a background thread every `tick_s` (default: a quarter of the delay)."""
+        """Flush from a background thread: every `tick_s` (default: a quarter of the delay) when due, or, with
+        no delay, as soon as `on_committed` notes entities (what arrives meanwhile makes the next flush)."""
         if self._ticker is not None:
             return
         interval = tick_s if tick_s is not None else self.max_delay_s / 4
@@ -166,12 +180,23 @@ class StreamRescorer:
             while not self._stop.wait(interval):
                 self.flush_if_due()
 
-        self._ticker = threading.Thread(target=tick, name="tandem-rescore", daemon=True)
+        def follow() -> None:
+            while True:
+                self._wake.wait()
+                if self._stop.is_set():
+                    return
+                self._wake.clear()
+                self.flush()
+
+        self._ticker = threading.Thread(
+            target=follow if self.max_delay_s == 0 else tick, name="tandem-rescore", daemon=True
+        )
         self._ticker.start()
 
     def close(self) -> list[RescoreResult]:
         """Stop the ticker, flush what is waiting, release the stores; returns the last flush's results."""
         self._stop.set()
+        self._wake.set()
         if self._ticker is not None:
             self._ticker.join()
             self._ticker = None

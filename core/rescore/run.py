@@ -5,16 +5,17 @@ score, scored in one call and stored and published like a batch run (a predictio
 2. select: the blend policy's own test (core.rescore.select); nothing selected, no run;
 3. score: one vectorised call on the live path's input matrix (core.serving.answer.live_matrix): the
    stored score equals the live score of the same features;
-4. copy: the run row (status `publishing`) and its rows (binary COPY) in one transaction;
+4. copy: the run row (inserted as `publishing`) and its rows (binary COPY) in one transaction;
 5. publish: newer-wins on `scored_at` (the moment before the read): a newer score online (a later flush,
    a nightly run as of a later moment) is kept; on failure the rows still carrying the run's id get the
    newest published score back and the run is marked failed;
 6. published, then this model's older stream rows of these entities pruned (core.records.stored_scores), in
-   a transaction of its own.
+   one transaction, the pruning in a savepoint (a failed pruning leaves the run published).
 """
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -25,6 +26,7 @@ from typing import Any
 import numpy as np
 import psycopg
 from sqlalchemy import Connection, Engine
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from core.batch.copy import COPY_COLUMNS, COPY_HEADER, COPY_TRAILER, copy_tuples
@@ -32,14 +34,16 @@ from core.batch.publish import PublishBatch, publish_rows, restore_previous
 from core.errors import first_line
 from core.features.keys import EntityId
 from core.online.store import OnlineStore
-from core.records.prediction_runs import create_run, set_run_status
-from core.records.stored_scores import prune_after_publish
-from core.rescore.select import Selection, select_changed, snapshot_text
+from core.records.prediction_runs import insert_run, set_run_status
+from core.records.stored_scores import prune_stream_runs
+from core.rescore.select import Selection, select_changed, snapshot_texts
 from core.rescore.targets import RescoreTarget
 from core.serving.answer import live_matrix
 
 __all__ = ["RescoreResult", "rescore_entities"]
 
+
+logger = logging.getLogger(__name__)
 
 _COPY_SQL = f"COPY tandem.batch_predictions ({', '.join(COPY_COLUMNS)}) FROM STDIN (FORMAT binary)"
 
@@ -74,12 +78,13 @@ class _Laps:
 
 
 def _store(
-    engine: Engine, target: RescoreTarget, *, run_id: uuid.UUID, batch: PublishBatch, codes: np.ndarray,
+    conn: Connection, target: RescoreTarget, *, run_id: uuid.UUID, batch: PublishBatch, codes: np.ndarray,
     snapshots: list[str],
 ) -> None:  # fmt: skip
-    """The run (status publishing) and its rows, in one transaction: a crash leaves neither."""
-    with Session(engine) as session, session.begin():
-        create_run(
+    """The run (status publishing) and its rows, in one transaction: a crash leaves neither. Three round
+    trips: the run's INSERT, the COPY, the COMMIT."""
+    with Session(bind=conn) as session, session.begin():
+        insert_run(
             session,
             run_id=run_id,
             model_name=target.name,
@@ -87,8 +92,9 @@ def _store(
             feature_service=target.feature_service,
             as_of=batch.scored_at,
             kind="stream",
+            status="publishing",
+            rows=len(batch.entity_ids),
         )
-        set_run_status(session, run_id=run_id, status="publishing", rows=len(batch.entity_ids))
         raw = _driver(session.connection())
         with raw.cursor() as cur, cur.copy(_COPY_SQL) as copy:
             copy.write(COPY_HEADER)
@@ -105,6 +111,45 @@ def _store(
             copy.write(COPY_TRAILER)
 
 
+def _mark_published(
+    conn: Connection, target: RescoreTarget, *, run_id: uuid.UUID, stage_seconds: dict[str, float],
+    entity_keys: list[str],
+) -> None:  # fmt: skip
+    """The run marked published, then this model's older stream rows of these entities pruned, in one
+    transaction; the pruning in a savepoint of its own: if it fails (e.g. a deadlock with another process
+    pruning), it is logged and the run stays published (the next flush or batch run prunes them)."""
+    with Session(bind=conn) as session, session.begin():
+        set_run_status(session, run_id=run_id, status="published", stage_seconds=stage_seconds)
+        try:
+            with session.begin_nested():
+                prune_stream_runs(session, model_name=target.name, entity_keys=entity_keys)
+        except SQLAlchemyError as exc:
+            logger.warning("pruning stream runs of model %s failed: %s", target.name, first_line(exc))
+
+
+def _undo(
+    engine: Engine, online: OnlineStore, target: RescoreTarget, *, run_id: uuid.UUID, batch: PublishBatch,
+    exc: BaseException, stage_seconds: dict[str, float],
+) -> None:  # fmt: skip
+    """After a failed publish: the rows still carrying the run's id get the newest published score back, and
+    the run is marked failed (on connections of their own: the failure may be PostgreSQL's)."""
+    try:
+        with engine.connect() as conn:
+            restore_previous(
+                online,
+                _driver(conn),
+                view=target.predictions,
+                entity_ids=batch.entity_ids,
+                model_name=target.name,
+                failed_run_id=str(run_id),
+            )
+    finally:
+        with Session(engine) as session, session.begin():
+            set_run_status(
+                session, run_id=run_id, status="failed", error=first_line(exc), stage_seconds=stage_seconds
+            )
+
+
 def _driver(conn: Connection) -> psycopg.Connection[Any]:
     """The psycopg connection under a SQLAlchemy one (COPY and the restore speak psycopg)."""
     driver = conn.connection.driver_connection
@@ -119,7 +164,7 @@ def _batch(target: RescoreTarget, selection: Selection, *, run_id: uuid.UUID, sc
     """Score the selected rows in one call; the batch to store and publish, snapshot codes and texts."""
     rows = selection.rows
     scores = target.model.predict_scores(live_matrix(rows, target.service, target.model.feature_refs))
-    texts = [snapshot_text(row, target.service) for row in rows]
+    texts = snapshot_texts(rows, target.service)
     snapshots = list(dict.fromkeys(texts))
     index = {text: code for code, text in enumerate(snapshots)}
     batch = PublishBatch(
@@ -165,34 +210,21 @@ def rescore_entities(
     run_id = uuid.uuid4()
     batch, codes, snapshots = _batch(target, selection, run_id=run_id, scored_at=scored_at)
     laps.lap("score")
-    _store(engine, target, run_id=run_id, batch=batch, codes=codes, snapshots=snapshots)
-    laps.lap("copy")
-    try:
-        written = publish_rows(online, view=target.predictions, batch=batch, chunk_rows=len(batch.entity_ids))
-    except BaseException as exc:
+    with engine.connect() as conn:  # one checkout (and liveness ping) for the run's two transactions
+        _store(conn, target, run_id=run_id, batch=batch, codes=codes, snapshots=snapshots)
+        laps.lap("copy")
         try:
-            with engine.connect() as conn:
-                restore_previous(
-                    online,
-                    _driver(conn),
-                    view=target.predictions,
-                    entity_ids=batch.entity_ids,
-                    model_name=target.name,
-                    failed_run_id=str(run_id),
-                )
-        finally:
-            with Session(engine) as session, session.begin():
-                set_run_status(
-                    session, run_id=run_id, status="failed", error=first_line(exc), stage_seconds=laps.seconds
-                )
-        raise
-    laps.lap("publish")
-    with Session(engine) as session, session.begin():
-        set_run_status(session, run_id=run_id, status="published", stage_seconds=laps.seconds)
-    # the run stays published if pruning fails; the next flush or batch run prunes them
-    prune_after_publish(
-        engine, model_name=target.name, entity_keys=target.predictions.key.texts(selection.entity_ids)
-    )
+            written = publish_rows(
+                online, view=target.predictions, batch=batch, chunk_rows=len(batch.entity_ids)
+            )
+        except BaseException as exc:
+            _undo(engine, online, target, run_id=run_id, batch=batch, exc=exc, stage_seconds=laps.seconds)
+            raise
+        laps.lap("publish")
+        _mark_published(
+            conn, target, run_id=run_id, stage_seconds=dict(laps.seconds),
+            entity_keys=target.predictions.key.texts(batch.entity_ids),
+        )  # fmt: skip
     laps.lap("record")
     return RescoreResult(
         model_name=target.name,

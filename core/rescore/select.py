@@ -12,17 +12,18 @@ live score of the same features, and its snapshot is exactly the event times the
 from __future__ import annotations
 
 import json
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
 
 from core.features.keys import EntityId
 from core.features.specs import ServiceSpec
-from core.online.rows import OnlineRow, StoredPrediction, apply_ttl
-from core.serving.blend import BlendInput, Source, StoredScore, decide
+from core.online.rows import OnlineRow, apply_ttl
+from core.serving.blend_many import CODES, BlendColumns, decide_many
 
-__all__ = ["SKIPPED_UNKNOWN", "Selection", "select_changed", "snapshot_text"]
+__all__ = ["SKIPPED_UNKNOWN", "Selection", "select_changed", "snapshot_text", "snapshot_texts"]
 
 SKIPPED_UNKNOWN = "no_features"
 """The count key of entities without online features nor a stored score (nothing to score)."""
@@ -41,12 +42,6 @@ class Selection:
         return [row.entity_id for row in self.rows]
 
 
-def _stored(stored: StoredPrediction | None) -> StoredScore | None:
-    if stored is None:
-        return None
-    return StoredScore(stored.model_version, stored.scored_at, stored.feature_snapshot_ts)
-
-
 def select_changed(
     rows: Sequence[OnlineRow],
     *,
@@ -55,28 +50,51 @@ def select_changed(
     now: datetime,
     max_staleness_s: float,
 ) -> Selection:
-    """The rows whose answer now would be a live re-score (see the module doc); each entity once."""
-    chosen: list[OnlineRow] = []
-    reasons: Counter[str] = Counter()
-    seen: set[EntityId] = set()
+    """The rows whose answer now would be a live re-score (see the module doc); each entity once (its first
+    row). The policy's inputs are taken a column at a time and decided at once (core.serving.blend_many),
+    which is `decide` of each row."""
+    first: dict[EntityId, OnlineRow] = {}
     for row in rows:
-        if row.entity_id in seen:
-            continue
-        seen.add(row.entity_id)
-        fresh = apply_ttl(row, service, now=now)
-        decision = decide(
-            BlendInput(
-                stored=_stored(fresh.stored),
-                online_ts=fresh.event_ts,
-                live_model_version=model_version,
-                max_staleness_s=max_staleness_s,
-                now=now,
-            )
+        first.setdefault(row.entity_id, row)
+    unique = list(first.values())
+    stored = [row.stored for row in unique]
+    has_stored = [score is not None for score in stored]
+    newer = [False] * len(unique)
+    live_possible = [False] * len(unique)
+    for view in service.views:
+        cutoff = now - timedelta(seconds=view.ttl_s) if view.ttl_s > 0 else None
+        name = view.name
+        online = [row.event_ts.get(name) for row in unique]
+        if cutoff is not None:  # apply_ttl: a row older than the TTL is absent
+            online = [None if stamp is None or stamp < cutoff else stamp for stamp in online]
+        used = [None if score is None else score.feature_snapshot_ts.get(name) for score in stored]
+        newer = [
+            seen or (stamp is not None and (before is None or stamp > before))
+            for seen, stamp, before in zip(newer, online, used, strict=True)
+        ]
+        live_possible = [seen or stamp is not None for seen, stamp in zip(live_possible, online, strict=True)]
+    live, codes = decide_many(
+        BlendColumns(
+            stored=np.array(has_stored, dtype=bool),
+            same_version=np.array(
+                [score is not None and score.model_version == model_version for score in stored], dtype=bool
+            ),
+            stale=np.array(
+                [
+                    score is not None and (now - score.scored_at).total_seconds() > max_staleness_s
+                    for score in stored
+                ],
+                dtype=bool,
+            ),
+            features_newer=np.array(newer, dtype=bool),
+            live_possible=np.array(live_possible, dtype=bool),
         )
-        reasons[decision.reason.value if decision is not None else SKIPPED_UNKNOWN] += 1
-        if decision is not None and decision.source is Source.LIVE:
-            chosen.append(fresh)
-    return Selection(rows=tuple(chosen), reasons=dict(reasons))
+    )
+    reasons: dict[str, int] = {}
+    for code, count in zip(*np.unique(codes, return_counts=True), strict=True):
+        reasons[CODES[code].value if code >= 0 else SKIPPED_UNKNOWN] = int(count)
+    chosen = tuple(apply_ttl(unique[index], service, now=now) for index in np.flatnonzero(live).tolist())
+    return Selection(rows=chosen, reasons=reasons)
 
 
 def snapshot_text(row: OnlineRow, service: ServiceSpec) -> str:
@@ -87,3 +105,27 @@ def snapshot_text(row: OnlineRow, service: ServiceSpec) -> str:
         for view in service.views
     }
     return json.dumps(stamps, separators=(",", ":"))
+
+
+def snapshot_texts(rows: Sequence[OnlineRow], service: ServiceSpec) -> list[str]:
+    """`snapshot_text` of every row, equal to it text for text, without a JSON encoder per row: each view's
+    `"name":` is encoded once, and each distinct event time's ISO text once (an ISO time needs no escaping)."""
+    names = [view.name for view in service.views]
+    heads = [json.dumps(name) + ":" for name in names]
+    stamps: dict[datetime, str] = {}
+
+    def stamp_text(stamp: datetime) -> str:
+        text = stamps.get(stamp)
+        if text is None:
+            text = stamps[stamp] = f'"{stamp.astimezone(UTC).isoformat()}"'
+        return text
+
+    return [
+        "{"
+        + ",".join(
+            head + (stamp_text(stamp) if (stamp := row.event_ts.get(name)) else "null")
+            for name, head in zip(names, heads, strict=True)
+        )
+        + "}"
+        for row in rows
+    ]

@@ -3,7 +3,8 @@ as the live path takes them (TTL applied), and snapshots in the batch run's form
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+import random
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
@@ -12,7 +13,7 @@ from core.features.keys import EntityKey
 from core.features.specs import FeatureSpec, ServiceSpec, ViewSpec
 from core.online.decoding import decode_snapshot
 from core.online.rows import OnlineRow, StoredPrediction
-from core.rescore.select import SKIPPED_UNKNOWN, select_changed, snapshot_text
+from core.rescore.select import SKIPPED_UNKNOWN, select_changed, snapshot_text, snapshot_texts
 
 NOW = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)
 SCORED = NOW - timedelta(hours=2)
@@ -109,3 +110,25 @@ def test_snapshot_text_is_the_batch_format_and_decodes_to_the_event_times() -> N
     micros = int((PROFILE_TS + timedelta(microseconds=7)).timestamp() * 1_000_000)
     assert text == snapshot_json(("profile", "stats"), (micros, -1))
     assert decode_snapshot(text) == row.event_ts
+
+
+def test_snapshot_texts_equal_snapshot_text_row_by_row() -> None:
+    """The many-row snapshot builder gives exactly `snapshot_text` of each row: present and absent views,
+    repeated and distinct event times, microseconds or none, and times in another zone (made UTC)."""
+    rng = random.Random(3)
+    plus_two = timezone(timedelta(hours=2))
+
+    def stamp() -> datetime | None:
+        choice = rng.random()
+        if choice < 0.2:
+            return None
+        if choice < 0.4:
+            return PROFILE_TS
+        moment = NOW - timedelta(
+            seconds=rng.randint(0, 10**6), microseconds=rng.choice([0, rng.randint(1, 999_999)])
+        )
+        return moment.astimezone(plus_two) if choice < 0.5 else moment
+
+    rows = [_row(i, stats=stamp(), profile=stamp()) for i in range(2_000)]
+    assert snapshot_texts(rows, SERVICE) == [snapshot_text(row, SERVICE) for row in rows]
+    assert snapshot_texts([], SERVICE) == []

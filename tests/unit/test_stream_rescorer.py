@@ -178,9 +178,66 @@ def test_a_newly_promoted_set_of_models_is_picked_up_on_reload() -> None:
 
 
 def test_bad_settings_are_refused() -> None:
-    """A non-positive delay or an entity count below one is a ValueError."""
+    """A negative delay or an entity count below one is a ValueError."""
     with pytest.raises(ValueError, match="max_delay_s"):
-        StreamRescorer([RISK], Recorder(), max_delay_s=0)
+        StreamRescorer([RISK], Recorder(), max_delay_s=-0.1)
+    with pytest.raises(ValueError, match="max_entities"):
+        StreamRescorer([RISK], Recorder(), max_entities=0)
+
+
+def test_no_delay_rescores_each_micro_batch_at_once() -> None:
+    """With a delay of 0 and no thread started, each `on_committed` re-scores its entities before returning
+    (at most `max_entities` per call)."""
+    recorder, clock = Recorder(), FakeClock()
+    rescorer = _rescorer(recorder, clock, max_delay_s=0, max_entities=2)
+    rescorer.on_committed("txn", [3, 1, 2])
+    assert recorder.calls == [("risk", [3, 1]), ("risk", [2])]
+    rescorer.on_committed("txn", [1])
+    assert recorder.calls[-1] == ("risk", [1])
+    assert rescorer.pending() == 0
+
+
+def test_no_delay_with_a_thread_rescores_as_soon_as_entities_arrive() -> None:
+    """With a delay of 0 and the thread started, `on_committed` returns at once and the thread re-scores the
+    entities right away; `close()` stops it."""
+    recorder = Recorder()
+    rescorer = StreamRescorer([RISK], recorder, max_delay_s=0, max_entities=100)
+    rescorer.start()
+    rescorer.on_committed("txn", [5, 6])
+    deadline = time.monotonic() + 5
+    while not recorder.calls and time.monotonic() < deadline:
+        time.sleep(0.001)
+    assert recorder.calls == [("risk", [5, 6])]
+    rescorer.close()
+    assert rescorer._ticker is None
+
+
+class SlowRecorder(Recorder):
+    """A fake re-score that takes `seconds`."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__()
+        self.seconds = seconds
+
+    def __call__(self, target: RescoreTarget, ids: list[EntityId]) -> RescoreResult:
+        time.sleep(self.seconds)
+        return super().__call__(target, ids)
+
+
+def test_no_delay_holds_the_stream_back_when_rescoring_falls_behind() -> None:
+    """With the thread busy re-scoring, entities pile up; once a model has `max_entities` waiting,
+    `on_committed` re-scores them itself before returning (the stream never runs ahead of re-scoring)."""
+    recorder = SlowRecorder(0.2)
+    rescorer = StreamRescorer([RISK], recorder, max_delay_s=0, max_entities=2)
+    rescorer.start()
+    rescorer.on_committed("txn", [1])  # the thread takes it
+    time.sleep(0.05)
+    rescorer.on_committed("txn", [2])  # one waiting: the thread will take it
+    assert ("risk", [2]) not in recorder.calls
+    rescorer.on_committed("txn", [3])  # two waiting: re-scored here, after the thread's flush
+    assert ("risk", [2, 3]) in recorder.calls
+    rescorer.close()
+    assert recorder.calls == [("risk", [1]), ("risk", [2, 3])]
 
 
 def test_the_hook_has_the_streams_signature() -> None:
