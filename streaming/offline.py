@@ -9,6 +9,7 @@ index refuse that COPY, and the keys then go through `INSERT ... ON CONFLICT DO 
 
 from __future__ import annotations
 
+import struct
 import uuid
 from typing import Any
 
@@ -16,13 +17,14 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
+from core.batch.copy import COPY_HEADER, COPY_TRAILER
 from core.errors import NotFoundError
 from core.online.rows import FeatureRows
 from core.push.outbox import outbox_payload
 from core.push.rows import offline_rows
 from streaming.batch import ViewBatch
 
-__all__ = ["append_new", "defer_online", "prune_seen"]
+__all__ = ["append_new", "defer_online", "prune_seen", "seen_copy"]
 
 _SEEN = (
     "INSERT INTO tandem.stream_seen (event_key, push_source, broker, stream, message_id) "
@@ -36,6 +38,8 @@ _OUTBOX = (
     "INSERT INTO tandem.push_outbox (view, rows, payload, attempts, last_error) "
     "VALUES (%(view)s, %(rows)s, %(payload)s, 1, %(error)s)"
 )
+_LENGTH = struct.Struct(">i")
+_FIELDS = struct.Struct(">hi")  # a tuple's field count, then the first field's length
 _PRUNE = "DELETE FROM tandem.stream_seen WHERE seen_at < now() - make_interval(secs => %(keep_s)s)"
 
 
@@ -60,24 +64,41 @@ def append_new(conn: psycopg.Connection[Any], group: ViewBatch, *, broker: str, 
     return positions
 
 
+def _text(value: str) -> bytes:
+    data = value.encode("utf-8")
+    return _LENGTH.pack(len(data)) + data
+
+
+def seen_copy(keys: list[bytes], message_ids: list[str], *, source: str, broker: str, stream: str) -> bytes:
+    """The binary COPY of `tandem.stream_seen` rows (`_SEEN_COPY`'s columns), header and trailer included:
+    built in one join, no Python objects per field."""
+    head = _FIELDS.pack(5, 16)
+    middle = _text(source) + _text(broker) + _text(stream)
+    texts = (_text(message_id) for message_id in message_ids)
+    body = b"".join(head + key + middle + text for key, text in zip(keys, texts, strict=True))
+    return COPY_HEADER + body + COPY_TRAILER
+
+
 def _first_seen(conn: psycopg.Connection[Any], group: ViewBatch, *, broker: str, stream: str) -> list[int]:
     """Positions of the events whose key is new (the first of equal keys), their keys recorded.
 
     Replays are rare: the keys are COPYed first (in a savepoint); only when one is already known does the
     unique index refuse the COPY, and the keys go through `INSERT ... ON CONFLICT DO NOTHING` instead."""
-    first: list[int] = []
-    known: set[uuid.UUID] = set()
-    for position, key in enumerate(group.keys):
-        if key not in known:  # an equal key later in the batch is the same event
-            known.add(key)
-            first.append(position)
+    keys = group.keys
+    if len(set(keys)) == len(keys):
+        first = list(range(len(keys)))
+    else:
+        first, known = [], set()
+        for position, key in enumerate(keys):
+            if key not in known:  # an equal key later in the batch is the same event
+                known.add(key)
+                first.append(position)
     ids = [group.events[i].message_id for i in first]
+    firsts = [keys[i] for i in first]
+    data = seen_copy(firsts, ids, source=group.push_source, broker=broker, stream=stream)
     try:
         with conn.transaction(), conn.cursor() as cursor, cursor.copy(_SEEN_COPY) as copy:
-            copy.set_types(["uuid", "text", "text", "text", "text"])
-            source = group.push_source
-            for i, message_id in zip(first, ids, strict=True):
-                copy.write_row((group.keys[i], source, broker, stream, message_id))
+            copy.write(data)
         return first
     except psycopg.errors.UniqueViolation:
         pass  # some were seen before: the savepoint is rolled back
@@ -85,13 +106,13 @@ def _first_seen(conn: psycopg.Connection[Any], group: ViewBatch, *, broker: str,
         "source": group.push_source,
         "broker": broker,
         "stream": stream,
-        "keys": [group.keys[i] for i in first],
+        "keys": [uuid.UUID(bytes=key) for key in firsts],
         "ids": ids,
     }
     with conn.cursor() as cursor:
         cursor.execute(_SEEN, params, binary=True)
-        new = {row[0] for row in cursor.fetchall()}
-    return [i for i in first if group.keys[i] in new]
+        new = {row[0].bytes for row in cursor.fetchall()}
+    return [i for i in first if keys[i] in new]
 
 
 def defer_online(conn: psycopg.Connection[Any], rows: FeatureRows, *, error: str) -> None:

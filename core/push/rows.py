@@ -23,12 +23,15 @@ from core.online.rows import FeatureColumn, FeatureRows
 __all__ = [
     "DEFAULT_CLOCK_SKEW_S",
     "DEFAULT_MAX_AGE_S",
+    "FLOAT32_MAX",
     "PushError",
     "ValidRows",
+    "event_window",
     "find_push_view",
     "newest_per_entity",
     "offline_rows",
     "online_rows",
+    "parse_timestamp",
     "validate_rows",
 ]
 
@@ -57,7 +60,8 @@ def find_push_view(service: ServiceSpec, push_source: str) -> ViewSpec:
     raise NotFoundError(f"push source {push_source!r} does not exist (known: {', '.join(known) or 'none'})")
 
 
-def _timestamp(value: object, where: str) -> datetime:
+def parse_timestamp(value: object, where: str) -> datetime:
+    """An ISO 8601 timestamp string with a timezone, in UTC; else PushError naming `where`."""
     if not isinstance(value, str):
         raise PushError(f"{where}: expected an ISO 8601 timestamp string")
     try:
@@ -73,7 +77,7 @@ def _timestamp(value: object, where: str) -> datetime:
 
 
 _INT_RANGES = {"int64": (-(2**63), 2**63 - 1), "int32": (-(2**31), 2**31 - 1)}
-_FLOAT32_MAX = float(np.finfo(np.float32).max)
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 def _value(feature: FeatureSpec, value: object, where: str) -> object:
@@ -96,8 +100,8 @@ def _value(feature: FeatureSpec, value: object, where: str) -> object:
             raise PushError(f"{where}: number out of {kind} range") from None
         if not math.isfinite(number):
             raise PushError(f"{where}: NaN and infinity are not accepted")
-        if kind == "float32" and abs(number) > _FLOAT32_MAX:
-            raise PushError(f"{where}: number out of float32 range (|x| <= {_FLOAT32_MAX:.7g})")
+        if kind == "float32" and abs(number) > FLOAT32_MAX:
+            raise PushError(f"{where}: number out of float32 range (|x| <= {FLOAT32_MAX:.7g})")
         return number
     if kind == "bool":
         if not isinstance(value, bool):
@@ -124,6 +128,18 @@ def _in_window(moment: datetime, where: str, *, earliest: datetime, latest: date
     return moment
 
 
+def event_window(
+    view: ViewSpec, *, now: datetime, max_age_s: float, clock_skew_s: float
+) -> tuple[datetime, datetime]:
+    """The accepted event times [earliest, latest]: the view's TTL (`max_age_s` when none) back from `now`,
+    `clock_skew_s` ahead."""
+    try:
+        earliest = now - timedelta(seconds=view.ttl_s or max_age_s)
+    except OverflowError:  # a TTL of millennia: no lower bound
+        earliest = datetime.min.replace(tzinfo=UTC)
+    return earliest, now + timedelta(seconds=clock_skew_s)
+
+
 def validate_rows(
     view: ViewSpec,
     rows: Sequence[Mapping[str, Any]],
@@ -137,11 +153,7 @@ def validate_rows(
     Event times must lie in [now - the view's TTL (`max_age_s` when the view has none), now +
     `clock_skew_s`]: a row from the future would block the entity's later pushes online.
     """
-    try:
-        earliest = now - timedelta(seconds=view.ttl_s or max_age_s)
-    except OverflowError:  # a TTL of millennia: no lower bound
-        earliest = datetime.min.replace(tzinfo=UTC)
-    latest = now + timedelta(seconds=clock_skew_s)
+    earliest, latest = event_window(view, now=now, max_age_s=max_age_s, clock_skew_s=clock_skew_s)
     key = view.key
     required = {*key.join_keys, view.timestamp_field, *(f.name for f in view.features)}
     allowed = required | ({view.created_field} if view.created_field else set())
@@ -162,11 +174,14 @@ def validate_rows(
         stamp_at = f"{where}.{view.timestamp_field}"
         stamps.append(
             _in_window(
-                _timestamp(row[view.timestamp_field], stamp_at), stamp_at, earliest=earliest, latest=latest
+                parse_timestamp(row[view.timestamp_field], stamp_at),
+                stamp_at,
+                earliest=earliest,
+                latest=latest,
             )
         )
         made = row.get(view.created_field) if view.created_field else None
-        created.append(_timestamp(made, f"{where}.{view.created_field}") if made is not None else now)
+        created.append(parse_timestamp(made, f"{where}.{view.created_field}") if made is not None else now)
         for feature in view.features:
             values[feature.name].append(_value(feature, row[feature.name], f"{where}.{feature.name}"))
     return ValidRows(view=view, entity_ids=ids, event_ts=stamps, created=created, values=values)
