@@ -5,12 +5,15 @@ only the rows whose key was new, inside the caller's transaction: the keys commi
 for, so a replayed event appends nothing, and two consumers racing on the same event append it once (the
 second waits on the first's key, then skips it). The keys are COPYed (fast); a known key makes the unique
 index refuse that COPY, and the keys then go through `INSERT ... ON CONFLICT DO NOTHING RETURNING`.
+Both COPYs are binary buffers built for the whole group (`seen_copy`, `streaming.offline_copy`); rows for
+a table whose column types the binary buffer does not write exactly are COPYed as text, row by row.
 """
 
 from __future__ import annotations
 
 import struct
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 import psycopg
@@ -23,6 +26,7 @@ from core.online.rows import FeatureRows
 from core.push.outbox import outbox_payload
 from core.push.rows import offline_rows
 from streaming.batch import ViewBatch
+from streaming.offline_copy import copy_buffer, offline_columns
 
 __all__ = ["append_new", "defer_online", "prune_seen", "seen_copy"]
 
@@ -40,6 +44,10 @@ _OUTBOX = (
 )
 _LENGTH = struct.Struct(">i")
 _FIELDS = struct.Struct(">hi")  # a tuple's field count, then the first field's length
+_COLUMN_TYPES = (
+    "SELECT a.attname, t.typname FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid "
+    "WHERE a.attrelid = %(table)s::regclass AND a.attnum > 0 AND NOT a.attisdropped"
+)
 _PRUNE = "DELETE FROM tandem.stream_seen WHERE seen_at < now() - make_interval(secs => %(keep_s)s)"
 
 
@@ -52,16 +60,34 @@ def append_new(conn: psycopg.Connection[Any], group: ViewBatch, *, broker: str, 
     positions = _first_seen(conn, group, broker=broker, stream=stream)
     if not positions:
         return []
-    rows = offline_rows(group.valid)
-    records = rows.records if len(positions) == len(rows) else [rows.records[i] for i in positions]
-    statement = sql.SQL("COPY {table} ({columns}) FROM STDIN").format(
-        table=sql.SQL(view.table),  # from Feast's registry, never from an event
-        columns=sql.SQL(", ").join(sql.Identifier(c) for c in rows.columns),
-    )
-    with conn.cursor() as cursor, cursor.copy(statement) as copy:
+    every = len(positions) == len(group.events)
+    binary = copy_buffer(group.valid, _column_types(conn, view.table), None if every else positions)
+    if binary is not None:
+        columns = [name for name, _, _ in offline_columns(group.valid)]
+        with conn.cursor() as cursor, cursor.copy(_copy(view.table, columns, binary=True)) as copy:
+            copy.write(binary)
+        return positions
+    rows = offline_rows(group.valid)  # column types the binary COPY does not write: as text, row by row
+    records = rows.records if every else [rows.records[i] for i in positions]
+    with conn.cursor() as cursor, cursor.copy(_copy(view.table, rows.columns, binary=False)) as copy:
         for record in records:
             copy.write_row(record)
     return positions
+
+
+def _copy(table: str, columns: Sequence[str], *, binary: bool) -> sql.Composed:
+    return sql.SQL("COPY {table} ({columns}) FROM STDIN{binary}").format(
+        table=sql.SQL(table),  # from Feast's registry, never from an event
+        columns=sql.SQL(", ").join(sql.Identifier(c) for c in columns),
+        binary=sql.SQL(" (FORMAT BINARY)" if binary else ""),
+    )
+
+
+def _column_types(conn: psycopg.Connection[Any], table: str) -> dict[str, str]:
+    """Column -> type name of a table (read in the COPY's transaction: what the COPY will meet)."""
+    with conn.cursor() as cursor:
+        cursor.execute(_COLUMN_TYPES, {"table": table})
+        return {str(name): str(kind) for name, kind in cursor.fetchall()}
 
 
 def _text(value: str) -> bytes:
