@@ -22,6 +22,7 @@ import numpy.typing as npt
 from core.batch.copy import COPY_HEADER, COPY_TRAILER
 from core.online.encoding import row_bytes
 from core.push.rows import ValidRows
+from core.push.times import utc_micros, wall_micros
 
 __all__ = ["copy_buffer", "offline_columns"]
 
@@ -61,15 +62,8 @@ def offline_columns(valid: ValidRows) -> list[tuple[str, str, list[Any]]]:
 
 def _micros(moments: Sequence[datetime], *, wall: bool) -> npt.NDArray[np.int64]:
     """Microseconds since 2000-01-01 (PostgreSQL's timestamps): of the UTC instant for a timestamptz, of
-    the wall time for a timestamp (the text COPY's offset is ignored there); one conversion when all are
-    one time (a group's created times: all `now`)."""
-    if len(moments) > 1 and moments.count(moments[0]) == len(moments):
-        return np.full(len(moments), _micros(moments[:1], wall=wall)[0], dtype=np.int64)
-    if wall:
-        naive = [m.replace(tzinfo=None) for m in moments]
-    else:
-        naive = [m.astimezone(UTC).replace(tzinfo=None) for m in moments]
-    return np.array(naive, dtype="datetime64[us]").astype(np.int64) - _PG_EPOCH_US
+    the wall time for a timestamp (the text COPY's offset is ignored there)."""
+    return (wall_micros(moments) if wall else utc_micros(moments)) - _PG_EPOCH_US
 
 
 def _array(kind: str, values: list[Any]) -> npt.NDArray[Any]:

@@ -20,6 +20,7 @@ from core.features.keys import EntityId
 from core.features.specs import FeatureSpec, ServiceSpec, ViewSpec
 from core.offline.append import OfflineRows
 from core.online.rows import FeatureColumn, FeatureRows
+from core.push.times import utc_micros
 
 __all__ = [
     "DEFAULT_CLOCK_SKEW_S",
@@ -233,7 +234,7 @@ def _newest(rows: ValidRows, stamps: npt.NDArray[np.datetime64]) -> npt.NDArray[
 def online_rows(rows: ValidRows) -> FeatureRows:
     """Each entity's newest pushed row, as rows of the view for the online store."""
     view = rows.view
-    stamps = np.array([ts.replace(tzinfo=None) for ts in rows.event_ts], dtype="datetime64[us]")
+    stamps = utc_micros(rows.event_ts).view("datetime64[us]")
     chosen = _newest(rows, stamps)
     every = len(chosen) == len(stamps)
     positions = chosen.tolist()
