@@ -25,6 +25,7 @@ import msgspec
 
 __all__ = [
     "Event",
+    "envelope_event",
     "event_digest",
     "event_key",
     "nats_event",
@@ -85,6 +86,11 @@ def redis_event(message_id: str, fields: Mapping[bytes, bytes] | None) -> Event:
     if raw is None or len(fields) != 1:
         names = ", ".join(sorted(name.decode("utf-8", "replace") for name in fields))
         return Event(message_id, raw or b"", error=f"expected one field `event`, got: {names}")
+    return envelope_event(message_id, raw)
+
+
+def envelope_event(message_id: str, raw: bytes) -> Event:
+    """The event of an entry's one field `event` holding `raw`."""
     try:
         envelope = _envelope(raw)
     except msgspec.DecodeError:

@@ -22,7 +22,7 @@ import redis
 
 from core.errors import StoreUnavailableError
 from streaming.batch import DeadLetter
-from streaming.events import Event, redis_event
+from streaming.events import Event, envelope_event, redis_event
 from streaming.metrics import LAG, PENDING, record_batch
 from streaming.writer import BatchOutcome, StreamWriter
 
@@ -195,6 +195,8 @@ class RedisStreamConsumer:
 def _event(entry_id: bytes, fields: dict[bytes, bytes] | list[bytes]) -> Event:
     """The event of an entry, its fields as a dict or as the raw reply's flat list."""
     if isinstance(fields, list):
+        if len(fields) == 2 and fields[0] == b"event":  # the contract's one field: no dict needed
+            return envelope_event(_text(entry_id), fields[1])
         fields = dict(zip(fields[::2], fields[1::2], strict=True))
     return redis_event(_text(entry_id), fields)
 

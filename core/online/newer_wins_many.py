@@ -18,7 +18,15 @@ import hashlib
 from collections.abc import Iterator, Sequence
 from itertools import chain
 
-from core.online.encoding import encode_timestamps, encode_values, feature_field, timestamp_field
+import numpy as np
+
+from core.online.encoding import (
+    encode_timestamps,
+    encode_values,
+    feature_field,
+    row_bytes,
+    timestamp_field,
+)
 from core.online.keys import encode_keys
 from core.online.newer_wins import NEWER_WINS_SCRIPT
 from core.online.rows import FeatureRows
@@ -94,7 +102,18 @@ def _bulk(data: bytes) -> bytes:
 
 
 def _bulks(parts: Sequence[bytes]) -> list[bytes]:
-    return [b"$%d\r\n%b\r\n" % (len(part), part) for part in parts]
+    """Each part as a RESP bulk string; parts of one length (keys, doubles, timestamps mostly) framed by
+    numpy in one go, others one by one."""
+    sizes = set(map(len, parts))
+    if len(sizes) != 1 or len(parts) < 16:
+        return [b"$%d\r\n%b\r\n" % (len(part), part) for part in parts]
+    size = sizes.pop()
+    head = b"$%d\r\n" % size
+    rows = np.empty((len(parts), len(head) + size + 2), dtype=np.uint8)
+    rows[:, : len(head)] = np.frombuffer(head, dtype=np.uint8)
+    rows[:, len(head) : len(head) + size] = np.frombuffer(b"".join(parts), dtype=np.uint8).reshape(-1, size)
+    rows[:, -2:] = np.frombuffer(b"\r\n", dtype=np.uint8)
+    return row_bytes(rows)
 
 
 def pack_newer_writes_many(
