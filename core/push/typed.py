@@ -120,9 +120,7 @@ def typed_rows(
         return None
     try:
         rows = shape.decode(b"[" + b",".join(row_jsons) + b"]")
-    except msgspec.ValidationError:
-        return None
-    except msgspec.DecodeError:
+    except msgspec.DecodeError:  # a type, range, column or JSON fault (ValidationError is one too)
         return None
     if len(rows) != len(row_jsons):
         return None
