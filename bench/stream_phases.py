@@ -61,9 +61,10 @@ def consumer_phases() -> Phases:
 
     phases = Phases()
     phases.wrap(redis.Redis, "xreadgroup", "XREADGROUP (read + parse replies)")
-    phases.wrap(streaming.redis_consumer, "redis_event", "event JSON -> Event")
+    phases.wrap(streaming.redis_consumer, "_event", "event JSON -> Event")
+    phases.wrap(streaming.batch, "typed_rows", "typed_rows (fast decode + validation)")
     phases.wrap(streaming.batch, "validate_rows", "validate_rows (the push's validation)")
-    phases.wrap(streaming.batch, "event_key", "event keys (blake2b)")
+    phases.wrap(streaming.batch, "row_digests", "event keys (blake2b)")
     phases.wrap(streaming.offline, "offline_rows", "offline_rows (column form -> records)")
     phases.wrap(streaming.writer, "append_new", "seen-key INSERT + COPY (PostgreSQL)")
     phases.wrap(streaming.writer, "online_rows", "online_rows (newest per entity)")

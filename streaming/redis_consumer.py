@@ -22,7 +22,7 @@ import redis
 
 from core.errors import StoreUnavailableError
 from streaming.batch import DeadLetter
-from streaming.events import Event, redis_event
+from streaming.events import Event, envelope_event, redis_event
 from streaming.metrics import LAG, PENDING, record_batch
 from streaming.writer import BatchOutcome, StreamWriter
 
@@ -30,7 +30,14 @@ __all__ = ["RedisStreamConsumer", "StreamOptions"]
 
 logger = logging.getLogger(__name__)
 
-Entry = tuple[bytes, dict[bytes, bytes] | None]
+Entry = tuple[bytes, dict[bytes, bytes] | list[bytes] | None]
+"""An entry id and its fields: a dict (XAUTOCLAIM, parsed by redis-py), or the reply's flat
+[name, value, ...] list (XREADGROUP, read raw: redis-py's per-entry parsing costs more than the rest of
+reading); None when the entry was deleted."""
+
+
+def _raw(reply: Any, **options: Any) -> Any:
+    return reply
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +66,8 @@ class RedisStreamConsumer:
 
     def __init__(self, client: redis.Redis, writer: StreamWriter, options: StreamOptions) -> None:
         self.client = client
+        self._reader = redis.Redis(connection_pool=client.connection_pool)  # same connections, raw replies
+        self._reader.set_response_callback("XREADGROUP", _raw)
         self.writer = writer
         self.options = options
         self._backlog = True  # read this consumer's own pending entries first
@@ -142,14 +151,16 @@ class RedisStreamConsumer:
     def _read(self) -> list[Entry]:
         options = self.options
         start = "0" if self._backlog else ">"
-        reply: Any = self.client.xreadgroup(
+        reply: Any = self._reader.xreadgroup(
             options.group,
             options.consumer,
             {options.stream: start},
             count=options.batch,
             block=None if self._backlog else options.block_ms,
         )
-        entries: list[Entry] = list(reply[0][1]) if reply else []
+        if isinstance(reply, dict):  # RESP3: stream name -> entries
+            reply = list(reply.items())
+        entries: list[Entry] = [(entry[0], entry[1]) for entry in reply[0][1]] if reply else []
         if self._backlog and not entries:
             self._backlog = False
         return entries
@@ -158,7 +169,7 @@ class RedisStreamConsumer:
         """Write the entries, publish their dead letters, acknowledge them all."""
         started = time.perf_counter()
         # An entry trimmed from the stream while pending comes back without fields: nothing to write.
-        events = [redis_event(_text(entry_id), fields) for entry_id, fields in entries if fields]
+        events = [_event(entry_id, fields) for entry_id, fields in entries if fields]
         outcome = self.writer.write(events)
         pipe = self.client.pipeline(transaction=False)
         for letter in outcome.dead:
@@ -179,6 +190,15 @@ class RedisStreamConsumer:
                 lag = group.get("lag", group.get(b"lag"))
                 LAG.labels(self.broker).set(math.nan if lag is None else float(lag))
                 PENDING.labels(self.broker).set(float(group.get("pending", group.get(b"pending")) or 0))
+
+
+def _event(entry_id: bytes, fields: dict[bytes, bytes] | list[bytes]) -> Event:
+    """The event of an entry, its fields as a dict or as the raw reply's flat list."""
+    if isinstance(fields, list):
+        if len(fields) == 2 and fields[0] == b"event":  # the contract's one field: no dict needed
+            return envelope_event(_text(entry_id), fields[1])
+        fields = dict(zip(fields[::2], fields[1::2], strict=True))
+    return redis_event(_text(entry_id), fields)
 
 
 def _dead_fields(letter: DeadLetter) -> dict[Any, Any]:

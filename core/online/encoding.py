@@ -117,9 +117,11 @@ def encode_timestamps(event_timestamps: npt.NDArray[np.datetime64] | datetime, r
     micros = stamps.astype("datetime64[us]").astype(np.int64)  # floors; ns would wrap past 2262
     if len(micros) and (micros.min() < _TS_MIN_US or micros.max() > _TS_MAX_US):
         raise ValueError("event_timestamps outside years 1-9999 (what a protobuf Timestamp holds)")
-    unique, inverse = np.unique(micros, return_inverse=True)
-    encoded = [encode_timestamp(int(us) // 1_000_000, int(us) % 1_000_000 * 1000) for us in unique.tolist()]
-    return [encoded[i] for i in inverse.ravel().tolist()]
+    seconds, micros_left = np.divmod(micros, 1_000_000)  # floor division: nanos stay in [0, 1e9)
+    # proto3 leaves out a zero field: `_varint_values` gives tag + varint, blanked where the value is 0
+    with_seconds = _with_nulls(_varint_values(seconds, _TS_SECONDS_TAG[0]), seconds == 0)
+    with_nanos = _with_nulls(_varint_values(micros_left * 1000, _TS_NANOS_TAG[0]), micros_left == 0)
+    return list(map(bytes.__add__, with_seconds, with_nanos))
 
 
 def encode_values(kind: ValueKind, values: npt.NDArray[Any] | Sequence[object]) -> list[bytes]:

@@ -6,7 +6,8 @@ entities (KEYS) and runs, for each in order, exactly the single-entity script's 
 stored `_ts:<view>` against the new one (the same Lua timestamp decoder, taken from that script), then
 `_ts` and the features in Feast's order, then `EXPIRE`. Each entity's check and write are atomic, as there;
 the whole call is too (Redis runs one script at a time), so keep `per_call` in the hundreds: a call holds
-Redis for its duration. The reply is one 0/1 per entity, in row order.
+Redis for its duration. One HSET argument table serves every entity of a call (fields fixed, values
+replaced): a table per entity cost Redis ~10% more, mostly in Lua's garbage collector. The reply is one 0/1 per entity, in row order.
 
 ARGV: `_ts:<view>`, key TTL (0: none), the number of features F, the F feature fields, then per entity its
 Timestamp bytes and its F values. Pure: no I/O.
@@ -18,7 +19,15 @@ import hashlib
 from collections.abc import Iterator, Sequence
 from itertools import chain
 
-from core.online.encoding import encode_timestamps, encode_values, feature_field, timestamp_field
+import numpy as np
+
+from core.online.encoding import (
+    encode_timestamps,
+    encode_values,
+    feature_field,
+    row_bytes,
+    timestamp_field,
+)
 from core.online.keys import encode_keys
 from core.online.newer_wins import NEWER_WINS_SCRIPT
 from core.online.rows import FeatureRows
@@ -41,6 +50,8 @@ local ts_field, ttl, width = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local fields = {}
 for i = 1, width do fields[i] = ARGV[3 + i] end
 local written = {}
+local args = {ts_field, ''}  -- one HSET argument table for every entity: its fields fixed, values replaced
+for i = 1, width do args[2 * i + 1] = fields[i] end
 for k = 1, #KEYS do
   local at = 3 + width + (k - 1) * (1 + width)
   local new_stamp = ARGV[at + 1]
@@ -57,11 +68,8 @@ for k = 1, #KEYS do
   if keep then
     written[k] = 0
   else
-    local args = {ts_field, new_stamp}
-    for i = 1, width do
-      args[2 * i + 1] = fields[i]
-      args[2 * i + 2] = ARGV[at + 1 + i]
-    end
+    args[2] = new_stamp
+    for i = 1, width do args[2 * i + 2] = ARGV[at + 1 + i] end
     redis.call('HSET', KEYS[k], unpack(args))
     if ttl ~= '0' then redis.call('EXPIRE', KEYS[k], ttl) end
     written[k] = 1
@@ -94,7 +102,18 @@ def _bulk(data: bytes) -> bytes:
 
 
 def _bulks(parts: Sequence[bytes]) -> list[bytes]:
-    return [b"$%d\r\n%b\r\n" % (len(part), part) for part in parts]
+    """Each part as a RESP bulk string; parts of one length (keys, doubles, timestamps mostly) framed by
+    numpy in one go, others one by one."""
+    sizes = set(map(len, parts))
+    if len(sizes) != 1 or len(parts) < 16:
+        return [b"$%d\r\n%b\r\n" % (len(part), part) for part in parts]
+    size = sizes.pop()
+    head = b"$%d\r\n" % size
+    rows = np.empty((len(parts), len(head) + size + 2), dtype=np.uint8)
+    rows[:, : len(head)] = np.frombuffer(head, dtype=np.uint8)
+    rows[:, len(head) : len(head) + size] = np.frombuffer(b"".join(parts), dtype=np.uint8).reshape(-1, size)
+    rows[:, -2:] = np.frombuffer(b"\r\n", dtype=np.uint8)
+    return row_bytes(rows)
 
 
 def pack_newer_writes_many(

@@ -13,22 +13,27 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from core.errors import NotFoundError
 from core.features.keys import EntityId
 from core.features.specs import FeatureSpec, ServiceSpec, ViewSpec
 from core.offline.append import OfflineRows
 from core.online.rows import FeatureColumn, FeatureRows
+from core.push.times import utc_micros
 
 __all__ = [
     "DEFAULT_CLOCK_SKEW_S",
     "DEFAULT_MAX_AGE_S",
+    "FLOAT32_MAX",
     "PushError",
     "ValidRows",
+    "event_window",
     "find_push_view",
     "newest_per_entity",
     "offline_rows",
     "online_rows",
+    "parse_timestamp",
     "validate_rows",
 ]
 
@@ -57,7 +62,8 @@ def find_push_view(service: ServiceSpec, push_source: str) -> ViewSpec:
     raise NotFoundError(f"push source {push_source!r} does not exist (known: {', '.join(known) or 'none'})")
 
 
-def _timestamp(value: object, where: str) -> datetime:
+def parse_timestamp(value: object, where: str) -> datetime:
+    """An ISO 8601 timestamp string with a timezone, in UTC; else PushError naming `where`."""
     if not isinstance(value, str):
         raise PushError(f"{where}: expected an ISO 8601 timestamp string")
     try:
@@ -73,7 +79,7 @@ def _timestamp(value: object, where: str) -> datetime:
 
 
 _INT_RANGES = {"int64": (-(2**63), 2**63 - 1), "int32": (-(2**31), 2**31 - 1)}
-_FLOAT32_MAX = float(np.finfo(np.float32).max)
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 def _value(feature: FeatureSpec, value: object, where: str) -> object:
@@ -96,8 +102,8 @@ def _value(feature: FeatureSpec, value: object, where: str) -> object:
             raise PushError(f"{where}: number out of {kind} range") from None
         if not math.isfinite(number):
             raise PushError(f"{where}: NaN and infinity are not accepted")
-        if kind == "float32" and abs(number) > _FLOAT32_MAX:
-            raise PushError(f"{where}: number out of float32 range (|x| <= {_FLOAT32_MAX:.7g})")
+        if kind == "float32" and abs(number) > FLOAT32_MAX:
+            raise PushError(f"{where}: number out of float32 range (|x| <= {FLOAT32_MAX:.7g})")
         return number
     if kind == "bool":
         if not isinstance(value, bool):
@@ -124,6 +130,18 @@ def _in_window(moment: datetime, where: str, *, earliest: datetime, latest: date
     return moment
 
 
+def event_window(
+    view: ViewSpec, *, now: datetime, max_age_s: float, clock_skew_s: float
+) -> tuple[datetime, datetime]:
+    """The accepted event times [earliest, latest]: the view's TTL (`max_age_s` when none) back from `now`,
+    `clock_skew_s` ahead."""
+    try:
+        earliest = now - timedelta(seconds=view.ttl_s or max_age_s)
+    except OverflowError:  # a TTL of millennia: no lower bound
+        earliest = datetime.min.replace(tzinfo=UTC)
+    return earliest, now + timedelta(seconds=clock_skew_s)
+
+
 def validate_rows(
     view: ViewSpec,
     rows: Sequence[Mapping[str, Any]],
@@ -137,11 +155,7 @@ def validate_rows(
     Event times must lie in [now - the view's TTL (`max_age_s` when the view has none), now +
     `clock_skew_s`]: a row from the future would block the entity's later pushes online.
     """
-    try:
-        earliest = now - timedelta(seconds=view.ttl_s or max_age_s)
-    except OverflowError:  # a TTL of millennia: no lower bound
-        earliest = datetime.min.replace(tzinfo=UTC)
-    latest = now + timedelta(seconds=clock_skew_s)
+    earliest, latest = event_window(view, now=now, max_age_s=max_age_s, clock_skew_s=clock_skew_s)
     key = view.key
     required = {*key.join_keys, view.timestamp_field, *(f.name for f in view.features)}
     allowed = required | ({view.created_field} if view.created_field else set())
@@ -162,11 +176,14 @@ def validate_rows(
         stamp_at = f"{where}.{view.timestamp_field}"
         stamps.append(
             _in_window(
-                _timestamp(row[view.timestamp_field], stamp_at), stamp_at, earliest=earliest, latest=latest
+                parse_timestamp(row[view.timestamp_field], stamp_at),
+                stamp_at,
+                earliest=earliest,
+                latest=latest,
             )
         )
         made = row.get(view.created_field) if view.created_field else None
-        created.append(_timestamp(made, f"{where}.{view.created_field}") if made is not None else now)
+        created.append(parse_timestamp(made, f"{where}.{view.created_field}") if made is not None else now)
         for feature in view.features:
             values[feature.name].append(_value(feature, row[feature.name], f"{where}.{feature.name}"))
     return ValidRows(view=view, entity_ids=ids, event_ts=stamps, created=created, values=values)
@@ -182,21 +199,60 @@ def newest_per_entity(rows: ValidRows) -> list[int]:
     return sorted(best.values())
 
 
+_DTYPES = {
+    "float64": np.float64,
+    "float32": np.float64,
+    "int64": np.int64,
+    "int32": np.int64,
+    "bool": np.bool_,
+}
+
+
+def _column(kind: str, values: list[Any]) -> npt.NDArray[Any]:
+    """A feature's values as the online encoders take them fastest: a typed array when there is no null
+    (validated values fit it), else an object array. The bytes are the same either way."""
+    dtype = _DTYPES.get(kind)
+    if dtype is not None and None not in values:
+        return np.array(values, dtype=dtype)
+    out = np.empty(len(values), dtype=object)
+    out[:] = values
+    return out
+
+
+def _newest(rows: ValidRows, stamps: npt.NDArray[np.datetime64]) -> npt.NDArray[np.intp]:
+    """`newest_per_entity` (as positions), sorted by numpy for an int key."""
+    if rows.view.key.int_kind is None:
+        return np.array(newest_per_entity(rows), dtype=np.intp)
+    ids = np.array(rows.entity_ids, dtype=np.int64)
+    order = np.lexsort((np.arange(len(ids)), stamps, ids))  # by id, then time, then position
+    ordered = ids[order]
+    last = np.ones(len(ids), dtype=np.bool_)  # the last of each id: its newest, the later of equals
+    last[:-1] = ordered[1:] != ordered[:-1]
+    return np.sort(order[last])
+
+
 def online_rows(rows: ValidRows) -> FeatureRows:
     """Each entity's newest pushed row, as rows of the view for the online store."""
     view = rows.view
-    chosen = newest_per_entity(rows)
+    stamps = utc_micros(rows.event_ts).view("datetime64[us]")
+    chosen = _newest(rows, stamps)
+    every = len(chosen) == len(stamps)
+    positions = chosen.tolist()
     return FeatureRows(
         view=view.name,
         key=view.key,
-        entity_ids=view.key.array([rows.entity_ids[i] for i in chosen]),
+        entity_ids=view.key.array(rows.entity_ids if every else [rows.entity_ids[i] for i in positions]),
         columns=tuple(
-            FeatureColumn(f.name, f.kind, np.array([rows.values[f.name][i] for i in chosen], dtype=object))
+            FeatureColumn(
+                f.name,
+                f.kind,
+                _column(
+                    f.kind, rows.values[f.name] if every else [rows.values[f.name][i] for i in positions]
+                ),
+            )
             for f in view.features
         ),
-        event_timestamps=np.array(
-            [rows.event_ts[i].replace(tzinfo=None) for i in chosen], dtype="datetime64[us]"
-        ),
+        event_timestamps=stamps if every else stamps[chosen],
     )
 
 

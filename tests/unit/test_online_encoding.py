@@ -201,6 +201,20 @@ def test_timestamps_of_datetimes_and_datetime64() -> None:
         ]
 
 
+def test_timestamp_arrays_match_protobuf_at_the_edges() -> None:
+    """The vectorised encoding of datetime64 arrays equals `Timestamp(seconds, nanos)` per value: the epoch
+    (both fields left out), whole seconds (nanos left out), before 1970 (negative seconds, floored), years
+    1 and 9999, and many random microsecond times."""
+    micros = [0, 1, 999_999, 1_000_000, -1, -1_000_000, -1_500_000, 1_777_000_000_123_456]
+    micros += [-62_135_596_800_000_000, 253_402_300_799_999_999]
+    micros += np.random.default_rng(3).integers(-(10**16), 10**16, 2_000).tolist()
+    stamps = np.array(micros, dtype=np.int64).view("datetime64[us]")
+    expected = [
+        Timestamp(seconds=us // 1_000_000, nanos=us % 1_000_000 * 1000).SerializeToString() for us in micros
+    ]
+    assert encode_timestamps(stamps, len(stamps)) == expected
+
+
 def test_bad_timestamps_are_rejected() -> None:
     """NaT, a non-datetime array or a length mismatch raise ValueError."""
     with pytest.raises(ValueError, match="NaT"):

@@ -13,7 +13,7 @@ from core.features.keys import EntityKey
 from core.features.specs import FeatureSpec, ViewSpec
 from core.push.service import PushPolicy
 from streaming.batch import prepare_batch
-from streaming.events import Event, event_key, nats_event, redis_event
+from streaming.events import Event, event_digest, event_key, nats_event, redis_event, reread
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 VIEW = ViewSpec(
@@ -37,9 +37,16 @@ def _redis(source: str, row: dict[str, Any], message_id: str = "1-0") -> Event:
 
 
 def test_a_redis_entry_carries_the_push_source_and_the_row() -> None:
-    """`event` = {"push_source", "row"}: both read, the bytes kept for a dead letter."""
+    """`event` = {"push_source", "row"}: both read (the row's JSON kept for its group's decoding, decoded by
+    `reread`), the bytes kept for a dead letter."""
     event = _redis("stats_push", _row())
-    assert (event.push_source, event.row, event.error) == ("stats_push", _row(), None)
+    assert (event.push_source, event.row_json, event.error) == (
+        "stats_push",
+        json.dumps(_row()).encode(),
+        None,
+    )
+    assert event.readable
+    assert (reread(event).push_source, reread(event).row) == ("stats_push", _row())
     assert event.raw.startswith(b'{"push_source"')
 
 
@@ -65,8 +72,9 @@ def test_unreadable_redis_entries_say_why(fields: dict[bytes, bytes] | None, err
 
 def test_a_nats_message_takes_its_push_source_from_the_subject() -> None:
     """Subject `tandem.events.<source>`, payload the row; another subject or a non-object is an error."""
-    event = nats_event("5", "tandem.events.stats_push", json.dumps(_row()).encode())
-    assert (event.push_source, event.row, event.message_id) == ("stats_push", _row(), "5")
+    event = nats_event("5", "tandem.events.stats_push", b" " + json.dumps(_row()).encode())
+    assert (event.push_source, reread(event).row, event.message_id) == ("stats_push", _row(), "5")
+    assert event.row_json == json.dumps(_row()).encode()
     assert "not tandem.events." in (nats_event("6", "tandem.events.a.b", b"{}").error or "")
     assert "bad JSON" in (nats_event("7", "tandem.events.s", b"nope").error or "")
     assert nats_event("8", "x.events.s", b"{}", prefix="x.events.").push_source == "s"
@@ -76,9 +84,9 @@ def test_the_event_key_is_its_source_and_content_whatever_the_spelling() -> None
     """Same source and row (keys in any order): same key, across brokers; another value or source: another."""
     row = _row()
     assert event_key("stats_push", row) == event_key("stats_push", dict(reversed(list(row.items()))))
-    redis_key = event_key("stats_push", _redis("stats_push", row).row or {})
+    redis_key = event_key("stats_push", reread(_redis("stats_push", row)).row or {})
     nats_key = event_key(
-        "stats_push", nats_event("1", "tandem.events.stats_push", json.dumps(row).encode()).row or {}
+        "stats_push", reread(nats_event("1", "tandem.events.stats_push", json.dumps(row).encode())).row or {}
     )
     assert redis_key == nats_key
     assert event_key("stats_push", _row(amount=1.6)) != redis_key
@@ -100,7 +108,8 @@ def test_a_batch_groups_good_events_and_dead_letters_the_rest() -> None:
     [group] = batch.groups
     assert [e.message_id for e in group.events] == ["1-0", "6-0"]
     assert group.valid.entity_ids == [1, 5]
-    assert group.keys == [event_key("stats_push", _row(1)), event_key("stats_push", _row(5))]
+    assert group.keys == [event_digest("stats_push", _row(1)), event_digest("stats_push", _row(5))]
+    assert group.keys[0] == event_key("stats_push", _row(1)).bytes
     dead = {letter.event.message_id: (letter.kind, letter.reason) for letter in batch.dead}
     assert dead["2-0"][0] == "bad_event"
     assert dead["3-0"] == ("unknown_source", "push source 'nope' does not exist")
@@ -119,3 +128,41 @@ def test_a_view_lookup_can_be_a_function() -> None:
     )
     assert len(batch.groups) == 1
     assert batch.dead == []
+
+
+def test_an_event_the_fast_read_lets_through_is_still_dead_for_the_same_reason() -> None:
+    """A number out of range or bad UTF-8 in a row passes the first read (structure only); its group is
+    then read the thorough way: the event is a `bad_event` with the reason it always had, the other events
+    of its source are written, and dead letters keep their order (unreadable first, in arrival order)."""
+    bad_number = b'{"push_source": "stats_push", "row": {"customer_id": 9, "amount": 1e400}}'
+    bad_text = b'{"push_source": "stats_push", "row": {"customer_id": "\xff"}}'
+    events = [
+        _redis("stats_push", _row(1), "1-0"),
+        _redis("stats_push", _row(2, amount="x"), "2-0"),
+        redis_event("3-0", {b"event": bad_number}),
+        redis_event("4-0", {b"event": bad_text}),
+        _redis("stats_push", _row(5), "5-0"),
+    ]
+    assert events[2].readable
+    batch = prepare_batch(events, {"stats_push": VIEW}, now=NOW, policy=PushPolicy())
+    [group] = batch.groups
+    assert [e.message_id for e in group.events] == ["1-0", "5-0"]
+    assert group.keys == [event_digest("stats_push", _row(1)), event_digest("stats_push", _row(5))]
+    assert [(d.event.message_id, d.kind) for d in batch.dead] == [
+        ("3-0", "bad_event"),
+        ("4-0", "bad_event"),
+        ("2-0", "invalid_row"),
+    ]
+    assert batch.dead[0].reason.startswith("bad JSON: Number out of range")
+    assert batch.dead[1].reason.startswith("bad JSON: Invalid UTF-8")
+
+
+def test_the_fast_and_the_thorough_read_give_the_same_group() -> None:
+    """The same events read both ways (the second made thorough by `reread`) give equal groups and keys."""
+    events = [_redis("stats_push", _row(i, amount=i if i % 2 else 0.5 * i), f"{i}-0") for i in range(1, 9)]
+    fast = prepare_batch(events, {"stats_push": VIEW}, now=NOW, policy=PushPolicy())
+    thorough = prepare_batch([reread(e) for e in events], {"stats_push": VIEW}, now=NOW, policy=PushPolicy())
+    [a], [b] = fast.groups, thorough.groups
+    assert a.valid == b.valid
+    assert a.keys == b.keys
+    assert [type(v) for v in a.valid.values["amount"]] == [float] * 8
