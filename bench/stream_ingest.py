@@ -214,7 +214,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--entities", type=int, default=50_000)
-    parser.add_argument("--batch", type=int, default=2000)
+    parser.add_argument("--batch", type=int, default=5000)
     parser.add_argument("--nats-url", default=None)
     parser.add_argument("--skip-nats", action="store_true")
     parser.add_argument("--profile", action="store_true", help="cProfile the in-process Redis consumer")

@@ -96,7 +96,7 @@ class Settings(BaseSettings):
     stream_consumer: str | None = Field(
         default=None, description="This process's consumer name (default: host-pid)"
     )
-    stream_batch: int = Field(default=2000, ge=1, le=100_000, description="Events per micro-batch, at most")
+    stream_batch: int = Field(default=5000, ge=1, le=100_000, description="Events per micro-batch, at most")
     stream_block_ms: int = Field(default=500, ge=1, description="How long a read waits for events")
     stream_claim_idle_ms: int = Field(
         default=30_000,

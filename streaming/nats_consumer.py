@@ -46,7 +46,7 @@ class NatsOptions:
         "tandem"  # events on `<subjects>.events.<push_source>`, dead letters on `<subjects>.dead.*`
     )
     durable: str = "tandem"
-    batch: int = 2000
+    batch: int = 5000
     block_ms: int = 500
     claim_idle_ms: int = 30_000
     retry_s: float = 1.0

@@ -48,7 +48,7 @@ class StreamOptions:
     group: str
     consumer: str
     dead_letters: str
-    batch: int = 2000
+    batch: int = 5000
     block_ms: int = 500
     claim_idle_ms: int = 30_000
     retry_s: float = 1.0  # wait after a failed batch before reading it again
