@@ -1,7 +1,7 @@
 """Stream ingestion: events/s `tandem stream`'s consumer writes into both stores, next to references.
 
-    .venv/bin/python -m bench.stream_ingest [--events 200000] [--entities 50000] [--batch 2000]
-        [--nats-url nats://127.0.0.1:4222] [--skip-nats] [--profile]
+    .venv/bin/python -m bench.stream_ingest [--events 200000] [--entities 50000] [--batch 5000]
+        [--processes 2[,3]] [--nats-url nats://127.0.0.1:4222] [--skip-nats] [--profile]
 
 Stores: $TANDEM_BENCH_POSTGRES_URL / $TANDEM_BENCH_REDIS_URL (default: the machine's 5432 and 6379), a
 private database and Feast project, removed afterwards. NATS: `--nats-url` (default: 127.0.0.1:4222 when it
@@ -16,7 +16,7 @@ the last acknowledgement. Paths:
 - `raw COPY`: the same rows COPYed into the offline table, nothing else (no broker, validation, online);
 - `tandem stream (redis)` / `(nats)`: the consumer (`streaming.*`): parse, validate, key, seen-table +
   COPY in one transaction, newer-wins online write, dead-letter check, XACK / ack;
-- `... x2 processes`: two consumer processes of one group on the same events (2 cores).
+- `... N processes`: `--processes` consumer processes of one group on the same events (default 2, the cores).
 """
 
 from __future__ import annotations
@@ -215,6 +215,9 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--entities", type=int, default=50_000)
     parser.add_argument("--batch", type=int, default=5000)
+    parser.add_argument(
+        "--processes", default="2", help="comma-separated counts of consumer processes of one group to time"
+    )
     parser.add_argument("--nats-url", default=None)
     parser.add_argument("--skip-nats", action="store_true")
     parser.add_argument("--profile", action="store_true", help="cProfile the in-process Redis consumer")
@@ -235,8 +238,11 @@ def main() -> None:
             stores, settings.feast_project, rows, args.batch, profile=args.profile, phases=args.phases
         )
         results.append(("tandem stream (redis), 1 consumer", elapsed, count))
-        elapsed, count = tandem_redis_processes(stores, settings.feast_project, rows, args.batch, 2)
-        results.append(("tandem stream (redis), 2 processes", elapsed, count))
+        for processes in (int(n) for n in args.processes.split(",") if n):
+            elapsed, count = tandem_redis_processes(
+                stores, settings.feast_project, rows, args.batch, processes
+            )
+            results.append((f"tandem stream (redis), {processes} processes", elapsed, count))
         if not args.skip_nats:
             url, server = nats_url(args.nats_url, Path(store_dir))
             try:
