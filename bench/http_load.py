@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -27,10 +28,18 @@ __all__ = [
     "median_load",
     "post_ok",
     "request",
+    "require_wrk",
     "server",
     "wait_ready",
     "wrk",
 ]
+
+
+def require_wrk() -> None:
+    """Exit with one line when `wrk` (the load generator of the serving benches) is not installed."""
+    if shutil.which("wrk") is None:
+        raise SystemExit("bench: wrk is not installed; install it first (Debian: apt-get install -y wrk)")
+
 
 WRK_LUA = r"""
 local counter = 0

@@ -43,6 +43,7 @@ from bench.http_load import (
     get_ok,
     median_load,
     post_ok,
+    require_wrk,
     server,
     wait_ready,
     wrk,
@@ -92,6 +93,7 @@ def main() -> None:
         help="leave out the feast serve reference (it is the slowest part)",
     )
     args = parser.parse_args()
+    require_wrk()
     live = (1, args.live_entities)
     batch = (args.live_entities + 1, args.entities)
     key = secrets.token_hex(16)  # this run only: never printed, never stored

@@ -47,7 +47,7 @@ import redis
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import bench_stores, print_table
-from bench.http_load import free_port, get_ok, server, wait_ready
+from bench.http_load import free_port, get_ok, require_wrk, server, wait_ready
 from bench.serve_world import BASE_ENV, BIN, ROOT, prepare
 from bench.stream_load import (
     WRK_LIVE_LUA,
@@ -221,6 +221,7 @@ def main() -> None:
     parser.add_argument("--give-up", type=float, default=8.0, help="seconds before a probe counts as never")
     parser.add_argument("--burst", type=int, default=50_000, help="events of the unpaced burst (0: none)")
     args = parser.parse_args()
+    require_wrk()
     results = []
     # models are signed: this run's own key unless one is set (never printed, never stored)
     os.environ.setdefault("TANDEM_MODEL_SIGNING_KEY", secrets.token_hex(32))
