@@ -14,19 +14,13 @@ import pytest
 from psycopg import sql
 
 from core.features.keys import EntityId, EntityKey
-from core.features.specs import FeatureSpec, ViewSpec
+from core.features.specs import ViewSpec
 from core.push.rows import ValidRows, offline_rows
 from core.stores.resolve import Stores
 from streaming.offline_copy import copy_buffer
+from tests.feature_kinds import EVERY_KIND
 
-FEATURES = (
-    FeatureSpec("a", "float64"),
-    FeatureSpec("b", "float32"),
-    FeatureSpec("c", "int64"),
-    FeatureSpec("d", "int32"),
-    FeatureSpec("e", "bool"),
-    FeatureSpec("f", "string"),
-)
+FEATURES = EVERY_KIND
 COLUMNS = "ts TIMESTAMPTZ, created TIMESTAMP, a FLOAT8, b FLOAT8, c INT8, d INT8, e BOOLEAN, f TEXT"
 NOW = datetime(2026, 12, 1, 12, tzinfo=UTC)
 

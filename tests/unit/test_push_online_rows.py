@@ -11,19 +11,13 @@ import numpy as np
 import pytest
 
 from core.features.keys import EntityId, EntityKey
-from core.features.specs import FeatureSpec, ViewSpec
+from core.features.specs import ViewSpec
 from core.online.encoding import encode_values
 from core.push.rows import ValidRows, newest_per_entity, online_rows
+from tests.feature_kinds import EVERY_KIND
 
 NOW = datetime(2026, 12, 1, tzinfo=UTC)
-FEATURES = (
-    FeatureSpec("a", "float64"),
-    FeatureSpec("b", "float32"),
-    FeatureSpec("c", "int64"),
-    FeatureSpec("d", "int32"),
-    FeatureSpec("e", "bool"),
-    FeatureSpec("f", "string"),
-)
+FEATURES = EVERY_KIND
 
 
 def _rows(key: EntityKey, *, nulls: bool, seed: int) -> ValidRows:
