@@ -160,6 +160,7 @@ class _Stalled:
 
 
 @pytest.mark.parametrize("fault", ["refused", "stalled"])
+@pytest.mark.usefixtures("engine")  # schema at head: the route reads tandem.job_runs
 def test_rate_limiter_fails_open_when_redis_does_not_answer(settings: Settings, fault: str) -> None:
     """Redis refusing or stalling: every request is served (no 429, no 500), and after the first timeout the
     limiter backs off, so 30 requests take well under one timeout each."""
