@@ -14,11 +14,19 @@ import numpy as np
 import numpy.typing as npt
 
 from core.features.keys import EntityId, EntityKey
-from core.features.specs import ServiceSpec
+from core.features.specs import ServiceSpec, ViewSpec
 from core.online.decoding import Scalar
 from core.online.encoding import FeatureColumn
 
-__all__ = ["STORED_FEATURES", "FeatureColumn", "FeatureRows", "OnlineRow", "StoredPrediction", "apply_ttl"]
+__all__ = [
+    "STORED_FEATURES",
+    "FeatureColumn",
+    "FeatureRows",
+    "OnlineRow",
+    "StoredPrediction",
+    "apply_ttl",
+    "ttl_cutoff",
+]
 
 STORED_FEATURES = ("score", "model_version", "run_id", "feature_snapshot_ts")
 """The features of a stored-scores view, in the order the store reads them."""
@@ -96,6 +104,12 @@ class FeatureRows:
         )
 
 
+def ttl_cutoff(view: ViewSpec, now: datetime) -> datetime | None:
+    """The oldest event time of `view` that counts at `now` (`now - ttl`), or None when the view has no TTL
+    (`ttl_s == 0`): a row before the cutoff, or without an event time, is absent (`apply_ttl`)."""
+    return now - timedelta(seconds=view.ttl_s) if view.ttl_s > 0 else None
+
+
 def apply_ttl(row: OnlineRow, service: ServiceSpec, *, now: datetime) -> OnlineRow:
     """The row as offline retrieval at `now` would see it: a view whose row is older than its TTL is absent.
 
@@ -108,8 +122,8 @@ def apply_ttl(row: OnlineRow, service: ServiceSpec, *, now: datetime) -> OnlineR
     expired = [
         view
         for view in service.views
-        if view.ttl_s > 0
-        and ((stamp := row.event_ts.get(view.name)) is None or stamp < now - timedelta(seconds=view.ttl_s))
+        if (cutoff := ttl_cutoff(view, now)) is not None
+        and ((stamp := row.event_ts.get(view.name)) is None or stamp < cutoff)
     ]
     if not expired:
         return row

@@ -14,13 +14,13 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import numpy as np
 
 from core.features.keys import EntityId
 from core.features.specs import ServiceSpec
-from core.online.rows import OnlineRow, apply_ttl
+from core.online.rows import OnlineRow, apply_ttl, ttl_cutoff
 from core.serving.blend_many import CODES, BlendColumns, decide_many
 
 __all__ = ["SKIPPED_UNKNOWN", "Selection", "select_changed", "snapshot_text", "snapshot_texts"]
@@ -62,7 +62,7 @@ def select_changed(
     newer = [False] * len(unique)
     live_possible = [False] * len(unique)
     for view in service.views:
-        cutoff = now - timedelta(seconds=view.ttl_s) if view.ttl_s > 0 else None
+        cutoff = ttl_cutoff(view, now)
         name = view.name
         online = [row.event_ts.get(name) for row in unique]
         if cutoff is not None:  # apply_ttl: a row older than the TTL is absent
