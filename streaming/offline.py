@@ -20,7 +20,7 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from core.batch.copy import COPY_HEADER, COPY_TRAILER
+from core.batch.copy import COPY_HEADER, COPY_TRAILER, binary_field
 from core.errors import NotFoundError
 from core.online.rows import FeatureRows
 from core.push.outbox import outbox_payload
@@ -42,7 +42,6 @@ _OUTBOX = (
     "INSERT INTO tandem.push_outbox (view, rows, payload, attempts, last_error) "
     "VALUES (%(view)s, %(rows)s, %(payload)s, 1, %(error)s)"
 )
-_LENGTH = struct.Struct(">i")
 _FIELDS = struct.Struct(">hi")  # a tuple's field count, then the first field's length
 _COLUMN_TYPES = (
     "SELECT a.attname, t.typname FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid "
@@ -91,8 +90,7 @@ def _column_types(conn: psycopg.Connection[Any], table: str) -> dict[str, str]:
 
 
 def _text(value: str) -> bytes:
-    data = value.encode("utf-8")
-    return _LENGTH.pack(len(data)) + data
+    return binary_field(value.encode("utf-8"))
 
 
 def seen_copy(keys: list[bytes], message_ids: list[str], *, source: str, broker: str, stream: str) -> bytes:

@@ -13,24 +13,19 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from core.batch.copy import COPY_HEADER, COPY_TRAILER
+from core.batch.copy import COPY_HEADER, COPY_TRAILER, NULL_FIELD, PG_EPOCH_US, binary_field
 from core.online.encoding import row_bytes
-from core.push.rows import ValidRows
+from core.push.rows import NUMERIC_DTYPES, ValidRows
 from core.push.times import utc_micros, wall_micros
 
 __all__ = ["copy_buffer", "offline_columns"]
 
-_PG_EPOCH_US = (
-    int((datetime(2000, 1, 1, tzinfo=UTC) - datetime(1970, 1, 1, tzinfo=UTC)).total_seconds()) * 10**6
-)
-_NULL = struct.pack(">i", -1)
-_LENGTH = struct.Struct(">i")
 
 # (kind, PostgreSQL type) -> numpy big-endian type of the binary field
 _FIXED: dict[tuple[str, str], str] = {
@@ -63,25 +58,23 @@ def offline_columns(valid: ValidRows) -> list[tuple[str, str, list[Any]]]:
 def _micros(moments: Sequence[datetime], *, wall: bool) -> npt.NDArray[np.int64]:
     """Microseconds since 2000-01-01 (PostgreSQL's timestamps): of the UTC instant for a timestamptz, of
     the wall time for a timestamp (the text COPY's offset is ignored there)."""
-    return (wall_micros(moments) if wall else utc_micros(moments)) - _PG_EPOCH_US
+    return (wall_micros(moments) if wall else utc_micros(moments)) - PG_EPOCH_US
 
 
 def _array(kind: str, values: list[Any]) -> npt.NDArray[Any]:
     if kind in ("timestamp", "timestamptz"):
         return _micros(values, wall=kind == "timestamp")
-    return np.array(
-        values, dtype={"bool": np.bool_, "float64": np.float64, "float32": np.float64}.get(kind, np.int64)
-    )
+    return np.array(values, dtype=NUMERIC_DTYPES[kind])
 
 
 def _pieces(kind: str, dtype: str | None, values: list[Any]) -> list[bytes]:
     """Each value as `<length><data>` (a null: length -1)."""
     if dtype is None:  # text
         encoded = [None if v is None else v.encode("utf-8") for v in values]
-        return [_NULL if data is None else _LENGTH.pack(len(data)) + data for data in encoded]
+        return [NULL_FIELD if data is None else binary_field(data) for data in encoded]
     if None in values:
         present = [i for i, v in enumerate(values) if v is not None]
-        out = [_NULL] * len(values)
+        out = [NULL_FIELD] * len(values)
         for i, piece in zip(present, _pieces(kind, dtype, [values[i] for i in present]), strict=True):
             out[i] = piece
         return out

@@ -11,21 +11,40 @@ from __future__ import annotations
 import struct
 import uuid
 from collections.abc import Iterator, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["COPY_COLUMNS", "COPY_HEADER", "COPY_TRAILER", "copy_tuples"]
+__all__ = [
+    "COPY_COLUMNS",
+    "COPY_HEADER",
+    "COPY_TRAILER",
+    "FIELD_LENGTH",
+    "NULL_FIELD",
+    "PG_EPOCH_US",
+    "binary_field",
+    "copy_tuples",
+]
 
 COPY_COLUMNS = ("run_id", "entity_key", "score", "model_version", "scored_at", "feature_snapshot_ts")
 COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + bytes(8)  # signature, flags, header extension length
 COPY_TRAILER = b"\xff\xff"
 _PG_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
-_LENGTH = struct.Struct(">i")
+PG_EPOCH_US = (_PG_EPOCH - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
+"""PostgreSQL's timestamp epoch (2000-01-01) in microseconds after the Unix epoch."""
+FIELD_LENGTH = struct.Struct(">i")
+"""A binary COPY field's length prefix."""
+NULL_FIELD = FIELD_LENGTH.pack(-1)
+"""A binary COPY null (length -1, no data)."""
 _SCORE = struct.Struct(">id")
 _ROWS_PER_GROUP = 8  # fewer rows per (snapshot, key length) group on average: pack row by row
+
+
+def binary_field(data: bytes) -> bytes:
+    """A binary COPY field: its length, then its bytes."""
+    return FIELD_LENGTH.pack(len(data)) + data
 
 
 def _pg_micros(moment: datetime) -> int:
@@ -104,9 +123,9 @@ def _row_by_row(
 ) -> bytes:
     """The same tuples as `copy_tuples`, packed row by row."""
     head = struct.pack(">hi16s", len(COPY_COLUMNS), 16, run_id.bytes)
-    middle = _LENGTH.pack(len(version)) + version + struct.pack(">iq", 8, _pg_micros(scored_at))
-    encoded = [_LENGTH.pack(len(data)) + data for data in (text.encode() for text in snapshots)]
-    pack_length, pack_score = _LENGTH.pack, _SCORE.pack
+    middle = binary_field(version) + struct.pack(">iq", 8, _pg_micros(scored_at))
+    encoded = [binary_field(text.encode()) for text in snapshots]
+    pack_length, pack_score = FIELD_LENGTH.pack, _SCORE.pack
     return b"".join(
         head + pack_length(len(text)) + text + pack_score(8, score) + middle + encoded[code]
         for text, score, code in zip(texts.tolist(), scores.tolist(), codes.tolist(), strict=True)

@@ -26,6 +26,7 @@ __all__ = [
     "DEFAULT_CLOCK_SKEW_S",
     "DEFAULT_MAX_AGE_S",
     "FLOAT32_MAX",
+    "NUMERIC_DTYPES",
     "PushError",
     "ValidRows",
     "event_window",
@@ -199,19 +200,20 @@ def newest_per_entity(rows: ValidRows) -> list[int]:
     return sorted(best.values())
 
 
-_DTYPES = {
+NUMERIC_DTYPES: dict[str, type[np.generic]] = {
     "float64": np.float64,
     "float32": np.float64,
     "int64": np.int64,
     "int32": np.int64,
     "bool": np.bool_,
 }
+"""The numpy type that holds a validated value of each numeric kind exactly (float32 values are doubles)."""
 
 
 def _column(kind: str, values: list[Any]) -> npt.NDArray[Any]:
     """A feature's values as the online encoders take them fastest: a typed array when there is no null
     (validated values fit it), else an object array. The bytes are the same either way."""
-    dtype = _DTYPES.get(kind)
+    dtype = NUMERIC_DTYPES.get(kind)
     if dtype is not None and None not in values:
         return np.array(values, dtype=dtype)
     out = np.empty(len(values), dtype=object)
